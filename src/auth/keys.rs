@@ -1,0 +1,112 @@
+//! The token signing secret: `SECRET_KEY` when the operator sets one, otherwise a random key
+//! generated on first start and kept in the data folder, readable by the owner only.
+
+use std::{io::Write, path::Path};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+
+use crate::config::Secret;
+
+const SECRET_FILE: &str = "jwt_secret.key";
+
+/// Loads the generated secret from `data_dir`, creating it on first use.
+pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, String> {
+    let path = data_dir.join(SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = text.trim();
+            if key.len() < 43 {
+                return Err(format!(
+                    "{} is damaged (too short); delete it to generate a new key (issued tokens \
+                     will stop working) or set SECRET_KEY",
+                    path.display()
+                ));
+            }
+            warn_if_shared(&path);
+            Ok(Secret::new(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 64];
+            getrandom::fill(&mut raw).map_err(|e| format!("no system randomness: {e}"))?;
+            let key = URL_SAFE_NO_PAD.encode(raw);
+            write_private(&path, key.as_bytes())
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "SECRET_KEY is not set: generated a signing key and stored it (mode 0600); keep \
+                 this file to keep issued tokens valid across restarts"
+            );
+            Ok(Secret::new(key))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Writes `bytes` to `path` atomically with owner-only permissions; an existing file is kept.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    // `hard_link` fails if the target exists, so a concurrent first start cannot overwrite a
+    // key another process already handed out tokens with.
+    let linked = std::fs::hard_link(&tmp.0, path);
+    let _ = std::fs::remove_file(&tmp.0);
+    linked
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let path = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let file = opts.open(&path)?;
+    Ok((path, file))
+}
+
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "signing key file is readable by other users; chmod 600 it");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_reused_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_generate_secret(dir.path()).unwrap();
+        let second = load_or_generate_secret(dir.path()).unwrap();
+        assert_eq!(first, second);
+        assert!(first.expose().len() >= 80);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_an_error_not_a_weak_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SECRET_FILE), "short").unwrap();
+        assert!(load_or_generate_secret(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! Settings: every environment variable the server reads, typed and checked once at start-up.
+//!
+//! `main` loads `.env` (dotenvy) and calls [`Settings::from_env`]; tests build a [`Settings`]
+//! directly instead of touching process-wide variables. Secrets are never printed: `Debug` on
+//! [`Secret`] shows a placeholder.
+
+use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use crate::domain::UserId;
+
+/// Which face engine answers register, verify and delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    Rekognition,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Rekognition => "rekognition",
+        }
+    }
+
+    /// The server's similarity floor for this engine when `FACELOCK_MIN_SIMILARITY` is unset.
+    /// For Rekognition it is the original default request threshold, so existing clients see the
+    /// same behaviour; clients may ask for more, never less.
+    pub fn default_min_similarity(self) -> f32 {
+        match self {
+            EngineKind::Rekognition => 90.0,
+        }
+    }
+}
+
+/// A string that must never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(**redacted**)")
+    }
+}
+
+/// HMAC algorithms accepted for `ALGORITHM` (the original's token mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl HmacAlgorithm {
+    fn parse(raw: &str) -> Result<Self, ConfigError> {
+        match raw.trim().to_ascii_uppercase().as_str() {
+            "HS256" => Ok(Self::Hs256),
+            "HS384" => Ok(Self::Hs384),
+            "HS512" => Ok(Self::Hs512),
+            other => Err(ConfigError::new(
+                "ALGORITHM",
+                format!("{other:?} is not supported; use HS256, HS384 or HS512"),
+            )),
+        }
+    }
+
+    pub fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Hs256 => jsonwebtoken::Algorithm::HS256,
+            Self::Hs384 => jsonwebtoken::Algorithm::HS384,
+            Self::Hs512 => jsonwebtoken::Algorithm::HS512,
+        }
+    }
+}
+
+/// Settings of the AWS Rekognition engine. Credentials and region that are `None` fall back to the
+/// AWS SDK's default chain (profile files, web identity, container and instance roles).
+#[derive(Clone, Debug, Default)]
+pub struct RekognitionSettings {
+    pub collection_id: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    /// Attempts for a throttled call before it becomes a 503.
+    pub max_attempts: u32,
+    /// First retry delay; later ones grow exponentially.
+    pub initial_backoff: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub engine: EngineKind,
+    pub rekognition: RekognitionSettings,
+    /// The lowest similarity (0-100) at which a face may log in, whatever the client asks for.
+    pub min_similarity: f32,
+    pub data_dir: PathBuf,
+    /// SQLite database file.
+    pub database_path: PathBuf,
+    pub reference_dir: PathBuf,
+    pub admin_users: BTreeSet<UserId>,
+    /// `SECRET_KEY`; when unset a key is generated and kept in the data folder.
+    pub secret_key: Option<Secret>,
+    pub algorithm: HmacAlgorithm,
+    pub access_token_ttl: Duration,
+    /// Allowed CORS origins; `["*"]` allows any (development only).
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Images whose width times height exceed this are refused before they are decoded.
+    pub max_image_pixels: u64,
+    pub debug: bool,
+}
+
+/// A setting that could not be used; the message names the variable and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for a server whose files all live under `data_dir`, everything else at defaults.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        let engine = EngineKind::Rekognition;
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            engine,
+            rekognition: RekognitionSettings {
+                collection_id: "FaceLockUsers".into(),
+                max_attempts: 4,
+                initial_backoff: Duration::from_millis(500),
+                ..Default::default()
+            },
+            min_similarity: engine.default_min_similarity(),
+            database_path: data_dir.join("facelock.db"),
+            reference_dir: data_dir.join("reference_faces"),
+            data_dir,
+            admin_users: BTreeSet::new(),
+            secret_key: None,
+            algorithm: HmacAlgorithm::Hs256,
+            access_token_ttl: Duration::from_secs(30 * 60),
+            cors_origins: Vec::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_image_pixels: 40_000_000,
+            debug: false,
+        }
+    }
+
+    /// Reads the process environment (after `.env` has been loaded).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Builds settings from any key lookup, so the parsing is testable without the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(get("FACELOCK_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let mut s = Self::with_data_dir(&data_dir);
+        // The original keeps reference images in ./reference_faces beside the server.
+        s.reference_dir = PathBuf::from(
+            get("FACELOCK_REFERENCE_DIR").unwrap_or_else(|| "./reference_faces".into()),
+        );
+        if let Some(path) = get("FACELOCK_DATABASE_PATH") {
+            s.database_path = PathBuf::from(path);
+        }
+
+        let host = get("FACELOCK_HOST").unwrap_or_else(|| "127.0.0.1".into());
+        let port: u16 = parse(&get, "FACELOCK_PORT", 8000)?;
+        s.listen = format!("{host}:{port}")
+            .parse()
+            .or_else(|_| format!("[{host}]:{port}").parse())
+            .map_err(|_| ConfigError::new("FACELOCK_HOST", "must be an IP address"))?;
+
+        s.engine = match get("FACELOCK_ENGINE").as_deref().map(str::trim) {
+            None | Some("rekognition") => EngineKind::Rekognition,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "FACELOCK_ENGINE",
+                    format!("unknown engine {other:?}; the engines are: rekognition"),
+                ))
+            }
+        };
+        s.min_similarity = parse(
+            &get,
+            "FACELOCK_MIN_SIMILARITY",
+            s.engine.default_min_similarity(),
+        )?;
+        if !(0.0..=100.0).contains(&s.min_similarity) {
+            return Err(ConfigError::new(
+                "FACELOCK_MIN_SIMILARITY",
+                "must be between 0 and 100",
+            ));
+        }
+
+        s.rekognition = RekognitionSettings {
+            collection_id: get("FACELOCK_COLLECTION_ID").unwrap_or_else(|| "FaceLockUsers".into()),
+            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            endpoint_url: get("AWS_ENDPOINT_URL_REKOGNITION").or_else(|| get("AWS_ENDPOINT_URL")),
+            access_key_id: get("AWS_ACCESS_KEY_ID"),
+            secret_access_key: get("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+            session_token: get("AWS_SESSION_TOKEN").map(Secret::new),
+            max_attempts: parse(&get, "FACELOCK_AWS_MAX_ATTEMPTS", 4)?,
+            initial_backoff: s.rekognition.initial_backoff,
+        };
+        validate_collection_id(&s.rekognition.collection_id)?;
+
+        s.admin_users = get("FACELOCK_ADMIN_USERS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| UserId::parse(id).map_err(|e| ConfigError::new("FACELOCK_ADMIN_USERS", e.0)))
+            .collect::<Result<_, _>>()?;
+
+        s.secret_key = get("SECRET_KEY").map(Secret::new);
+        if let Some(key) = &s.secret_key {
+            if key.expose().len() < 32 {
+                return Err(ConfigError::new(
+                    "SECRET_KEY",
+                    "must be at least 32 characters; leave it unset to have a key generated",
+                ));
+            }
+        }
+        if let Some(alg) = get("ALGORITHM") {
+            s.algorithm = HmacAlgorithm::parse(&alg)?;
+        }
+        let minutes: u64 = parse(&get, "ACCESS_TOKEN_EXPIRE_MINUTES", 30)?;
+        if minutes == 0 || minutes > 24 * 60 {
+            return Err(ConfigError::new(
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                "must be between 1 and 1440",
+            ));
+        }
+        s.access_token_ttl = Duration::from_secs(minutes * 60);
+
+        s.cors_origins = get("FACELOCK_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        s.max_body_bytes = parse(&get, "FACELOCK_MAX_BODY_BYTES", s.max_body_bytes)?;
+        s.request_timeout =
+            Duration::from_secs(parse(&get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1));
+        s.max_image_pixels = parse(&get, "FACELOCK_MAX_IMAGE_PIXELS", s.max_image_pixels)?;
+        s.debug = get("DEBUG").is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        Ok(s)
+    }
+
+    pub fn is_admin(&self, user: &UserId) -> bool {
+        self.admin_users.contains(user)
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(key) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(key, format!("{raw:?} is not a valid value"))),
+    }
+}
+
+/// Rekognition accepts `[a-zA-Z0-9_.\-]+`, up to 255 characters.
+fn validate_collection_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "FACELOCK_COLLECTION_ID",
+            "must be 1-255 characters of letters, digits, '_', '.' and '-'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.min_similarity, 90.0);
+        assert!(s.secret_key.is_none());
+        assert!(s.cors_origins.is_empty());
+        assert_eq!(s.access_token_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn refuses_short_secrets_and_foreign_algorithms() {
+        assert_eq!(
+            from(&[("SECRET_KEY", "short")]).unwrap_err().variable,
+            "SECRET_KEY"
+        );
+        assert_eq!(
+            from(&[("ALGORITHM", "none")]).unwrap_err().variable,
+            "ALGORITHM"
+        );
+        assert_eq!(
+            from(&[("ALGORITHM", "RS256")]).unwrap_err().variable,
+            "ALGORITHM"
+        );
+        assert!(from(&[("ALGORITHM", "hs512")]).is_ok());
+    }
+
+    #[test]
+    fn admin_ids_are_parsed_like_user_ids() {
+        let s = from(&[("FACELOCK_ADMIN_USERS", "alice, bob")]).unwrap();
+        assert!(s.is_admin(&UserId::parse("bob").unwrap()));
+        assert!(from(&[("FACELOCK_ADMIN_USERS", "../root")]).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_leak_through_debug() {
+        let s = from(&[("SECRET_KEY", "0123456789abcdef0123456789abcdef-very-secret")]).unwrap();
+        assert!(!format!("{s:?}").contains("very-secret"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The face engine: what register, verify, compare and delete need from face recognition,
+//! behind one trait so that engines are swapped by configuration.
+//!
+//! An engine knows faces by an id it assigns and by the [`UserId`] they were enrolled for. It
+//! never touches the store or the reference files: the service orders those steps around it.
+//! Engines return [`EngineError`], which the HTTP layer maps to statuses.
+
+pub mod rekognition;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    domain::{Similarity, UserId},
+    images::DecodedImage,
+};
+
+/// An uploaded image, decoded once and shared by every step that needs it.
+pub struct Upload {
+    /// The bytes as uploaded (kept for the reference copy and for engines that take bytes).
+    pub bytes: Vec<u8>,
+    pub decoded: DecodedImage,
+}
+
+/// Where a face sits in its image, as fractions of the width and height (Rekognition's form).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct BoundingBox {
+    pub left: f32,
+    pub top: f32,
+    pub width: f32,
+    pub height: f32,
+}
+
+/// A face the engine has just enrolled.
+#[derive(Clone, Debug)]
+pub struct IndexedFace {
+    /// The engine's id for the face: a UUID, safe as a file name.
+    pub face_id: String,
+    pub bounding_box: Option<BoundingBox>,
+    /// Detection confidence, 0-100.
+    pub confidence: f32,
+    /// The face descriptor, for engines whose index is rebuilt from the store at start-up.
+    pub descriptor: Option<Vec<f32>>,
+}
+
+/// A face in the store, handed to an engine that keeps its own in-memory index.
+#[derive(Clone, Debug)]
+pub struct EnrolledFace {
+    pub face_id: String,
+    pub user_id: UserId,
+    pub descriptor: Option<Vec<f32>>,
+}
+
+/// Which enrolled faces a search may return.
+#[derive(Clone, Debug)]
+pub enum SearchScope {
+    /// 1:N: every enrolled face.
+    All,
+    /// 1:1: only the faces of the claimed user.
+    User(UserId),
+}
+
+/// A candidate returned by a search.
+#[derive(Clone, Debug)]
+pub struct FaceMatch {
+    pub face_id: String,
+    pub user_id: UserId,
+    pub similarity: Similarity,
+}
+
+/// Why an enrolment photo was refused although a face was found (Rekognition's reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QualityProblem {
+    SmallBoundingBox,
+    LowSharpness,
+    LowBrightness,
+    ExtremePose,
+    LowConfidence,
+    LowFaceQuality,
+}
+
+impl QualityProblem {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::SmallBoundingBox => "SMALL_BOUNDING_BOX",
+            Self::LowSharpness => "LOW_SHARPNESS",
+            Self::LowBrightness => "LOW_BRIGHTNESS",
+            Self::ExtremePose => "EXTREME_POSE",
+            Self::LowConfidence => "LOW_CONFIDENCE",
+            Self::LowFaceQuality => "LOW_FACE_QUALITY",
+        }
+    }
+
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::SmallBoundingBox => {
+                "The face is too small in the image; move closer to the camera"
+            }
+            Self::LowSharpness => "The face is too blurry to enrol",
+            Self::LowBrightness => "The face is too dark to enrol; improve the lighting",
+            Self::ExtremePose => "The face is turned too far from the camera to enrol",
+            Self::LowConfidence => "The detector is not confident this is a face",
+            Self::LowFaceQuality => "The face is of too low quality to enrol",
+        }
+    }
+
+    /// Parses Rekognition's `Reasons` values.
+    pub fn from_rekognition(reason: &str) -> Option<Self> {
+        Some(match reason {
+            "SMALL_BOUNDING_BOX" => Self::SmallBoundingBox,
+            "LOW_SHARPNESS" => Self::LowSharpness,
+            "LOW_BRIGHTNESS" => Self::LowBrightness,
+            "EXTREME_POSE" => Self::ExtremePose,
+            "LOW_CONFIDENCE" => Self::LowConfidence,
+            "LOW_FACE_QUALITY" => Self::LowFaceQuality,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no face detected")]
+    NoFace,
+    #[error("more than one face")]
+    MultipleFaces,
+    #[error("several faces of similar size")]
+    AmbiguousFaces,
+    #[error("face quality: {}", .0.code())]
+    PoorQuality(QualityProblem),
+    #[error("{0}")]
+    InvalidImage(String),
+    #[error("{0}")]
+    ImageTooLarge(String),
+    #[error("throttled")]
+    Throttled,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Face recognition as the service needs it.
+#[async_trait]
+pub trait FaceEngine: Send + Sync {
+    /// Short name, stored beside each face (`rekognition`, `local`).
+    fn name(&self) -> &'static str;
+
+    /// Prepares the engine (creates the collection, loads models). Called once at start-up.
+    async fn start(&self) -> Result<(), EngineError>;
+
+    /// Rebuilds an in-memory index from the store; engines that keep faces remotely ignore it.
+    async fn load(&self, _faces: Vec<EnrolledFace>) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Enrols the single face in `image` for `user`.
+    async fn index_face(
+        &self,
+        user: &UserId,
+        image: Arc<Upload>,
+    ) -> Result<IndexedFace, EngineError>;
+
+    /// Enrolled faces similar to the dominant face in `image`, at or above `threshold`, best
+    /// first. An empty list means no match.
+    async fn search(
+        &self,
+        image: Arc<Upload>,
+        scope: SearchScope,
+        threshold: Similarity,
+    ) -> Result<Vec<FaceMatch>, EngineError>;
+
+    /// Similarity of the dominant faces of two images.
+    async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError>;
+
+    /// Removes faces; ids the engine does not know are ignored.
+    async fn delete_faces(&self, face_ids: &[String]) -> Result<(), EngineError>;
+
+    /// Whether the engine can serve requests now.
+    async fn health(&self) -> Result<(), EngineError>;
+}

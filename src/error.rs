@@ -1,0 +1,332 @@
+//! One error type for every 4xx and 5xx the API returns, and the one JSON body they share:
+//! `{"detail": "...", "code": "...", "request_id": "..."}`.
+//!
+//! `detail` is a human sentence, as FastAPI's errors have, so clients of the original keep
+//! working; `code` is stable and machine-readable. Internal failures are logged with their cause
+//! and reach the client as an opaque 500 that only carries the request id.
+
+use axum::{
+    extract::Request,
+    http::{header, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+
+use crate::{engine::EngineError, images::ImageError, store::StoreError};
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in a sentence.
+    #[schema(example = "No face detected in the image")]
+    pub detail: String,
+    /// Stable machine-readable code.
+    #[schema(example = "NO_FACE")]
+    pub code: String,
+    /// The request id, also sent as the `x-request-id` header; quote it when reporting a problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Why a bearer token was refused. All of these answer 401 with `WWW-Authenticate: Bearer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    Missing,
+    Malformed,
+    Expired,
+    Invalid,
+    Revoked,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `NO_FACE`: the image holds no detectable face.
+    #[error("No face detected in the image")]
+    NoFace,
+    /// 400 `MULTIPLE_FACES`: enrolment needs exactly one face.
+    #[error("More than one face in the image; enrol with a photo of one person")]
+    MultipleFaces,
+    /// 400 `AMBIGUOUS_FACES`: verification found several faces of similar size.
+    #[error("Several faces of similar size in the image; cannot tell whose login it is")]
+    AmbiguousFaces,
+    /// 400 with a quality code such as `LOW_SHARPNESS`: the face is too poor to enrol.
+    #[error("{detail}")]
+    PoorQuality { code: &'static str, detail: String },
+    /// 400 `NO_MATCH`: no enrolled face is similar enough.
+    #[error("No matching face found")]
+    NoMatch,
+    /// 400 `INVALID_IMAGE`: a known image format whose bytes cannot be decoded.
+    #[error("{0}")]
+    InvalidImage(String),
+    /// 415 `UNSUPPORTED_IMAGE`: not a JPEG, PNG or WebP.
+    #[error("The file is not a JPEG, PNG or WebP image")]
+    UnsupportedImage,
+    /// 413 `IMAGE_TOO_LARGE`: the decoded image would exceed the pixel limit.
+    #[error("{0}")]
+    ImageTooLarge(String),
+    /// 413 `PAYLOAD_TOO_LARGE`: the request body is over the configured limit.
+    #[error("The request body is too large")]
+    PayloadTooLarge,
+    /// 400 `BAD_REQUEST`: the request cannot be read (malformed multipart, say).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422 `VALIDATION_ERROR`: a field is missing or invalid.
+    #[error("{field}: {message}")]
+    Validation {
+        field: &'static str,
+        message: String,
+    },
+    /// 401 with `WWW-Authenticate: Bearer`.
+    #[error("{}", token_detail(*.0))]
+    Unauthorized(TokenProblem),
+    /// 403 `FORBIDDEN`: a valid token without the right for this action.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404 `USER_NOT_FOUND`.
+    #[error("User not found")]
+    UserNotFound,
+    /// 409 `USER_EXISTS`: the user id is taken and the caller may not add faces to it.
+    #[error("A user with this user_id already exists")]
+    UserExists,
+    /// 502 `UPSTREAM_AUTH`: the face service refused our credentials (an operator problem).
+    #[error("The face service refused the server's credentials")]
+    UpstreamAuth,
+    /// 503 `ENGINE_UNAVAILABLE` with `Retry-After`: the face engine is throttled or down.
+    #[error("The face engine is temporarily unavailable; try again shortly")]
+    Unavailable { retry_after_secs: u32 },
+    /// 500 `INTERNAL`: logged with its cause, never shown to the caller.
+    #[error("Internal server error")]
+    Internal(String),
+}
+
+fn token_detail(problem: TokenProblem) -> &'static str {
+    match problem {
+        TokenProblem::Missing => "Not authenticated",
+        TokenProblem::Malformed => "Malformed bearer token",
+        TokenProblem::Expired => "Token has expired",
+        TokenProblem::Invalid => "Could not validate credentials",
+        TokenProblem::Revoked => "Token has been revoked",
+    }
+}
+
+impl ApiError {
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            NoFace
+            | MultipleFaces
+            | AmbiguousFaces
+            | PoorQuality { .. }
+            | NoMatch
+            | InvalidImage(_)
+            | BadRequest(_) => StatusCode::BAD_REQUEST,
+            UnsupportedImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ImageTooLarge(_) | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            UserNotFound => StatusCode::NOT_FOUND,
+            UserExists => StatusCode::CONFLICT,
+            UpstreamAuth => StatusCode::BAD_GATEWAY,
+            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            NoFace => "NO_FACE",
+            MultipleFaces => "MULTIPLE_FACES",
+            AmbiguousFaces => "AMBIGUOUS_FACES",
+            PoorQuality { code, .. } => code,
+            NoMatch => "NO_MATCH",
+            InvalidImage(_) => "INVALID_IMAGE",
+            UnsupportedImage => "UNSUPPORTED_IMAGE",
+            ImageTooLarge(_) => "IMAGE_TOO_LARGE",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            BadRequest(_) => "BAD_REQUEST",
+            Validation { .. } => "VALIDATION_ERROR",
+            Unauthorized(TokenProblem::Missing) => "NOT_AUTHENTICATED",
+            Unauthorized(TokenProblem::Expired) => "TOKEN_EXPIRED",
+            Unauthorized(TokenProblem::Revoked) => "TOKEN_REVOKED",
+            Unauthorized(_) => "INVALID_TOKEN",
+            Forbidden(_) => "FORBIDDEN",
+            UserNotFound => "USER_NOT_FOUND",
+            UserExists => "USER_EXISTS",
+            UpstreamAuth => "UPSTREAM_AUTH",
+            Unavailable { .. } => "ENGINE_UNAVAILABLE",
+            Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+/// Carried in the response extensions so the envelope middleware can add the request id.
+#[derive(Clone, Debug)]
+struct ErrorInfo {
+    detail: String,
+    code: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let status = self.status();
+        let info = ErrorInfo {
+            detail: self.to_string(),
+            code: self.code().to_owned(),
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                detail: info.detail.clone(),
+                code: info.code.clone(),
+                request_id: None,
+            }),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                let challenge = match self.code() {
+                    "NOT_AUTHENTICATED" => "Bearer",
+                    _ => "Bearer error=\"invalid_token\"",
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            ApiError::Unavailable { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        response.extensions_mut().insert(info);
+        response
+    }
+}
+
+/// Gives every error response, including those made by the framework and middleware (404, 405,
+/// 408, 413, a caught panic), the JSON body above with the request id filled in.
+pub async fn error_envelope(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let info = match parts.extensions.remove::<ErrorInfo>() {
+        Some(info) => info,
+        None => {
+            let (code, detail) = generic_error(status);
+            ErrorInfo {
+                detail: detail.into(),
+                code: code.into(),
+            }
+        }
+    };
+    drop(body);
+    let body = ErrorBody {
+        detail: info.detail,
+        code: info.code,
+        request_id,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+fn generic_error(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "Not Found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "Method Not Allowed"),
+        StatusCode::REQUEST_TIMEOUT => ("TIMEOUT", "The request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "The request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("UNSUPPORTED_MEDIA_TYPE", "Unsupported content type")
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => ("VALIDATION_ERROR", "The request is invalid"),
+        StatusCode::TOO_MANY_REQUESTS => ("RATE_LIMITED", "Too many requests"),
+        s if s.is_client_error() => ("BAD_REQUEST", "Bad request"),
+        _ => ("INTERNAL", "Internal server error"),
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NoFace => ApiError::NoFace,
+            EngineError::MultipleFaces => ApiError::MultipleFaces,
+            EngineError::AmbiguousFaces => ApiError::AmbiguousFaces,
+            EngineError::PoorQuality(q) => ApiError::PoorQuality {
+                code: q.code(),
+                detail: q.detail().into(),
+            },
+            EngineError::InvalidImage(msg) => ApiError::InvalidImage(msg),
+            EngineError::ImageTooLarge(msg) => ApiError::ImageTooLarge(msg),
+            EngineError::Throttled => ApiError::Unavailable {
+                retry_after_secs: 5,
+            },
+            EngineError::Unavailable(cause) => {
+                tracing::warn!(%cause, "face engine unavailable");
+                ApiError::Unavailable {
+                    retry_after_secs: 30,
+                }
+            }
+            EngineError::AccessDenied(cause) => {
+                tracing::error!(%cause, "face engine refused our credentials");
+                ApiError::UpstreamAuth
+            }
+            EngineError::Internal(cause) => ApiError::Internal(format!("engine: {cause}")),
+        }
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Empty => ApiError::validation("face_image", "the uploaded file is empty"),
+            ImageError::UnknownFormat => ApiError::UnsupportedImage,
+            ImageError::TooLarge { .. } => ApiError::ImageTooLarge(e.to_string()),
+            ImageError::Corrupt(_) | ImageError::TooSmall { .. } => {
+                ApiError::InvalidImage(e.to_string())
+            }
+            ImageError::Encode(cause) => ApiError::Internal(format!("re-encoding image: {cause}")),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UserExists => ApiError::UserExists,
+            StoreError::UserNotFound => ApiError::UserNotFound,
+            StoreError::Backend(cause) => ApiError::Internal(format!("store: {cause}")),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Image intake: sniff the format from the bytes (never the file name), refuse anything that is
+//! not JPEG, PNG or WebP, bound the decoded size before decoding (no decompression bombs), apply
+//! the EXIF orientation, and re-encode for engines with byte or size limits.
+//!
+//! Everything here is CPU work: call it off the async workers.
+
+use std::io::Cursor;
+
+use image::{
+    codecs::jpeg::JpegEncoder, imageops::FilterType, DynamicImage, ImageDecoder, ImageFormat,
+    ImageReader, Limits,
+};
+
+/// The formats accepted for upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    WebP,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpg",
+            Format::Png => "png",
+            Format::WebP => "webp",
+        }
+    }
+
+    /// Sniffs the format from the leading bytes.
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        match image::guess_format(bytes).ok()? {
+            ImageFormat::Jpeg => Some(Format::Jpeg),
+            ImageFormat::Png => Some(Format::Png),
+            ImageFormat::WebP => Some(Format::WebP),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("the uploaded file is empty")]
+    Empty,
+    #[error("the file is not a JPEG, PNG or WebP image")]
+    UnknownFormat,
+    #[error("the image could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("the image is {width}x{height} pixels; at most {max_pixels} pixels are accepted")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
+    #[error("the image is {width}x{height} pixels, too small to hold a face")]
+    TooSmall { width: u32, height: u32 },
+    #[error("could not re-encode the image: {0}")]
+    Encode(String),
+}
+
+/// Limits applied while decoding.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeLimits {
+    pub max_pixels: u64,
+}
+
+/// Smallest side accepted: below this no detector finds a face, so say so plainly.
+pub const MIN_SIDE: u32 = 32;
+
+/// An upload that decoded cleanly, upright.
+pub struct DecodedImage {
+    pub format: Format,
+    /// Upright pixels (EXIF orientation applied).
+    pub image: DynamicImage,
+    /// Whether the stored pixels had to be rotated or flipped to stand upright.
+    pub reoriented: bool,
+}
+
+/// Decodes `bytes`, refusing unknown formats, over-large dimensions and broken data.
+pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let format = Format::sniff(bytes).ok_or(ImageError::UnknownFormat)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    reader.set_format(match format {
+        Format::Jpeg => ImageFormat::Jpeg,
+        Format::Png => ImageFormat::Png,
+        Format::WebP => ImageFormat::WebP,
+    });
+    let mut decoder_limits = Limits::default();
+    // Enough for the pixel limit as 16-bit RGBA plus the decoder's own buffers.
+    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(decoder_limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+        });
+    }
+    if width < MIN_SIDE || height < MIN_SIDE {
+        return Err(ImageError::TooSmall { width, height });
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        image::ImageError::Limits(_) => ImageError::TooLarge {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+        },
+        other => ImageError::Corrupt(other.to_string()),
+    })?;
+    let reoriented = orientation != image::metadata::Orientation::NoTransforms;
+    image.apply_orientation(orientation);
+    Ok(DecodedImage {
+        format,
+        image,
+        reoriented,
+    })
+}
+
+/// Bytes for an engine that takes JPEG or PNG up to `max_bytes` and needs no more than
+/// `max_side` pixels on the longest side. The original bytes are passed through when they
+/// already fit; otherwise the upright image is scaled down and re-encoded as JPEG.
+pub fn encode_for_engine(
+    original: &[u8],
+    decoded: &DecodedImage,
+    max_bytes: usize,
+    max_side: u32,
+) -> Result<Vec<u8>, ImageError> {
+    let (w, h) = (decoded.image.width(), decoded.image.height());
+    let fits = original.len() <= max_bytes
+        && w.max(h) <= max_side
+        && !decoded.reoriented
+        && matches!(decoded.format, Format::Jpeg | Format::Png);
+    if fits {
+        return Ok(original.to_vec());
+    }
+    let scaled = if w.max(h) > max_side {
+        decoded
+            .image
+            .resize(max_side, max_side, FilterType::Triangle)
+    } else {
+        decoded.image.clone()
+    };
+    let rgb = scaled.to_rgb8();
+    let mut quality = 90;
+    loop {
+        let mut out = Vec::with_capacity(max_bytes.min(1 << 20));
+        JpegEncoder::new_with_quality(&mut out, quality)
+            .encode_image(&rgb)
+            .map_err(|e| ImageError::Encode(e.to_string()))?;
+        if out.len() <= max_bytes || quality <= 50 {
+            return Ok(out);
+        }
+        quality -= 15;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = DynamicImage::new_rgb8(width, height);
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    const LIMITS: DecodeLimits = DecodeLimits {
+        max_pixels: 1_000_000,
+    };
+
+    #[test]
+    fn sniffs_format_from_bytes() {
+        assert_eq!(Format::sniff(&png(40, 40)), Some(Format::Png));
+        assert_eq!(Format::sniff(b"GIF89a......"), None);
+        assert_eq!(Format::sniff(b"hello"), None);
+    }
+
+    #[test]
+    fn refuses_empty_unknown_small_and_huge() {
+        assert!(matches!(decode(&[], LIMITS), Err(ImageError::Empty)));
+        assert!(matches!(
+            decode(b"definitely not an image", LIMITS),
+            Err(ImageError::UnknownFormat)
+        ));
+        assert!(matches!(
+            decode(&png(8, 8), LIMITS),
+            Err(ImageError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            decode(&png(2000, 1000), LIMITS),
+            Err(ImageError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_data_is_corrupt_not_a_panic() {
+        let bytes = png(100, 100);
+        let cut = &bytes[..bytes.len() / 2];
+        assert!(matches!(decode(cut, LIMITS), Err(ImageError::Corrupt(_))));
+    }
+
+    #[test]
+    fn re_encodes_only_when_needed() {
+        let bytes = png(100, 80);
+        let decoded = decode(&bytes, LIMITS).unwrap();
+        assert_eq!(
+            encode_for_engine(&bytes, &decoded, 5 << 20, 1920).unwrap(),
+            bytes
+        );
+        let small = encode_for_engine(&bytes, &decoded, 5 << 20, 50).unwrap();
+        assert_eq!(Format::sniff(&small), Some(Format::Jpeg));
+        let again = decode(&small, LIMITS).unwrap();
+        assert_eq!((again.image.width(), again.image.height()), (50, 40));
+    }
+}

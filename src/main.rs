@@ -1,0 +1,150 @@
+//! The `facelock` command: serves the API (the default) and offers the operator's tools on the
+//! same data folder.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use facelock::{
+    config::Settings,
+    domain::{Email, FullName, UserId},
+    service::{Actor, Registration},
+    store::Page,
+};
+
+#[derive(Parser)]
+#[command(name = "facelock", version, about = "Face authentication server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Manage users directly in the data folder.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Enrol a face from a file; the way to enrol the first administrator.
+    Add {
+        user_id: String,
+        /// Path of a JPEG, PNG or WebP photo with one face.
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        full_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Delete a user, their faces and reference images.
+    Delete { user_id: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("facelock: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    facelock::telemetry::init(settings.debug);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Users(cmd) => users(settings, cmd).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("facelock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let listen = settings.listen;
+    let state = facelock::build_state(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen} (FACELOCK_HOST/FACELOCK_PORT): {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("Face Lock listening on http://{addr} (API docs at http://{addr}/docs)");
+    facelock::serve(listener, state, facelock::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn users(settings: Settings, cmd: UsersCommand) -> Result<(), String> {
+    let state = facelock::build_state(settings).await?;
+    let service = &state.facelock;
+    let parse_id = |raw: &str| UserId::parse(raw).map_err(|e| e.to_string());
+    match cmd {
+        UsersCommand::Add {
+            user_id,
+            image,
+            full_name,
+            email,
+        } => {
+            let registration = Registration {
+                user_id: parse_id(&user_id)?,
+                full_name: full_name
+                    .as_deref()
+                    .map(FullName::parse)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
+                email: email
+                    .as_deref()
+                    .map(Email::parse)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
+                image: std::fs::read(&image)
+                    .map_err(|e| format!("reading {}: {e}", image.display()))?,
+            };
+            let done = service
+                .register(registration, Actor::Operator)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("enrolled face {} for {}", done.face_id, done.user.user_id);
+        }
+        UsersCommand::List => {
+            let mut after = None;
+            loop {
+                let (page, _) = service
+                    .list_users(Page { limit: 500, after })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for u in &page {
+                    println!(
+                        "{}\tfaces={}\t{}\t{}",
+                        u.user_id,
+                        u.face_count,
+                        u.full_name.as_deref().unwrap_or("-"),
+                        u.email.as_deref().unwrap_or("-")
+                    );
+                }
+                if page.len() < 500 {
+                    break;
+                }
+                after = page.last().map(|u| u.user_id.clone());
+            }
+        }
+        UsersCommand::Delete { user_id } => {
+            service
+                .delete_user(&parse_id(&user_id)?)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("deleted {user_id}");
+        }
+    }
+    Ok(())
+}

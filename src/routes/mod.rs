@@ -1,0 +1,241 @@
+//! The HTTP surface: routes, their OpenAPI description (generated from the same definitions, so
+//! the two cannot drift), documentation pages and the middleware stack.
+
+mod faces;
+mod form;
+mod oauth;
+mod system;
+mod users;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{DefaultBodyLimit, Request},
+    http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri},
+    middleware, Router,
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, Any, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use utoipa::{
+    openapi::{
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        OpenApi as OpenApiDoc,
+    },
+    Modify, OpenApi,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_redoc::{Redoc, Servable};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{error, state::AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Face Lock",
+        description = "Face authentication: enrol a face with `POST /register/`, verify a new photo \
+                       with `POST /verify/` and receive a signed JWT. Every error has the body \
+                       `{detail, code, request_id}`. Paths work with and without a trailing slash.",
+        license(name = "MIT")
+    ),
+    modifiers(&BearerScheme),
+    components(schemas(error::ErrorBody)),
+    tags(
+        (name = "faces", description = "Enrol and verify faces"),
+        (name = "users", description = "Users (bearer token required)"),
+        (name = "auth", description = "OAuth2 endpoints"),
+        (name = "system", description = "Health and documentation"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The `token` returned by `POST /verify/`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI document.
+fn api_routes() -> (Router<AppState>, OpenApiDoc) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(faces::register))
+        .routes(routes!(faces::verify))
+        .routes(routes!(faces::compare))
+        .routes(routes!(oauth::token))
+        .routes(routes!(users::me))
+        .routes(routes!(users::list))
+        .routes(routes!(users::delete))
+        .routes(routes!(system::root))
+        .routes(routes!(system::health))
+        .routes(routes!(system::api_docs))
+        .split_for_parts()
+}
+
+/// The OpenAPI document the server publishes at `/openapi.json`.
+pub fn openapi() -> OpenApiDoc {
+    api_routes().1
+}
+
+/// The whole application: routes, documentation pages and middleware.
+pub fn app(state: AppState) -> Router {
+    let settings = state.facelock.settings().clone();
+    let (api, doc) = api_routes();
+    let canonical = Arc::new(CanonicalPaths::new(&doc));
+    let routes = api
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
+        .merge(Redoc::with_url("/redoc", doc))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+
+    // Paths are rewritten before routing, so the router sits behind the rewrite as a fallback.
+    let rewritten = ServiceBuilder::new()
+        .map_request(move |req: Request| canonical.rewrite(req))
+        .service(routes);
+    // Outermost first: request id, error bodies, trace, panic catcher, timeout, body limit, CORS.
+    // `Router::layer` wraps what came before, so the calls below go from the inside out; the
+    // error envelope sits in its own call because it needs plain `Body` responses beneath it.
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .fallback_service(rewritten)
+        .layer(
+            ServiceBuilder::new()
+                .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+                .layer(cors(&settings.cors_origins)),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(CatchPanicLayer::new())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    settings.request_timeout,
+                )),
+        )
+        .layer(middleware::from_fn(error::error_envelope))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return base.allow_origin(Any);
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    base.allow_origin(AllowOrigin::list(list))
+}
+
+/// Serves every documented path with and without its trailing slash: a request path is
+/// rewritten to the documented spelling before routing. Built from the OpenAPI document, so a
+/// new route needs nothing here.
+struct CanonicalPaths {
+    /// Documented paths that end in `/`, as segments; `None` stands for a path parameter.
+    with_slash: Vec<Vec<Option<String>>>,
+}
+
+impl CanonicalPaths {
+    fn new(doc: &OpenApiDoc) -> Self {
+        let with_slash = doc
+            .paths
+            .paths
+            .keys()
+            .filter(|p| p.len() > 1 && p.ends_with('/'))
+            .map(|p| {
+                p.trim_matches('/')
+                    .split('/')
+                    .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                    .collect()
+            })
+            .collect();
+        Self { with_slash }
+    }
+
+    fn canonical(&self, path: &str) -> Option<String> {
+        if path == "/" {
+            return None;
+        }
+        let bare = path.trim_end_matches('/');
+        let segments: Vec<&str> = bare.trim_start_matches('/').split('/').collect();
+        let wants_slash = self.with_slash.iter().any(|pattern| {
+            pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p.as_deref().is_none_or(|p| p == *s))
+        });
+        let canonical = if wants_slash {
+            format!("{bare}/")
+        } else {
+            bare.to_owned()
+        };
+        (canonical != path && !canonical.is_empty()).then_some(canonical)
+    }
+
+    fn rewrite(&self, mut req: Request) -> Request {
+        if let Some(path) = self.canonical(req.uri().path()) {
+            let path_and_query = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            if let Ok(pq) = path_and_query.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+        req
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slashes_follow_the_documented_spelling() {
+        let c = CanonicalPaths::new(&openapi());
+        assert_eq!(c.canonical("/register").as_deref(), Some("/register/"));
+        assert_eq!(c.canonical("/register/"), None);
+        assert_eq!(
+            c.canonical("/users/alice").as_deref(),
+            Some("/users/alice/")
+        );
+        assert_eq!(c.canonical("/users/me").as_deref(), Some("/users/me/"));
+        assert_eq!(c.canonical("/users").as_deref(), Some("/users/"));
+        assert_eq!(c.canonical("/health/").as_deref(), Some("/health"));
+        assert_eq!(c.canonical("/health"), None);
+        assert_eq!(c.canonical("/"), None);
+        assert_eq!(c.canonical("/nope/").as_deref(), Some("/nope"));
+    }
+}

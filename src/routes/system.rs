@@ -1,0 +1,107 @@
+//! Welcome, health and documentation pointers.
+
+use axum::{extract::State, http::StatusCode, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Welcome {
+    pub message: String,
+    pub version: String,
+    /// Where the interactive API documentation lives.
+    pub docs: String,
+}
+
+/// Welcome message.
+#[utoipa::path(get, path = "/", tag = "system", responses((status = 200, body = Welcome)))]
+pub async fn root() -> Json<Welcome> {
+    Json(Welcome {
+        message: "Welcome to Face Lock: face authentication that issues signed tokens".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        docs: "/docs".into(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DependencyHealth {
+    /// `up` or `down`.
+    pub status: String,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// `healthy` when every dependency is up, else `unhealthy`.
+    pub status: String,
+    pub version: String,
+    /// The face engine in use (`rekognition`).
+    pub engine_name: String,
+    pub engine: DependencyHealth,
+    pub store: DependencyHealth,
+}
+
+fn dependency(result: Result<(), String>) -> DependencyHealth {
+    match result {
+        Ok(()) => DependencyHealth {
+            status: "up".into(),
+            error: None,
+        },
+        Err(e) => DependencyHealth {
+            status: "down".into(),
+            error: Some(e),
+        },
+    }
+}
+
+/// Health of the server, its face engine and its store.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "system",
+    responses(
+        (status = 200, description = "Everything is up", body = HealthResponse),
+        (status = 503, description = "A dependency is down", body = HealthResponse),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
+    let health = state.facelock.health().await;
+    let healthy = health.engine.is_ok() && health.store.is_ok();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(HealthResponse {
+            status: if healthy { "healthy" } else { "unhealthy" }.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            engine_name: state.facelock.engine_name().into(),
+            engine: dependency(health.engine),
+            store: dependency(health.store),
+        }),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiDocsInfo {
+    pub message: String,
+    pub swagger_ui: String,
+    pub redoc: String,
+    pub openapi: String,
+}
+
+/// Where the API documentation is.
+#[utoipa::path(get, path = "/api-docs", tag = "system", responses((status = 200, body = ApiDocsInfo)))]
+pub async fn api_docs() -> Json<ApiDocsInfo> {
+    Json(ApiDocsInfo {
+        message: "Face Lock API documentation".into(),
+        swagger_ui: "/docs".into(),
+        redoc: "/redoc".into(),
+        openapi: "/openapi.json".into(),
+    })
+}

@@ -1,0 +1,305 @@
+//! `TestApp`: the real application (router, SQLite store, Rekognition engine through the AWS
+//! SDK) on a temporary data folder, talking to a [`FakeRekognition`] on 127.0.0.1.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+    Router,
+};
+use facelock::{
+    config::{EngineKind, Secret, Settings},
+    domain::UserId,
+    service::{Actor, Registration},
+    AppState,
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::fake_rekognition::{face_of, FakeRekognition};
+
+pub const COLLECTION: &str = "FaceLockTests";
+pub const ADMIN: &str = "admin";
+/// The admin's face in every test app.
+pub const ADMIN_PERSON: u8 = 9;
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub fake: FakeRekognition,
+    pub settings: Settings,
+    pub dir: tempfile::TempDir,
+}
+
+/// Settings for a test server in `dir` using the fake Rekognition at `fake`.
+pub fn test_settings(dir: &std::path::Path, fake: &FakeRekognition) -> Settings {
+    let mut s = Settings::with_data_dir(dir.join("data"));
+    s.engine = EngineKind::Rekognition;
+    s.reference_dir = dir.join("reference_faces");
+    s.rekognition.collection_id = COLLECTION.into();
+    s.rekognition.region = Some("us-east-1".into());
+    s.rekognition.endpoint_url = Some(fake.endpoint());
+    s.rekognition.access_key_id = Some("AKIDTESTTESTTEST".into());
+    s.rekognition.secret_access_key = Some(Secret::new("test-secret-access-key"));
+    s.rekognition.max_attempts = 3;
+    s.rekognition.initial_backoff = Duration::from_millis(10);
+    s.admin_users = [UserId::parse(ADMIN).unwrap()].into();
+    s.max_body_bytes = 2 * 1024 * 1024;
+    s
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let fake = FakeRekognition::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(dir.path(), &fake);
+        configure(&mut settings);
+        let state = facelock::build_state(settings.clone()).await.unwrap();
+        let router = facelock::app(state.clone());
+        Self {
+            router,
+            state,
+            fake,
+            settings,
+            dir,
+        }
+    }
+
+    /// Enrols the admin as the operator would, then logs in with the admin's face.
+    pub async fn admin_token(&self) -> String {
+        if self
+            .state
+            .facelock
+            .store()
+            .user(&UserId::parse(ADMIN).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+        {
+            self.state
+                .facelock
+                .register(
+                    Registration {
+                        user_id: UserId::parse(ADMIN).unwrap(),
+                        full_name: None,
+                        email: None,
+                        image: face_of(ADMIN_PERSON),
+                    },
+                    Actor::Operator,
+                )
+                .await
+                .unwrap();
+        }
+        let res = self.verify(face_of(ADMIN_PERSON), None, None).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        res.body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.send(
+            with_token(Request::get(path), token)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.send(
+            with_token(Request::delete(path), token)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: Multipart,
+        token: Option<&str>,
+    ) -> TestResponse {
+        let (content_type, body) = form.finish();
+        self.send(
+            with_token(Request::post(path), token)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn register(
+        &self,
+        user_id: &str,
+        image: Vec<u8>,
+        token: Option<&str>,
+    ) -> TestResponse {
+        let form = Multipart::new()
+            .text("user_id", user_id)
+            .text("full_name", "Test User")
+            .text("email", "test@example.com")
+            .file("face_image", "face.png", image);
+        self.post_form("/register/", form, token).await
+    }
+
+    pub async fn verify(
+        &self,
+        image: Vec<u8>,
+        threshold: Option<&str>,
+        user_id: Option<&str>,
+    ) -> TestResponse {
+        let mut form = Multipart::new().file("face_image", "face.png", image);
+        if let Some(t) = threshold {
+            form = form.text("similarity_threshold", t);
+        }
+        if let Some(u) = user_id {
+            form = form.text("user_id", u);
+        }
+        self.post_form("/verify/", form, None).await
+    }
+
+    /// Files under the reference folder, relative to it.
+    pub fn reference_files(&self) -> Vec<String> {
+        let root = &self.settings.reference_dir;
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A direct connection to the server's SQLite database.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.settings.database_path).unwrap()
+    }
+
+    pub fn db_count(&self, table: &str) -> i64 {
+        self.db()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+fn with_token(
+    builder: axum::http::request::Builder,
+    token: Option<&str>,
+) -> axum::http::request::Builder {
+    match token {
+        Some(t) => builder.header(header::AUTHORIZATION, format!("Bearer {t}")),
+        None => builder,
+    }
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts the shared error shape and returns the code.
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.code(), code, "body: {}", self.body);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(self.body["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()));
+    }
+}
+
+/// A `multipart/form-data` body built by hand, as a browser or `curl -F` sends it.
+pub struct Multipart {
+    boundary: String,
+    body: Vec<u8>,
+}
+
+impl Multipart {
+    pub fn new() -> Self {
+        Self {
+            boundary: format!("----facelock{}", uuid::Uuid::new_v4().simple()),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn text(mut self, name: &str, value: &str) -> Self {
+        self.body.extend_from_slice(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
+                self.boundary
+            )
+            .as_bytes(),
+        );
+        self
+    }
+
+    pub fn file(mut self, name: &str, filename: &str, bytes: Vec<u8>) -> Self {
+        self.body.extend_from_slice(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+                self.boundary
+            )
+            .as_bytes(),
+        );
+        self.body.extend_from_slice(&bytes);
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    pub fn finish(mut self) -> (String, Vec<u8>) {
+        self.body
+            .extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+        (
+            format!("multipart/form-data; boundary={}", self.boundary),
+            self.body,
+        )
+    }
+}
+
+/// The shared face fixtures, or `None` (after saying why) when they are not checked out.
+pub fn shared_faces() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/faces");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: ../shared/faces is not present");
+        None
+    }
+}
