@@ -235,6 +235,14 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json && response.extensions().get::<ErrorInfo>().is_none() {
+        // A handler's own documented JSON (the OAuth2 error, an unhealthy /health).
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let info = match parts.extensions.remove::<ErrorInfo>() {
         Some(info) => info,

@@ -121,9 +121,21 @@ fn field_name(name: &str, file_fields: &[&'static str]) -> &'static str {
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE || hit_body_limit(&e) {
         ApiError::PayloadTooLarge
     } else {
         ApiError::BadRequest(format!("Malformed multipart body: {}", e.body_text()))
     }
+}
+
+/// Whether the body limit middleware cut the stream (axum only recognises its own limit).
+fn hit_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

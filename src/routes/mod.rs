@@ -156,48 +156,51 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// Serves every documented path with and without its trailing slash: a request path is
 /// rewritten to the documented spelling before routing. Built from the OpenAPI document, so a
-/// new route needs nothing here.
+/// new route needs nothing here; paths that are not documented (the doc pages) are left alone.
 struct CanonicalPaths {
-    /// Documented paths that end in `/`, as segments; `None` stands for a path parameter.
-    with_slash: Vec<Vec<Option<String>>>,
+    /// Documented paths as segments (`None` stands for a path parameter), and whether the
+    /// documented spelling ends in `/`.
+    documented: Vec<(Vec<Option<String>>, bool)>,
 }
 
 impl CanonicalPaths {
     fn new(doc: &OpenApiDoc) -> Self {
-        let with_slash = doc
+        let documented = doc
             .paths
             .paths
             .keys()
-            .filter(|p| p.len() > 1 && p.ends_with('/'))
+            .filter(|p| p.len() > 1)
             .map(|p| {
-                p.trim_matches('/')
+                let segments = p
+                    .trim_matches('/')
                     .split('/')
                     .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
-                    .collect()
+                    .collect();
+                (segments, p.ends_with('/'))
             })
             .collect();
-        Self { with_slash }
+        Self { documented }
     }
 
     fn canonical(&self, path: &str) -> Option<String> {
-        if path == "/" {
+        let bare = path.trim_end_matches('/');
+        if bare.is_empty() {
             return None;
         }
-        let bare = path.trim_end_matches('/');
         let segments: Vec<&str> = bare.trim_start_matches('/').split('/').collect();
-        let wants_slash = self.with_slash.iter().any(|pattern| {
+        let (_, with_slash) = self.documented.iter().find(|(pattern, _)| {
             pattern.len() == segments.len()
                 && pattern
                     .iter()
                     .zip(&segments)
                     .all(|(p, s)| p.as_deref().is_none_or(|p| p == *s))
-        });
-        let canonical = if wants_slash {
+        })?;
+        let canonical = if *with_slash {
             format!("{bare}/")
         } else {
             bare.to_owned()
         };
-        (canonical != path && !canonical.is_empty()).then_some(canonical)
+        (canonical != path).then_some(canonical)
     }
 
     fn rewrite(&self, mut req: Request) -> Request {
@@ -236,6 +239,7 @@ mod tests {
         assert_eq!(c.canonical("/health/").as_deref(), Some("/health"));
         assert_eq!(c.canonical("/health"), None);
         assert_eq!(c.canonical("/"), None);
-        assert_eq!(c.canonical("/nope/").as_deref(), Some("/nope"));
+        assert_eq!(c.canonical("/nope/"), None);
+        assert_eq!(c.canonical("/docs/"), None);
     }
 }

@@ -1,2 +1,11 @@
+//! Integration tests through the real router, store and AWS SDK (against a fake Rekognition).
+
+mod auth;
+mod consistency;
+mod faces;
 mod fake_rekognition;
+mod flow;
 mod helpers;
+mod openapi;
+mod rekognition;
+mod smoke;

@@ -1,0 +1,90 @@
+//! The published API description and documentation pages.
+
+use axum::http::StatusCode;
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn the_document_lists_every_route_with_its_errors() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/openapi.json", None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let doc = res.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/register/", "post"),
+        ("/verify/", "post"),
+        ("/compare/", "post"),
+        ("/token", "post"),
+        ("/users/me/", "get"),
+        ("/users/", "get"),
+        ("/users/{user_id}/", "delete"),
+        ("/", "get"),
+        ("/health", "get"),
+        ("/api-docs", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    assert_eq!(
+        paths.len(),
+        expected.len(),
+        "undocumented or unexpected paths: {:?}",
+        paths.keys()
+    );
+
+    // Multipart bodies are described, with the file as binary.
+    let register = &paths["/register/"]["post"]["requestBody"]["content"]["multipart/form-data"];
+    assert!(register["schema"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["RegisterForm"]["properties"]["face_image"]["format"],
+        "binary"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // Guarded routes need the bearer scheme and document 401.
+    for (path, method) in [
+        ("/users/me/", "get"),
+        ("/users/", "get"),
+        ("/users/{user_id}/", "delete"),
+        ("/compare/", "post"),
+    ] {
+        let op = &paths[path][method];
+        assert!(op["security"].to_string().contains("bearer"), "{path}");
+        assert!(op["responses"]["401"].is_object(), "{path}");
+    }
+    for status in ["400", "413", "415", "422", "503"] {
+        assert!(
+            paths["/verify/"]["post"]["responses"][status].is_object(),
+            "verify {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn documentation_pages_are_served() {
+    let app = TestApp::spawn().await;
+    let docs = app.get("/docs/", None).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.body.as_str().unwrap().contains("swagger"));
+    let redoc = app.get("/redoc", None).await;
+    assert_eq!(redoc.status, StatusCode::OK);
+    assert!(redoc.body.as_str().unwrap().contains("redoc"));
+    let info = app.get("/api-docs", None).await;
+    assert_eq!(info.body["openapi"], "/openapi.json");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_the_json_error_shape() {
+    let app = TestApp::spawn().await;
+    app.get("/nope", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    app.get("/register/", None)
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+}
