@@ -118,6 +118,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// Images whose width times height exceed this are refused before they are decoded.
     pub max_image_pixels: u64,
+    /// Register/verify/compare requests per minute per client IP (also the burst); 0 is off.
+    pub engine_rate_per_minute: u32,
     pub debug: bool,
 }
 
@@ -164,6 +166,7 @@ impl Settings {
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             max_image_pixels: 40_000_000,
+            engine_rate_per_minute: 30,
             debug: false,
         }
     }
@@ -264,6 +267,11 @@ impl Settings {
         s.request_timeout =
             Duration::from_secs(parse(&get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1));
         s.max_image_pixels = parse(&get, "FACELOCK_MAX_IMAGE_PIXELS", s.max_image_pixels)?;
+        s.engine_rate_per_minute = parse(
+            &get,
+            "FACELOCK_RATE_LIMIT_PER_MINUTE",
+            s.engine_rate_per_minute,
+        )?;
         s.debug = get("DEBUG").is_some_and(|v| {
             matches!(
                 v.trim().to_ascii_lowercase().as_str(),

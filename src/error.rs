@@ -90,6 +90,9 @@ pub enum ApiError {
     /// 409 `USER_EXISTS`: the user id is taken and the caller may not add faces to it.
     #[error("A user with this user_id already exists")]
     UserExists,
+    /// 429 `RATE_LIMITED` with `Retry-After`: too many engine requests from this client.
+    #[error("Too many requests; try again later")]
+    RateLimited { retry_after_secs: u32 },
     /// 502 `UPSTREAM_AUTH`: the face service refused our credentials (an operator problem).
     #[error("The face service refused the server's credentials")]
     UpstreamAuth,
@@ -140,6 +143,7 @@ impl ApiError {
             Forbidden(_) => StatusCode::FORBIDDEN,
             UserNotFound => StatusCode::NOT_FOUND,
             UserExists => StatusCode::CONFLICT,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamAuth => StatusCode::BAD_GATEWAY,
             Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -167,6 +171,7 @@ impl ApiError {
             Forbidden(_) => "FORBIDDEN",
             UserNotFound => "USER_NOT_FOUND",
             UserExists => "USER_EXISTS",
+            RateLimited { .. } => "RATE_LIMITED",
             UpstreamAuth => "UPSTREAM_AUTH",
             Unavailable { .. } => "ENGINE_UNAVAILABLE",
             Internal(_) => "INTERNAL",
@@ -212,7 +217,8 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(challenge),
                 );
             }
-            ApiError::Unavailable { retry_after_secs } => {
+            ApiError::Unavailable { retry_after_secs }
+            | ApiError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

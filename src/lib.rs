@@ -10,6 +10,7 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod images;
+pub mod rate_limit;
 pub mod references;
 pub mod routes;
 pub mod service;
@@ -67,7 +68,14 @@ pub async fn build_state(settings: Settings) -> Result<AppState, String> {
         settings.algorithm.jwt(),
         settings.access_token_ttl,
     ));
-    Ok(AppState { facelock, tokens })
+    let limiter = Arc::new(rate_limit::RateLimiter::new(
+        facelock.settings().engine_rate_per_minute,
+    ));
+    Ok(AppState {
+        facelock,
+        tokens,
+        limiter,
+    })
 }
 
 /// Serves `state` on `listener` until `shutdown` completes; in-flight requests are finished.
@@ -85,7 +93,8 @@ pub async fn serve(
             facelock.finish_pending_deletions().await;
         }
     });
-    let result = axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     retry.abort();

@@ -12,6 +12,7 @@ use crate::{
     auth::{AuthUser, MaybeAuthUser},
     domain::{Email, FullName},
     error::{ApiError, ErrorBody},
+    rate_limit::EngineQuota,
     service::{Actor, Registration},
     state::AppState,
 };
@@ -57,6 +58,7 @@ pub struct RegisterResponse {
         (status = 403, description = "The user id is an administrator's and the caller is not an admin", body = ErrorBody),
         (status = 409, description = "The user id exists and the caller may not add faces to it", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
         (status = 415, description = "The file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
@@ -66,6 +68,7 @@ pub struct RegisterResponse {
 pub async fn register(
     State(state): State<AppState>,
     MaybeAuthUser(caller): MaybeAuthUser,
+    _quota: EngineQuota,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let mut form = Form::read(multipart, &["face_image"]).await?;
@@ -133,6 +136,7 @@ pub struct VerifyResponse {
         (status = 200, description = "Face matched; token issued", body = VerifyResponse),
         (status = 400, description = "No face, no matching face (`NO_MATCH`), several faces of similar size, or an undecodable image", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
         (status = 415, description = "The file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
@@ -141,6 +145,7 @@ pub struct VerifyResponse {
 )]
 pub async fn verify(
     State(state): State<AppState>,
+    _quota: EngineQuota,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
     let mut form = Form::read(multipart, &["face_image"]).await?;
@@ -202,6 +207,7 @@ pub struct CompareResponse {
         (status = 400, description = "No face in an image, or an undecodable image", body = ErrorBody),
         (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
         (status = 413, description = "The body or an image is too large", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
         (status = 415, description = "A file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing", body = ErrorBody),
         (status = 503, description = "The face engine is throttled or down; see Retry-After", body = ErrorBody),
@@ -210,6 +216,7 @@ pub struct CompareResponse {
 pub async fn compare(
     State(state): State<AppState>,
     _caller: AuthUser,
+    _quota: EngineQuota,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<CompareResponse>, ApiError> {
     let mut form = Form::read(multipart, &["source_image", "target_image"]).await?;

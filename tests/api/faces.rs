@@ -316,3 +316,26 @@ async fn compare_needs_a_token_and_reports_a_verdict() {
     assert_eq!(other.body["match"], false);
     assert!(other.body["similarity"].as_f64().unwrap() < 90.0);
 }
+
+#[tokio::test]
+async fn repeated_attempts_are_rate_limited_before_reaching_the_engine() {
+    let app = TestApp::spawn_with(|s| s.engine_rate_per_minute = 2).await;
+    app.register("judy", face_of(1), None).await;
+    app.verify(face_of(2), None, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    let calls_before = app.fake.calls().len();
+    let res = app.verify(face_of(1), None, None).await;
+    res.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    let wait: u64 = res.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    assert_eq!(
+        app.fake.calls().len(),
+        calls_before,
+        "the engine was not called"
+    );
+}

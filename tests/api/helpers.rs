@@ -47,6 +47,8 @@ pub fn test_settings(dir: &std::path::Path, fake: &FakeRekognition) -> Settings 
     s.rekognition.initial_backoff = Duration::from_millis(10);
     s.admin_users = [UserId::parse(ADMIN).unwrap()].into();
     s.max_body_bytes = 2 * 1024 * 1024;
+    // Tests hammer the engine on purpose; the limiter has its own test.
+    s.engine_rate_per_minute = 0;
     s
 }
 

@@ -1,0 +1,140 @@
+//! Per-client rate limiting of the endpoints that run the face engine (verify, register,
+//! compare): a token bucket per client IP. It slows down brute-force logins (trying photo after
+//! photo of a victim) and keeps one client from monopolising the engine.
+//!
+//! The client is the socket peer address; behind a reverse proxy every request shares the
+//! proxy's address, so rate-limit at the proxy instead (or set the limit to 0 to turn this off).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::request::Parts,
+};
+
+use crate::{error::ApiError, state::AppState};
+
+/// Buckets idle for this long are dropped, bounding memory under many clients.
+const IDLE: Duration = Duration::from_secs(600);
+
+pub struct RateLimiter {
+    /// Requests allowed per minute and per client, also the burst size; 0 turns limiting off.
+    per_minute: u32,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_ip: HashMap<IpAddr, Bucket>,
+    last_sweep: Instant,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            buckets: Mutex::new(Buckets {
+                by_ip: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// Takes one request from `ip`'s bucket, or says how long until one is available.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let per_second = capacity / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(buckets.last_sweep) > IDLE {
+            buckets
+                .by_ip
+                .retain(|_, b| now.duration_since(b.updated) < IDLE);
+            buckets.last_sweep = now;
+        }
+        let bucket = buckets.by_ip.entry(ip).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+}
+
+/// Extractor that spends one request of the caller's face-engine quota.
+pub struct EngineQuota;
+
+impl FromRequestParts<AppState> for EngineQuota {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        state
+            .limiter
+            .check(ip, Instant::now())
+            .map(|()| EngineQuota)
+            .map_err(|wait| {
+                tracing::warn!(%ip, "rate limit reached");
+                ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs().max(1) as u32,
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_empties_and_refills() {
+        let limiter = RateLimiter::new(3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.check(ip, t0).is_ok());
+        }
+        let wait = limiter.check(ip, t0).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(
+            limiter.check(other, t0).is_ok(),
+            "clients are limited separately"
+        );
+        assert!(limiter.check(ip, t0 + Duration::from_secs(20)).is_ok());
+        assert!(limiter.check(ip, t0 + Duration::from_secs(20)).is_err());
+    }
+
+    #[test]
+    fn zero_turns_it_off() {
+        let limiter = RateLimiter::new(0);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..1000 {
+            assert!(limiter.check(ip, Instant::now()).is_ok());
+        }
+    }
+}
