@@ -5,6 +5,7 @@
 //! never touches the store or the reference files: the service orders those steps around it.
 //! Engines return [`EngineError`], which the HTTP layer maps to statuses.
 
+pub mod local;
 pub mod rekognition;
 
 use std::sync::Arc;

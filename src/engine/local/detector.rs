@@ -1,0 +1,192 @@
+//! Face detection: a small YOLO-style network of depthwise separable convolutions that scores
+//! five anchor boxes in every cell of a 32-pixel grid, followed by non-maximum suppression.
+
+use std::path::Path;
+
+use super::{
+    tensor::{self, Conv, Padding, Tensor},
+    weights::Weights,
+};
+
+const MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
+/// Anchor box sizes, in grid cells.
+const ANCHORS: [(f32, f32); 5] = [
+    (1.603_231, 2.094_468),
+    (6.041_143, 7.080_126),
+    (2.882_459, 3.518_061),
+    (4.266_906, 5.178_857),
+    (9.041_765, 10.663_08),
+];
+const IOU_THRESHOLD: f32 = 0.4;
+
+/// A detected face, in pixels of the image given to [`Detector::detect`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detection {
+    pub left: f32,
+    pub top: f32,
+    pub right: f32,
+    pub bottom: f32,
+    pub score: f32,
+}
+
+impl Detection {
+    pub fn width(&self) -> f32 {
+        self.right - self.left
+    }
+    pub fn height(&self) -> f32 {
+        self.bottom - self.top
+    }
+    pub fn area(&self) -> f32 {
+        self.width().max(0.0) * self.height().max(0.0)
+    }
+    fn iou(&self, other: &Detection) -> f32 {
+        let w = (self.right.min(other.right) - self.left.max(other.left)).max(0.0);
+        let h = (self.bottom.min(other.bottom) - self.top.max(other.top)).max(0.0);
+        let inter = w * h;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+}
+
+struct Separable {
+    depthwise: tensor::Depthwise,
+    pointwise: Conv,
+}
+
+pub struct Detector {
+    stem: Conv,
+    layers: Vec<Separable>,
+    head: Conv,
+}
+
+impl Detector {
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let mut w = Weights::load(dir, "tiny_face_detector_model")?;
+        let stem = w.conv("conv0/filters", "conv0/bias", [3, 3, 3, 16])?;
+        let mut layers = Vec::new();
+        for (i, (cin, cout)) in [(16, 32), (32, 64), (64, 128), (128, 256), (256, 512)]
+            .into_iter()
+            .enumerate()
+        {
+            let n = i + 1;
+            layers.push(Separable {
+                depthwise: w.depthwise3(&format!("conv{n}/depthwise_filter"), cin)?,
+                pointwise: w.conv(
+                    &format!("conv{n}/pointwise_filter"),
+                    &format!("conv{n}/bias"),
+                    [1, 1, cin, cout],
+                )?,
+            });
+        }
+        let head = w.conv("conv8/filters", "conv8/bias", [1, 1, 512, 25])?;
+        Ok(Self { stem, layers, head })
+    }
+
+    /// Faces in a square RGB input of side `size` (a multiple of 32) holding an image of
+    /// `content_w` x `content_h` pixels at its top-left, zero elsewhere. Boxes are returned in
+    /// pixels of the original image, which is `scale` times larger than the content.
+    pub fn detect(
+        &self,
+        input: &[u8],
+        size: usize,
+        content: (f32, f32),
+        scale: f32,
+        min_score: f32,
+    ) -> Vec<Detection> {
+        assert_eq!(input.len(), size * size * 3, "detector input size");
+        let data = input
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) / 255.0)
+            .collect();
+        let x = Tensor::from_data(size, size, 3, data);
+        let mut x = tensor::conv2d(&x, &self.stem, 1, Padding::Valid);
+        tensor::leaky_relu(&mut x, 0.1);
+        for layer in &self.layers {
+            x = tensor::max_pool(&x, 2, 2, Padding::Same);
+            let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
+            x = tensor::conv2d(&d, &layer.pointwise, 1, Padding::Same);
+            tensor::leaky_relu(&mut x, 0.1);
+        }
+        let x = tensor::max_pool(&x, 2, 1, Padding::Same);
+        let out = tensor::conv2d(&x, &self.head, 1, Padding::Valid);
+
+        let cells = out.h as f32;
+        let side = size as f32;
+        let mut found = Vec::new();
+        for row in 0..out.h {
+            for col in 0..out.w {
+                let cell = &out.data[(row * out.w + col) * 25..][..25];
+                for (a, (aw, ah)) in ANCHORS.iter().enumerate() {
+                    let t = &cell[a * 5..a * 5 + 5];
+                    let score = sigmoid(t[4]);
+                    if score < min_score {
+                        continue;
+                    }
+                    // Centre and size as fractions of the square input.
+                    let cx = (col as f32 + sigmoid(t[0])) / cells;
+                    let cy = (row as f32 + sigmoid(t[1])) / cells;
+                    let w = t[2].exp() * aw / cells;
+                    let h = t[3].exp() * ah / cells;
+                    let to_px = side * scale;
+                    found.push(Detection {
+                        left: ((cx - w / 2.0) * to_px).max(0.0),
+                        top: ((cy - h / 2.0) * to_px).max(0.0),
+                        right: ((cx + w / 2.0) * to_px).min(content.0 * scale),
+                        bottom: ((cy + h / 2.0) * to_px).min(content.1 * scale),
+                        score,
+                    });
+                }
+            }
+        }
+        non_max_suppression(found)
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Keeps the best-scoring box of every group that overlaps by more than the IoU threshold.
+fn non_max_suppression(mut boxes: Vec<Detection>) -> Vec<Detection> {
+    boxes.retain(|b| b.width() > 1.0 && b.height() > 1.0);
+    boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<Detection> = Vec::new();
+    for b in boxes {
+        if kept.iter().all(|k| k.iou(&b) <= IOU_THRESHOLD) {
+            kept.push(b);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(l: f32, t: f32, r: f32, b: f32, score: f32) -> Detection {
+        Detection {
+            left: l,
+            top: t,
+            right: r,
+            bottom: b,
+            score,
+        }
+    }
+
+    #[test]
+    fn suppression_keeps_the_best_of_overlapping_boxes() {
+        let kept = non_max_suppression(vec![
+            det(0.0, 0.0, 10.0, 10.0, 0.8),
+            det(1.0, 1.0, 11.0, 11.0, 0.9),
+            det(50.0, 50.0, 60.0, 60.0, 0.6),
+        ]);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].score, 0.9);
+        assert_eq!(kept[1].score, 0.6);
+    }
+}

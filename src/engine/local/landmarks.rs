@@ -1,0 +1,139 @@
+//! 68-point facial landmarks from a face crop: four densely connected blocks of depthwise
+//! separable convolutions and a fully connected layer that outputs 68 (x, y) pairs.
+
+use std::path::Path;
+
+use super::{
+    tensor::{self, Conv, Depthwise, Padding, Tensor},
+    weights::Weights,
+};
+
+pub const INPUT_SIZE: usize = 112;
+const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
+
+/// Depthwise 3x3 then pointwise 1x1 with bias.
+struct Separable {
+    depthwise: Depthwise,
+    pointwise: Conv,
+}
+
+impl Separable {
+    fn load(w: &mut Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self, String> {
+        Ok(Self {
+            depthwise: w.depthwise3(&format!("{prefix}/depthwise_filter"), cin)?,
+            pointwise: w.conv(
+                &format!("{prefix}/pointwise_filter"),
+                &format!("{prefix}/bias"),
+                [1, 1, cin, cout],
+            )?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, stride: usize) -> Tensor {
+        let d = tensor::depthwise(x, &self.depthwise, stride, Padding::Same);
+        tensor::conv2d(&d, &self.pointwise, 1, Padding::Same)
+    }
+}
+
+enum First {
+    Regular(Conv),
+    Separable(Separable),
+}
+
+struct DenseBlock {
+    first: First,
+    rest: [Separable; 3],
+}
+
+impl DenseBlock {
+    /// out1 = relu(conv0(x)); each later conv sees relu of the sum of all earlier outputs;
+    /// the block returns relu of the sum of all four.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut out1 = match &self.first {
+            First::Regular(conv) => tensor::conv2d(x, conv, 2, Padding::Same),
+            First::Separable(sep) => sep.forward(x, 2),
+        };
+        tensor::relu(&mut out1);
+        let mut sum = out1;
+        let mut input = sum.clone();
+        for (i, conv) in self.rest.iter().enumerate() {
+            let out = conv.forward(&input, 1);
+            tensor::add_assign(&mut sum, &out);
+            if i < self.rest.len() - 1 {
+                input = sum.clone();
+                tensor::relu(&mut input);
+            }
+        }
+        tensor::relu(&mut sum);
+        sum
+    }
+}
+
+pub struct LandmarkNet {
+    blocks: Vec<DenseBlock>,
+    fc_weights: Vec<f32>,
+    fc_bias: Vec<f32>,
+}
+
+impl LandmarkNet {
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let mut w = Weights::load(dir, "face_landmark_68_model")?;
+        let mut blocks = Vec::new();
+        for (i, (cin, cout)) in [(3, 32), (32, 64), (64, 128), (128, 256)]
+            .into_iter()
+            .enumerate()
+        {
+            let prefix = format!("dense{i}");
+            let first = if i == 0 {
+                First::Regular(w.conv(
+                    &format!("{prefix}/conv0/filters"),
+                    &format!("{prefix}/conv0/bias"),
+                    [3, 3, cin, cout],
+                )?)
+            } else {
+                First::Separable(Separable::load(
+                    &mut w,
+                    &format!("{prefix}/conv0"),
+                    cin,
+                    cout,
+                )?)
+            };
+            let rest = [
+                Separable::load(&mut w, &format!("{prefix}/conv1"), cout, cout)?,
+                Separable::load(&mut w, &format!("{prefix}/conv2"), cout, cout)?,
+                Separable::load(&mut w, &format!("{prefix}/conv3"), cout, cout)?,
+            ];
+            blocks.push(DenseBlock { first, rest });
+        }
+        Ok(Self {
+            blocks,
+            fc_weights: w.take("fc/weights", &[256, 136])?,
+            fc_bias: w.take("fc/bias", &[136])?,
+        })
+    }
+
+    /// Landmarks of a `INPUT_SIZE` square RGB input, as fractions of its side.
+    pub fn predict(&self, input: &[u8]) -> [(f32, f32); 68] {
+        assert_eq!(
+            input.len(),
+            INPUT_SIZE * INPUT_SIZE * 3,
+            "landmark input size"
+        );
+        let data = input
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) / 255.0)
+            .collect();
+        let mut x = Tensor::from_data(INPUT_SIZE, INPUT_SIZE, 3, data);
+        for block in &self.blocks {
+            x = block.forward(&x);
+        }
+        let pooled = tensor::avg_pool_valid(&x, 7, 2);
+        let out = tensor::dense(&pooled.data, &self.fc_weights, Some(&self.fc_bias), 136);
+        let mut points = [(0.0, 0.0); 68];
+        for (i, p) in points.iter_mut().enumerate() {
+            *p = (out[2 * i], out[2 * i + 1]);
+        }
+        points
+    }
+}

@@ -1,0 +1,148 @@
+//! The whole analysis of one photo: detect faces, place 68 landmarks on each, cut the aligned
+//! chip and compute its descriptor. Pure CPU work; callers run it on the inference pool.
+
+use std::path::Path;
+
+use image::{imageops::FilterType, RgbImage};
+
+use super::{
+    align::{self, Similarity2},
+    detector::{Detection, Detector},
+    landmarks::{self, LandmarkNet},
+    recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
+};
+
+/// Side of the square the detector sees; faces smaller than about 1/20 of the longer image
+/// side are missed at this size, which is far below what enrolment or login photos hold.
+pub const DETECTOR_SIZE: usize = 416;
+/// Detections scoring below this are not faces.
+pub const MIN_DETECTION_SCORE: f32 = 0.5;
+/// dlib's chip padding: 25% of the face on every side.
+const CHIP_PADDING: f32 = 0.25;
+
+pub type Descriptor = [f32; DESCRIPTOR_LEN];
+
+/// A face found in a photo, in the photo's pixels.
+#[derive(Clone, Debug)]
+pub struct Face {
+    pub detection: Detection,
+    pub landmarks: [(f32, f32); 68],
+    /// Chip -> image transform fitted to the landmarks.
+    pub transform: Similarity2,
+}
+
+/// The three networks, loaded once.
+pub struct Models {
+    detector: Detector,
+    landmarks: LandmarkNet,
+    recognizer: Recognizer,
+}
+
+/// Time spent in each stage of one analysis, for the benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    pub detect: std::time::Duration,
+    pub landmarks: std::time::Duration,
+    pub descriptor: std::time::Duration,
+}
+
+impl Models {
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        Ok(Self {
+            detector: Detector::load(dir)?,
+            landmarks: LandmarkNet::load(dir)?,
+            recognizer: Recognizer::load(dir)?,
+        })
+    }
+
+    /// Every face in the photo, largest first.
+    pub fn find_faces(&self, img: &RgbImage) -> Vec<Face> {
+        self.find_faces_timed(img, &mut StageTimes::default())
+    }
+
+    pub fn find_faces_timed(&self, img: &RgbImage, times: &mut StageTimes) -> Vec<Face> {
+        let started = std::time::Instant::now();
+        let (input, content, scale) = square_input(img, DETECTOR_SIZE);
+        let mut detections =
+            self.detector
+                .detect(&input, DETECTOR_SIZE, content, scale, MIN_DETECTION_SCORE);
+        times.detect += started.elapsed();
+        let started = std::time::Instant::now();
+        detections.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        let faces = detections
+            .into_iter()
+            .map(|detection| {
+                let landmarks = self.landmarks_in(img, &detection);
+                let transform = align::chip_transform(&landmarks, CHIP_SIZE, CHIP_PADDING);
+                Face {
+                    detection,
+                    landmarks,
+                    transform,
+                }
+            })
+            .collect();
+        times.landmarks += started.elapsed();
+        faces
+    }
+
+    fn landmarks_in(&self, img: &RgbImage, det: &Detection) -> [(f32, f32); 68] {
+        let x0 = det.left.max(0.0).floor() as u32;
+        let y0 = det.top.max(0.0).floor() as u32;
+        let x1 = (det.right.ceil() as u32).min(img.width()).max(x0 + 1);
+        let y1 = (det.bottom.ceil() as u32).min(img.height()).max(y0 + 1);
+        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let (cw, ch) = (crop.width() as f32, crop.height() as f32);
+        let size = landmarks::INPUT_SIZE;
+        let scale = size as f32 / cw.max(ch);
+        let rw = ((cw * scale).round() as u32).clamp(1, size as u32);
+        let rh = ((ch * scale).round() as u32).clamp(1, size as u32);
+        let resized = image::imageops::resize(&crop, rw, rh, FilterType::Triangle);
+        let off_x = (size as u32 - rw) / 2;
+        let off_y = (size as u32 - rh) / 2;
+        let mut input = vec![0u8; size * size * 3];
+        for (x, y, p) in resized.enumerate_pixels() {
+            let i = ((y + off_y) as usize * size + (x + off_x) as usize) * 3;
+            input[i..i + 3].copy_from_slice(&p.0);
+        }
+        let points = self.landmarks.predict(&input);
+        points.map(|(px, py)| {
+            let cx = (px * size as f32 - off_x as f32) / rw as f32 * cw;
+            let cy = (py * size as f32 - off_y as f32) / rh as f32 * ch;
+            (cx + x0 as f32, cy + y0 as f32)
+        })
+    }
+
+    /// The aligned chip of a face.
+    pub fn chip(&self, img: &RgbImage, face: &Face) -> Vec<u8> {
+        align::extract_chip(img, face.transform, CHIP_SIZE)
+    }
+
+    /// The descriptor of an aligned chip.
+    pub fn describe_chip(&self, chip: &[u8]) -> Descriptor {
+        self.recognizer.describe(chip)
+    }
+}
+
+/// Scales `img` so its longer side is `size`, and places it at the top-left of a black square.
+/// Returns the square, the scaled image's size and the factor back to original pixels.
+fn square_input(img: &RgbImage, size: usize) -> (Vec<u8>, (f32, f32), f32) {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let scale = w.max(h) / size as f32;
+    let nw = ((w / scale).round() as u32).clamp(1, size as u32);
+    let nh = ((h / scale).round() as u32).clamp(1, size as u32);
+    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+    let mut input = vec![0u8; size * size * 3];
+    for (row, line) in resized.chunks_exact(nw as usize * 3).enumerate() {
+        input[row * size * 3..][..line.len()].copy_from_slice(line);
+    }
+    (input, (nw as f32, nh as f32), scale)
+}
+
+/// Euclidean distance between descriptors.
+pub fn distance(a: &Descriptor, b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
+}

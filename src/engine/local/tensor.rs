@@ -1,0 +1,388 @@
+//! The few tensor operations the face networks need, on `H x W x C` (channels last) `f32`
+//! buffers, matching the TensorFlow layouts the weights were trained in.
+//!
+//! Convolutions go through `im2col` and a matrix product from `matrixmultiply`, which picks
+//! AVX2/FMA, AVX-512 or NEON kernels at run time, so the binary stays portable. Depthwise
+//! convolutions and pooling are plain loops over contiguous channels, which the compiler
+//! vectorises.
+
+/// A feature map: `data[(y * w + x) * c + ch]`.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn zeros(h: usize, w: usize, c: usize) -> Self {
+        Self {
+            h,
+            w,
+            c,
+            data: vec![0.0; h * w * c],
+        }
+    }
+
+    pub fn from_data(h: usize, w: usize, c: usize, data: Vec<f32>) -> Self {
+        assert_eq!(
+            data.len(),
+            h * w * c,
+            "tensor data does not match its shape"
+        );
+        Self { h, w, c, data }
+    }
+}
+
+/// How a window is padded, in TensorFlow's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Output `ceil(in / stride)`; the padding is split with the extra row/column at the end.
+    Same,
+    /// No padding.
+    Valid,
+}
+
+/// Output size and leading padding along one axis.
+fn out_and_pad(input: usize, kernel: usize, stride: usize, padding: Padding) -> (usize, usize) {
+    match padding {
+        Padding::Valid => {
+            assert!(input >= kernel, "input smaller than kernel");
+            ((input - kernel) / stride + 1, 0)
+        }
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = ((out - 1) * stride + kernel).saturating_sub(input);
+            (out, total / 2)
+        }
+    }
+}
+
+/// Convolution weights in TensorFlow's `[kh][kw][cin][cout]` order, with a bias per output.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub kh: usize,
+    pub kw: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Conv {
+    /// Multiplies each output channel by `scale` and then adds `shift`: folds a following
+    /// per-channel affine layer (batch norm, dlib's scale layer) into the convolution.
+    pub fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
+        for (i, w) in self.weights.iter_mut().enumerate() {
+            *w *= scale[i % self.cout];
+        }
+        for ((b, s), t) in self.bias.iter_mut().zip(scale).zip(shift) {
+            *b = *b * s + t;
+        }
+    }
+}
+
+/// Rows of im2col processed per matrix product: bounds memory and keeps blocks in cache.
+const ROW_BLOCK: usize = 2048;
+
+/// A regular convolution, plus bias.
+pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tensor {
+    assert_eq!(x.c, conv.cin, "conv input channels");
+    let (oh, pad_top) = out_and_pad(x.h, conv.kh, stride, padding);
+    let (ow, pad_left) = out_and_pad(x.w, conv.kw, stride, padding);
+    let mut out = Tensor::zeros(oh, ow, conv.cout);
+    for (i, v) in out.data.iter_mut().enumerate() {
+        *v = conv.bias[i % conv.cout];
+    }
+    let k = conv.kh * conv.kw * conv.cin;
+    let pointwise = conv.kh == 1 && conv.kw == 1 && stride == 1;
+    let mut cols = if pointwise {
+        Vec::new()
+    } else {
+        vec![0.0f32; ROW_BLOCK.min(oh * ow) * k]
+    };
+    let rows = oh * ow;
+    let mut start = 0;
+    while start < rows {
+        let m = ROW_BLOCK.min(rows - start);
+        let a: &[f32] = if pointwise {
+            &x.data[start * k..(start + m) * k]
+        } else {
+            for r in 0..m {
+                let (oy, ox) = ((start + r) / ow, (start + r) % ow);
+                let row = &mut cols[r * k..(r + 1) * k];
+                for ky in 0..conv.kh {
+                    let iy = (oy * stride + ky) as isize - pad_top as isize;
+                    for kx in 0..conv.kw {
+                        let ix = (ox * stride + kx) as isize - pad_left as isize;
+                        let dst = &mut row[(ky * conv.kw + kx) * conv.cin..][..conv.cin];
+                        if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                            dst.fill(0.0);
+                        } else {
+                            let src = (iy as usize * x.w + ix as usize) * x.c;
+                            dst.copy_from_slice(&x.data[src..src + conv.cin]);
+                        }
+                    }
+                }
+            }
+            &cols[..m * k]
+        };
+        let c = &mut out.data[start * conv.cout..(start + m) * conv.cout];
+        // C (m x cout) += A (m x k) * W (k x cout), all row-major.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                conv.cout,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                conv.weights.as_ptr(),
+                conv.cout as isize,
+                1,
+                1.0,
+                c.as_mut_ptr(),
+                conv.cout as isize,
+                1,
+            );
+        }
+        start += m;
+    }
+    out
+}
+
+/// Depthwise convolution weights `[kh][kw][c]` (TensorFlow's `[kh][kw][c][1]`).
+#[derive(Clone, Debug)]
+pub struct Depthwise {
+    pub kh: usize,
+    pub kw: usize,
+    pub c: usize,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// A depthwise convolution, plus bias.
+pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
+    assert_eq!(x.c, dw.c, "depthwise channels");
+    let (oh, pad_top) = out_and_pad(x.h, dw.kh, stride, padding);
+    let (ow, pad_left) = out_and_pad(x.w, dw.kw, stride, padding);
+    let c = x.c;
+    let mut out = Tensor::zeros(oh, ow, c);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let acc = &mut out.data[(oy * ow + ox) * c..][..c];
+            acc.copy_from_slice(&dw.bias);
+            for ky in 0..dw.kh {
+                let iy = (oy * stride + ky) as isize - pad_top as isize;
+                if iy < 0 || iy >= x.h as isize {
+                    continue;
+                }
+                for kx in 0..dw.kw {
+                    let ix = (ox * stride + kx) as isize - pad_left as isize;
+                    if ix < 0 || ix >= x.w as isize {
+                        continue;
+                    }
+                    let src = &x.data[(iy as usize * x.w + ix as usize) * c..][..c];
+                    let w = &dw.weights[(ky * dw.kw + kx) * c..][..c];
+                    for ((a, s), w) in acc.iter_mut().zip(src).zip(w) {
+                        *a += s * w;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Max pooling; padded positions are ignored, as in TensorFlow.
+pub fn max_pool(x: &Tensor, k: usize, stride: usize, padding: Padding) -> Tensor {
+    let (oh, pad_top) = out_and_pad(x.h, k, stride, padding);
+    let (ow, pad_left) = out_and_pad(x.w, k, stride, padding);
+    let c = x.c;
+    let mut out = Tensor::from_data(oh, ow, c, vec![f32::NEG_INFINITY; oh * ow * c]);
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let acc = &mut out.data[(oy * ow + ox) * c..][..c];
+            for ky in 0..k {
+                let iy = (oy * stride + ky) as isize - pad_top as isize;
+                if iy < 0 || iy >= x.h as isize {
+                    continue;
+                }
+                for kx in 0..k {
+                    let ix = (ox * stride + kx) as isize - pad_left as isize;
+                    if ix < 0 || ix >= x.w as isize {
+                        continue;
+                    }
+                    let src = &x.data[(iy as usize * x.w + ix as usize) * c..][..c];
+                    for (a, s) in acc.iter_mut().zip(src) {
+                        *a = a.max(*s);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Average pooling without padding.
+pub fn avg_pool_valid(x: &Tensor, k: usize, stride: usize) -> Tensor {
+    let (oh, _) = out_and_pad(x.h, k, stride, Padding::Valid);
+    let (ow, _) = out_and_pad(x.w, k, stride, Padding::Valid);
+    let c = x.c;
+    let mut out = Tensor::zeros(oh, ow, c);
+    let norm = 1.0 / (k * k) as f32;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let acc = &mut out.data[(oy * ow + ox) * c..][..c];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let src = &x.data[((oy * stride + ky) * x.w + ox * stride + kx) * c..][..c];
+                    for (a, s) in acc.iter_mut().zip(src) {
+                        *a += s;
+                    }
+                }
+            }
+            acc.iter_mut().for_each(|a| *a *= norm);
+        }
+    }
+    out
+}
+
+pub fn relu(x: &mut Tensor) {
+    x.data.iter_mut().for_each(|v| *v = v.max(0.0));
+}
+
+pub fn relu6(x: &mut Tensor) {
+    x.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
+}
+
+pub fn leaky_relu(x: &mut Tensor, slope: f32) {
+    x.data
+        .iter_mut()
+        .for_each(|v| *v = if *v < 0.0 { *v * slope } else { *v });
+}
+
+/// `x += y`, elementwise.
+pub fn add_assign(x: &mut Tensor, y: &Tensor) {
+    assert_eq!(x.data.len(), y.data.len(), "add shapes");
+    x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+}
+
+/// Mean over all positions: one value per channel.
+pub fn global_mean(x: &Tensor) -> Vec<f32> {
+    let mut acc = vec![0.0f32; x.c];
+    for px in x.data.chunks_exact(x.c) {
+        acc.iter_mut().zip(px).for_each(|(a, v)| *a += v);
+    }
+    let n = (x.h * x.w) as f32;
+    acc.iter_mut().for_each(|a| *a /= n);
+    acc
+}
+
+/// A fully connected layer: `weights` is `[inputs][outputs]`.
+pub fn dense(x: &[f32], weights: &[f32], bias: Option<&[f32]>, outputs: usize) -> Vec<f32> {
+    assert_eq!(weights.len(), x.len() * outputs, "dense shapes");
+    let mut out = bias.map_or_else(|| vec![0.0; outputs], <[f32]>::to_vec);
+    for (xi, row) in x.iter().zip(weights.chunks_exact(outputs)) {
+        out.iter_mut().zip(row).for_each(|(o, w)| *o += xi * w);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct, obviously correct convolution to check the im2col path against.
+    fn naive(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tensor {
+        let (oh, pt) = out_and_pad(x.h, conv.kh, stride, padding);
+        let (ow, pl) = out_and_pad(x.w, conv.kw, stride, padding);
+        let mut out = Tensor::zeros(oh, ow, conv.cout);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for co in 0..conv.cout {
+                    let mut acc = conv.bias[co];
+                    for ky in 0..conv.kh {
+                        for kx in 0..conv.kw {
+                            let iy = (oy * stride + ky) as isize - pt as isize;
+                            let ix = (ox * stride + kx) as isize - pl as isize;
+                            if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                                continue;
+                            }
+                            for ci in 0..conv.cin {
+                                acc += x.data[(iy as usize * x.w + ix as usize) * x.c + ci]
+                                    * conv.weights
+                                        [((ky * conv.kw + kx) * conv.cin + ci) * conv.cout + co];
+                            }
+                        }
+                    }
+                    out.data[(oy * ow + ox) * conv.cout + co] = acc;
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn im2col_convolution_matches_the_direct_one() {
+        for (h, w, k, stride, padding) in [
+            (9, 7, 3, 1, Padding::Same),
+            (9, 7, 3, 2, Padding::Same),
+            (10, 10, 3, 2, Padding::Valid),
+            (15, 11, 7, 2, Padding::Valid),
+            (5, 6, 1, 1, Padding::Same),
+        ] {
+            let (cin, cout) = (3, 5);
+            let x = Tensor::from_data(h, w, cin, pseudo(h * w * cin, 1));
+            let conv = Conv {
+                kh: k,
+                kw: k,
+                cin,
+                cout,
+                weights: pseudo(k * k * cin * cout, 2),
+                bias: pseudo(cout, 3),
+            };
+            let fast = conv2d(&x, &conv, stride, padding);
+            let slow = naive(&x, &conv, stride, padding);
+            assert_eq!((fast.h, fast.w), (slow.h, slow.w));
+            for (a, b) in fast.data.iter().zip(&slow.data) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_padding_follows_tensorflow() {
+        assert_eq!(out_and_pad(512, 3, 2, Padding::Same), (256, 0));
+        assert_eq!(out_and_pad(7, 3, 2, Padding::Same), (4, 1));
+        assert_eq!(out_and_pad(150, 7, 2, Padding::Valid), (72, 0));
+    }
+
+    #[test]
+    fn pooling_and_depthwise() {
+        let x = Tensor::from_data(2, 2, 1, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(max_pool(&x, 2, 2, Padding::Same).data, [4.0]);
+        assert_eq!(avg_pool_valid(&x, 2, 2).data, [2.5]);
+        let dw = Depthwise {
+            kh: 3,
+            kw: 3,
+            c: 1,
+            weights: vec![1.0; 9],
+            bias: vec![0.5],
+        };
+        // Each output sums its 3x3 neighbourhood (zero padded): every output sees all four.
+        assert_eq!(depthwise(&x, &dw, 1, Padding::Same).data, [10.5; 4]);
+    }
+}

@@ -1,0 +1,159 @@
+//! Reading TensorFlow.js weight files: a JSON manifest naming each tensor, its shape, type and
+//! quantisation, and binary shards holding the values back to back.
+
+use std::{collections::HashMap, path::Path};
+
+use serde::Deserialize;
+
+use super::tensor::{Conv, Depthwise};
+
+#[derive(Deserialize)]
+struct Group {
+    paths: Vec<String>,
+    weights: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    dtype: String,
+    quantization: Option<Quantization>,
+}
+
+#[derive(Deserialize)]
+struct Quantization {
+    dtype: String,
+    #[serde(default)]
+    scale: f32,
+    #[serde(default)]
+    min: f32,
+}
+
+/// Every tensor of one model, dequantised to `f32`, by name.
+pub struct Weights {
+    model: String,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Weights {
+    /// Loads `<dir>/<model>-weights_manifest.json` and its shards.
+    pub fn load(dir: &Path, model: &str) -> Result<Self, String> {
+        let manifest_path = dir.join(format!("{model}-weights_manifest.json"));
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| format!("reading {}: {e}", manifest_path.display()))?;
+        let groups: Vec<Group> = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a weights manifest: {e}", manifest_path.display()))?;
+        let mut tensors = HashMap::new();
+        for group in groups {
+            let mut bytes = Vec::new();
+            for shard in &group.paths {
+                if shard.contains('/') || shard.contains("..") {
+                    return Err(format!("{model}: unexpected shard path {shard:?}"));
+                }
+                let path = dir.join(shard);
+                bytes.extend(
+                    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?,
+                );
+            }
+            let mut offset = 0usize;
+            for entry in group.weights {
+                let count: usize = entry.shape.iter().product();
+                let (values, used) = decode(&entry, count, &bytes[offset.min(bytes.len())..])
+                    .ok_or_else(|| {
+                        format!("{model}: {} is truncated or of an unknown type", entry.name)
+                    })?;
+                offset += used;
+                tensors.insert(entry.name, (entry.shape, values));
+            }
+            if offset != bytes.len() {
+                return Err(format!("{model}: weight data does not match its manifest"));
+            }
+        }
+        Ok(Self {
+            model: model.to_owned(),
+            tensors,
+        })
+    }
+
+    /// A tensor by name, checked against the expected shape.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let (actual, values) = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| format!("{}: missing tensor {name}", self.model))?;
+        if actual != shape {
+            return Err(format!(
+                "{}: tensor {name} has shape {actual:?}, expected {shape:?}",
+                self.model
+            ));
+        }
+        Ok(values)
+    }
+
+    /// A convolution `prefix/<filters>` + `prefix/<bias>`.
+    pub fn conv(
+        &mut self,
+        filters: &str,
+        bias: &str,
+        [kh, kw, cin, cout]: [usize; 4],
+    ) -> Result<Conv, String> {
+        Ok(Conv {
+            kh,
+            kw,
+            cin,
+            cout,
+            weights: self.take(filters, &[kh, kw, cin, cout])?,
+            bias: self.take(bias, &[cout])?,
+        })
+    }
+
+    /// A depthwise 3x3 filter (no bias of its own).
+    pub fn depthwise3(&mut self, name: &str, c: usize) -> Result<Depthwise, String> {
+        Ok(Depthwise {
+            kh: 3,
+            kw: 3,
+            c,
+            weights: self.take(name, &[3, 3, c, 1])?,
+            bias: vec![0.0; c],
+        })
+    }
+}
+
+fn decode(entry: &Entry, count: usize, bytes: &[u8]) -> Option<(Vec<f32>, usize)> {
+    if let Some(q) = &entry.quantization {
+        return match q.dtype.as_str() {
+            "uint8" => {
+                let raw = bytes.get(..count)?;
+                Some((
+                    raw.iter()
+                        .map(|&b| f32::from(b) * q.scale + q.min)
+                        .collect(),
+                    count,
+                ))
+            }
+            "uint16" => {
+                let raw = bytes.get(..count * 2)?;
+                let values = raw
+                    .chunks_exact(2)
+                    .map(|c| f32::from(u16::from_le_bytes([c[0], c[1]])) * q.scale + q.min)
+                    .collect();
+                Some((values, count * 2))
+            }
+            _ => None,
+        };
+    }
+    let raw = bytes.get(..count * 4)?;
+    let values = match entry.dtype.as_str() {
+        "float32" => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "int32" => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some((values, count * 4))
+}
