@@ -11,21 +11,27 @@ use crate::domain::UserId;
 /// Which face engine answers register, verify and delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
+    /// The embedded engine (the default): everything runs on this machine.
+    Local,
+    /// AWS Rekognition.
     Rekognition,
 }
 
 impl EngineKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            EngineKind::Local => "local",
             EngineKind::Rekognition => "rekognition",
         }
     }
 
-    /// The server's similarity floor for this engine when `FACELOCK_MIN_SIMILARITY` is unset.
-    /// For Rekognition it is the original default request threshold, so existing clients see the
-    /// same behaviour; clients may ask for more, never less.
+    /// The server's similarity floor for this engine when `FACELOCK_MIN_SIMILARITY` is unset;
+    /// clients may ask for more, never less. For Rekognition it is the original default request
+    /// threshold; for the local engine it is descriptor distance 0.6 (dlib's threshold), which
+    /// the local similarity scale puts at 90 too.
     pub fn default_min_similarity(self) -> f32 {
         match self {
+            EngineKind::Local => crate::engine::local::DEFAULT_MIN_SIMILARITY,
             EngineKind::Rekognition => 90.0,
         }
     }
@@ -100,6 +106,8 @@ pub struct RekognitionSettings {
 pub struct Settings {
     pub listen: SocketAddr,
     pub engine: EngineKind,
+    /// Weights of the local engine (fetched here on first start).
+    pub models_dir: PathBuf,
     pub rekognition: RekognitionSettings,
     /// The lowest similarity (0-100) at which a face may log in, whatever the client asks for.
     pub min_similarity: f32,
@@ -144,10 +152,11 @@ impl Settings {
     /// Settings for a server whose files all live under `data_dir`, everything else at defaults.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
-        let engine = EngineKind::Rekognition;
+        let engine = EngineKind::Local;
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             engine,
+            models_dir: PathBuf::from("./models"),
             rekognition: RekognitionSettings {
                 collection_id: "FaceLockUsers".into(),
                 max_attempts: 4,
@@ -196,14 +205,18 @@ impl Settings {
             .map_err(|_| ConfigError::new("FACELOCK_HOST", "must be an IP address"))?;
 
         s.engine = match get("FACELOCK_ENGINE").as_deref().map(str::trim) {
-            None | Some("rekognition") => EngineKind::Rekognition,
+            None | Some("local") => EngineKind::Local,
+            Some("rekognition") => EngineKind::Rekognition,
             Some(other) => {
                 return Err(ConfigError::new(
                     "FACELOCK_ENGINE",
-                    format!("unknown engine {other:?}; the engines are: rekognition"),
+                    format!("unknown engine {other:?}; the engines are: local, rekognition"),
                 ))
             }
         };
+        if let Some(dir) = get("FACELOCK_MODELS_DIR") {
+            s.models_dir = PathBuf::from(dir);
+        }
         s.min_similarity = parse(
             &get,
             "FACELOCK_MIN_SIMILARITY",

@@ -26,7 +26,7 @@ pub use state::AppState;
 use crate::{
     auth::{keys, TokenService},
     config::{EngineKind, Settings},
-    engine::{rekognition::RekognitionEngine, FaceEngine},
+    engine::{local::LocalEngine, rekognition::RekognitionEngine, FaceEngine},
     service::FaceLock,
     store::{sqlite::SqliteStore, Store},
 };
@@ -52,6 +52,13 @@ pub async fn build_state(settings: Settings) -> Result<AppState, String> {
             )
         })?);
     let engine: Arc<dyn FaceEngine> = match settings.engine {
+        EngineKind::Local => {
+            let dir = settings.models_dir.clone();
+            let engine = tokio::task::spawn_blocking(move || LocalEngine::load(&dir))
+                .await
+                .map_err(|e| e.to_string())??;
+            Arc::new(engine)
+        }
         EngineKind::Rekognition => {
             Arc::new(RekognitionEngine::connect(&settings.rekognition).await?)
         }

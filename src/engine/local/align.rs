@@ -123,8 +123,13 @@ impl Similarity2 {
 
 /// The transform from chip pixels to image pixels for a `size` chip with `padding` (a fraction
 /// of the face width on each side), fitted to 68 landmarks the way dlib does: nose, eyes and
-/// the outer mouth, without eyebrows and jaw.
-pub fn chip_transform(landmarks: &[(f32, f32); 68], size: usize, padding: f32) -> Similarity2 {
+/// the outer mouth, without eyebrows and jaw. Also returns how far, in chip pixels (RMS), the
+/// landmarks lie from the fitted mean face: large for shapes that are not a face.
+pub fn chip_transform(
+    landmarks: &[(f32, f32); 68],
+    size: usize,
+    padding: f32,
+) -> (Similarity2, f32) {
     let mut from = Vec::with_capacity(33);
     let mut to = Vec::with_capacity(33);
     for i in 27..68 {
@@ -137,7 +142,17 @@ pub fn chip_transform(landmarks: &[(f32, f32); 68], size: usize, padding: f32) -
         from.push((px, py));
         to.push(landmarks[i]);
     }
-    Similarity2::fit(&from, &to)
+    let t = Similarity2::fit(&from, &to);
+    let squared: f32 = from
+        .iter()
+        .zip(&to)
+        .map(|(f, q)| {
+            let p = t.apply(*f);
+            (p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)
+        })
+        .sum();
+    let rms = (squared / from.len() as f32).sqrt() / t.scale().max(1e-6);
+    (t, rms)
 }
 
 /// Samples a `size` x `size` chip from `img` through `t` (chip -> image), with bilinear

@@ -1,9 +1,283 @@
-//! The embedded face engine: detection, landmarks, alignment and descriptors in pure Rust.
+//! The embedded face engine, the default: detection, landmarks, alignment and descriptors in
+//! pure Rust on the server itself, no cloud and no native library.
+//!
+//! Enrolled descriptors live in memory for 1:N search, rebuilt from the store at start-up and
+//! kept in step by the service's register and delete. Inference runs on the blocking thread
+//! pool, at most one job per core at a time, so the async workers never stall.
 
 pub mod align;
 pub mod detector;
 pub mod landmarks;
+pub mod models;
 pub mod pipeline;
+pub mod quality;
 pub mod recognition;
 pub mod tensor;
 pub mod weights;
+
+use std::{
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use async_trait::async_trait;
+use image::RgbImage;
+use tokio::sync::Semaphore;
+
+use self::{
+    pipeline::{distance, Descriptor, Face, Models},
+    quality::Metrics,
+};
+use super::{
+    BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceMatch, IndexedFace, SearchScope, Upload,
+};
+use crate::domain::{Similarity, UserId};
+
+/// Faces smaller than this fraction of the largest face's area are background and ignored.
+const BACKGROUND_AREA: f32 = 0.1;
+/// At verification, a second face at least this fraction of the largest face's area makes the
+/// photo ambiguous: whose login would it be?
+const AMBIGUOUS_AREA: f32 = 0.5;
+
+/// Maps a descriptor distance to the 0-100 similarity scale: 100 at distance 0, 90 at dlib's
+/// usual same-person threshold of 0.6, then down to 0 at 1.2.
+pub fn similarity_from_distance(d: f32) -> f32 {
+    let s = if d <= 0.6 {
+        100.0 - d * (10.0 / 0.6)
+    } else {
+        90.0 - (d - 0.6) * 150.0
+    };
+    s.clamp(0.0, 100.0)
+}
+
+/// The similarity floor of this engine: distance 0.6, dlib's threshold (see the README for the
+/// error rates it gives).
+pub const DEFAULT_MIN_SIMILARITY: f32 = 90.0;
+
+struct Enrolled {
+    face_id: String,
+    user_id: UserId,
+    descriptor: Descriptor,
+}
+
+pub struct LocalEngine {
+    models: Arc<Models>,
+    index: RwLock<Vec<Enrolled>>,
+    /// One permit per core: inference jobs beyond that wait instead of thrashing.
+    permits: Semaphore,
+}
+
+/// What the pipeline made of one photo.
+struct Analysis {
+    faces: Vec<Face>,
+    width: u32,
+    height: u32,
+    /// Descriptor and quality of the dominant face, when there is one.
+    dominant: Option<(Descriptor, Metrics)>,
+}
+
+impl LocalEngine {
+    /// Fetches the models into `models_dir` if needed and loads them.
+    pub fn load(models_dir: &Path) -> Result<Self, String> {
+        models::ensure(models_dir)?;
+        let models = Models::load(models_dir).map_err(|e| {
+            format!(
+                "loading the face models from {}: {e}; delete the folder to fetch them again",
+                models_dir.display()
+            )
+        })?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Self {
+            models: Arc::new(models),
+            index: RwLock::new(Vec::new()),
+            permits: Semaphore::new(cores),
+        })
+    }
+
+    async fn analyze(&self, image: Arc<Upload>) -> Result<Analysis, EngineError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let models = self.models.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let rgb: RgbImage = image.decoded.image.to_rgb8();
+            analyze_image(&models, &rgb)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("inference task: {e}")))
+    }
+
+    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Enrolled>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Enrolled>> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Faces that count: the background ones (tiny, far behind) are dropped.
+fn salient(mut faces: Vec<Face>) -> Vec<Face> {
+    if let Some(largest) = faces.first().map(|f| f.detection.area()) {
+        faces.retain(|f| f.detection.area() >= largest * BACKGROUND_AREA);
+    }
+    faces
+}
+
+fn analyze_image(models: &Models, rgb: &RgbImage) -> Analysis {
+    let faces = salient(models.find_faces(rgb));
+    let dominant = faces.first().map(|face| {
+        let chip = models.chip(rgb, face);
+        (models.describe_chip(&chip), Metrics::measure(face, &chip))
+    });
+    Analysis {
+        faces,
+        width: rgb.width(),
+        height: rgb.height(),
+        dominant,
+    }
+}
+
+#[async_trait]
+impl FaceEngine for LocalEngine {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn start(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn load(&self, faces: Vec<EnrolledFace>) -> Result<(), EngineError> {
+        let mut entries = Vec::with_capacity(faces.len());
+        for face in faces {
+            let Some(d) = face.descriptor else {
+                tracing::warn!(face_id = %face.face_id, "stored face has no descriptor; skipped");
+                continue;
+            };
+            let descriptor: Descriptor = d.as_slice().try_into().map_err(|_| {
+                EngineError::Internal(format!("face {} has a damaged descriptor", face.face_id))
+            })?;
+            entries.push(Enrolled {
+                face_id: face.face_id,
+                user_id: face.user_id,
+                descriptor,
+            });
+        }
+        *self.index_write() = entries;
+        Ok(())
+    }
+
+    async fn index_face(
+        &self,
+        user: &UserId,
+        image: Arc<Upload>,
+    ) -> Result<IndexedFace, EngineError> {
+        let analysis = self.analyze(image).await?;
+        let (descriptor, metrics) = match analysis.faces.len() {
+            0 => return Err(EngineError::NoFace),
+            1 => analysis.dominant.ok_or(EngineError::NoFace)?,
+            _ => return Err(EngineError::MultipleFaces),
+        };
+        if let Some(problem) = metrics.problem() {
+            tracing::info!(?metrics, "enrolment photo refused");
+            return Err(EngineError::PoorQuality(problem));
+        }
+        let det = analysis.faces[0].detection;
+        let (w, h) = (analysis.width as f32, analysis.height as f32);
+        let face_id = uuid::Uuid::new_v4().to_string();
+        self.index_write().push(Enrolled {
+            face_id: face_id.clone(),
+            user_id: user.clone(),
+            descriptor,
+        });
+        Ok(IndexedFace {
+            face_id,
+            bounding_box: Some(BoundingBox {
+                left: det.left / w,
+                top: det.top / h,
+                width: det.width() / w,
+                height: det.height() / h,
+            }),
+            confidence: det.score * 100.0,
+            descriptor: Some(descriptor.to_vec()),
+        })
+    }
+
+    async fn search(
+        &self,
+        image: Arc<Upload>,
+        scope: SearchScope,
+        threshold: Similarity,
+    ) -> Result<Vec<FaceMatch>, EngineError> {
+        let analysis = self.analyze(image).await?;
+        let (descriptor, _) = analysis.dominant.ok_or(EngineError::NoFace)?;
+        if let [first, second, ..] = analysis.faces.as_slice() {
+            if second.detection.area() >= first.detection.area() * AMBIGUOUS_AREA {
+                return Err(EngineError::AmbiguousFaces);
+            }
+        }
+        let index = self.index_read();
+        let mut matches: Vec<FaceMatch> = index
+            .iter()
+            .filter(|e| match &scope {
+                SearchScope::All => true,
+                SearchScope::User(user) => &e.user_id == user,
+            })
+            .map(|e| FaceMatch {
+                face_id: e.face_id.clone(),
+                user_id: e.user_id.clone(),
+                similarity: Similarity::clamped(similarity_from_distance(distance(
+                    &descriptor,
+                    &e.descriptor,
+                ))),
+            })
+            .filter(|m| m.similarity >= threshold)
+            .collect();
+        matches.sort_by(|a, b| b.similarity.value().total_cmp(&a.similarity.value()));
+        matches.truncate(10);
+        Ok(matches)
+    }
+
+    async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError> {
+        let (a, b) = tokio::try_join!(self.analyze(a), self.analyze(b))?;
+        let (da, _) = a.dominant.ok_or(EngineError::NoFace)?;
+        let (db, _) = b.dominant.ok_or(EngineError::NoFace)?;
+        Ok(Similarity::clamped(similarity_from_distance(distance(
+            &da, &db,
+        ))))
+    }
+
+    async fn delete_faces(&self, face_ids: &[String]) -> Result<(), EngineError> {
+        self.index_write()
+            .retain(|e| !face_ids.contains(&e.face_id));
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similarity_scale_is_monotonic_and_anchored() {
+        assert_eq!(similarity_from_distance(0.0), 100.0);
+        assert!((similarity_from_distance(0.6) - 90.0).abs() < 1e-4);
+        assert_eq!(similarity_from_distance(1.2), 0.0);
+        assert_eq!(similarity_from_distance(5.0), 0.0);
+        let mut last = 101.0;
+        for i in 0..=130 {
+            let s = similarity_from_distance(i as f32 / 100.0);
+            assert!(s <= last);
+            last = s;
+        }
+    }
+}

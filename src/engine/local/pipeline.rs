@@ -29,6 +29,8 @@ pub struct Face {
     pub landmarks: [(f32, f32); 68],
     /// Chip -> image transform fitted to the landmarks.
     pub transform: Similarity2,
+    /// RMS distance (chip pixels) of the landmarks from the fitted mean face.
+    pub shape_error: f32,
 }
 
 /// The three networks, loaded once.
@@ -73,11 +75,13 @@ impl Models {
             .into_iter()
             .map(|detection| {
                 let landmarks = self.landmarks_in(img, &detection);
-                let transform = align::chip_transform(&landmarks, CHIP_SIZE, CHIP_PADDING);
+                let (transform, shape_error) =
+                    align::chip_transform(&landmarks, CHIP_SIZE, CHIP_PADDING);
                 Face {
                     detection,
                     landmarks,
                     transform,
+                    shape_error,
                 }
             })
             .collect();

@@ -1,0 +1,175 @@
+//! The weight files of the embedded engine: which ones, their checksums, and fetching them.
+//!
+//! They come from the npm package `@vladmandic/face-api` (MIT), pinned by version and by the
+//! sha256 of its tarball and of every file used. The first start with an empty models folder
+//! runs `npm pack` for that exact version, checks the tarball, and unpacks the files; after that
+//! the server needs no network. Nothing is ever fetched while serving requests.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+};
+
+use sha2::{Digest, Sha256};
+
+pub const PACKAGE: &str = "@vladmandic/face-api";
+pub const VERSION: &str = "1.7.15";
+const TARBALL_SHA256: &str = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031";
+
+/// Files used from the package's `model/` folder, with their sha256.
+pub const FILES: [(&str, &str); 6] = [
+    (
+        "tiny_face_detector_model-weights_manifest.json",
+        "5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5",
+    ),
+    (
+        "tiny_face_detector_model.bin",
+        "b7503ce7df31039b1c43316a9b865cab6a70dd748cc602d3fa28b551503c3871",
+    ),
+    (
+        "face_landmark_68_model-weights_manifest.json",
+        "ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9",
+    ),
+    (
+        "face_landmark_68_model.bin",
+        "4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b",
+    ),
+    (
+        "face_recognition_model-weights_manifest.json",
+        "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b",
+    ),
+    (
+        "face_recognition_model.bin",
+        "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589",
+    ),
+];
+
+/// One fetch at a time within this process.
+static FETCH: Mutex<()> = Mutex::new(());
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Which files are missing; errors when a present file does not match its checksum.
+fn missing_files(dir: &Path) -> Result<Vec<&'static str>, String> {
+    let mut missing = Vec::new();
+    for (name, sum) in FILES {
+        let path = dir.join(name);
+        match sha256_file(&path) {
+            Ok(actual) if actual == sum => {}
+            Ok(_) => {
+                return Err(format!(
+                    "model file {} is corrupt (its sha256 does not match {PACKAGE}@{VERSION}); \
+                     delete it and start again to fetch a fresh copy",
+                    path.display()
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(name),
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+    Ok(missing)
+}
+
+/// Makes sure every model file is in `dir`, fetching them with npm when missing.
+pub fn ensure(dir: &Path) -> Result<(), String> {
+    let _guard = FETCH.lock().unwrap_or_else(|p| p.into_inner());
+    if missing_files(dir)?.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("creating the models folder {}: {e}", dir.display()))?;
+    // npm runs in the work folder, so every path handed to it must be absolute.
+    let dir = &std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), "fetching face models: npm pack {PACKAGE}@{VERSION}");
+    let work = dir.join(format!(".fetch-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let result = fetch_into(dir, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    let still = missing_files(dir)?;
+    if still.is_empty() {
+        tracing::info!(dir = %dir.display(), "face models ready");
+        Ok(())
+    } else {
+        Err(format!("the package did not contain {still:?}"))
+    }
+}
+
+fn fetch_into(dir: &Path, work: &Path) -> Result<(), String> {
+    let spec = format!("{PACKAGE}@{VERSION}");
+    let output = Command::new("npm")
+        .args(["pack", &spec, "--silent", "--pack-destination"])
+        .arg(work)
+        .current_dir(work)
+        .output()
+        .map_err(|e| {
+            format!(
+                "the face models are missing from {} and npm could not be run to fetch them ({e}). \
+                 Install Node.js with npm and start again, or copy the files of {spec} \
+                 (folder model/) there, or set FACELOCK_ENGINE=rekognition",
+                dir.display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "npm pack {spec} failed ({}): {} {}. Check that the npm registry is reachable, or \
+             copy the model files into {} by hand",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim(),
+            dir.display()
+        ));
+    }
+    let tarball: PathBuf = std::fs::read_dir(work)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .ok_or_else(|| format!("npm pack {spec} produced no tarball"))?;
+    let actual = sha256_file(&tarball).map_err(|e| e.to_string())?;
+    if actual != TARBALL_SHA256 {
+        return Err(format!(
+            "the downloaded {spec} does not match its pinned checksum (sha256 {actual}); \
+             refusing to use it"
+        ));
+    }
+    let file = std::fs::File::open(&tarball).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        let Some(name) = path
+            .strip_prefix("package/model")
+            .ok()
+            .and_then(|p| p.to_str())
+            .filter(|n| FILES.iter().any(|(f, _)| f == n))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let tmp = work.join(format!("{name}.part"));
+        let mut out = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
+        out.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dir.join(&name)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

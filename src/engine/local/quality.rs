@@ -1,0 +1,134 @@
+//! Is a face good enough to enrol? Measured on the aligned chip and the landmarks, with the
+//! reasons Rekognition uses. Verification does not apply these: a login photo only has to match.
+
+use super::{align::Similarity2, pipeline::Face, recognition::CHIP_SIZE};
+use crate::engine::QualityProblem;
+
+/// Faces narrower than this many pixels (cheek to cheek) are too small to enrol.
+const MIN_FACE_WIDTH_PX: f32 = 60.0;
+/// Mean luma (0-255) of the face below this is too dark.
+const MIN_BRIGHTNESS: f32 = 45.0;
+/// Variance of the Laplacian of the face's luma below this is too blurry.
+const MIN_SHARPNESS: f32 = 25.0;
+/// Nose position between the jaw sides (0.5 = frontal) outside this band is turned too far.
+const YAW_BAND: (f32, f32) = (0.2, 0.8);
+/// RMS distance, in chip pixels, between the landmarks and the best-fitting mean face above
+/// which the landmarks do not describe a plausible face.
+const MAX_SHAPE_ERROR: f32 = 6.0;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Metrics {
+    pub face_width_px: f32,
+    pub brightness: f32,
+    pub sharpness: f32,
+    pub yaw: f32,
+    pub shape_error: f32,
+}
+
+impl Metrics {
+    pub fn measure(face: &Face, chip: &[u8]) -> Self {
+        let t = face.transform;
+        // The mean face spans 1/(1 + 2 * padding) of the chip.
+        let face_width_px = CHIP_SIZE as f32 / 1.5 * t.scale();
+        let luma = luma_center(chip);
+        let inv = invert(t);
+        let nose = inv.apply(face.landmarks[30]).0;
+        let left = inv.apply(face.landmarks[0]).0;
+        let right = inv.apply(face.landmarks[16]).0;
+        let yaw = if (right - left).abs() > 1e-3 {
+            (nose - left) / (right - left)
+        } else {
+            0.5
+        };
+        Self {
+            face_width_px,
+            brightness: luma.iter().sum::<f32>() / luma.len() as f32,
+            sharpness: laplacian_variance(&luma, CENTER),
+            yaw,
+            shape_error: face.shape_error,
+        }
+    }
+
+    /// The first reason this face should not be enrolled, if any.
+    pub fn problem(&self) -> Option<QualityProblem> {
+        if self.shape_error > MAX_SHAPE_ERROR {
+            Some(QualityProblem::LowConfidence)
+        } else if self.face_width_px < MIN_FACE_WIDTH_PX {
+            Some(QualityProblem::SmallBoundingBox)
+        } else if !(YAW_BAND.0..=YAW_BAND.1).contains(&self.yaw) {
+            Some(QualityProblem::ExtremePose)
+        } else if self.brightness < MIN_BRIGHTNESS {
+            Some(QualityProblem::LowBrightness)
+        } else if self.sharpness < MIN_SHARPNESS {
+            Some(QualityProblem::LowSharpness)
+        } else {
+            None
+        }
+    }
+}
+
+/// Side of the central square of the chip that holds the inner face.
+const CENTER: usize = 76;
+
+fn luma_center(chip: &[u8]) -> Vec<f32> {
+    let start = (CHIP_SIZE - CENTER) / 2;
+    let mut out = Vec::with_capacity(CENTER * CENTER);
+    for y in start..start + CENTER {
+        for x in start..start + CENTER {
+            let p = &chip[(y * CHIP_SIZE + x) * 3..][..3];
+            out.push(0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]));
+        }
+    }
+    out
+}
+
+fn laplacian_variance(luma: &[f32], side: usize) -> f32 {
+    let mut values = Vec::with_capacity(side * side);
+    for y in 1..side - 1 {
+        for x in 1..side - 1 {
+            let c = luma[y * side + x];
+            let lap = luma[(y - 1) * side + x]
+                + luma[(y + 1) * side + x]
+                + luma[y * side + x - 1]
+                + luma[y * side + x + 1]
+                - 4.0 * c;
+            values.push(lap);
+        }
+    }
+    let mean = values.iter().sum::<f32>() / values.len() as f32;
+    values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / values.len() as f32
+}
+
+fn invert(t: Similarity2) -> Similarity2 {
+    let d = t.a * t.a + t.b * t.b;
+    let (a, b) = (t.a / d, -t.b / d);
+    Similarity2 {
+        a,
+        b,
+        tx: -(a * t.tx - b * t.ty),
+        ty: -(b * t.tx + a * t.ty),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_undoes_the_transform() {
+        let t = Similarity2 {
+            a: 1.3,
+            b: -0.4,
+            tx: 7.0,
+            ty: 2.0,
+        };
+        let p = (3.0, -5.0);
+        let back = invert(t).apply(t.apply(p));
+        assert!((back.0 - p.0).abs() < 1e-4 && (back.1 - p.1).abs() < 1e-4);
+    }
+
+    #[test]
+    fn flat_images_are_not_sharp() {
+        assert_eq!(laplacian_variance(&[100.0; 16], 4), 0.0);
+    }
+}
