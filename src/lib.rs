@@ -5,10 +5,12 @@
 //! in `main.rs` only parses the command line and calls these, so tests drive the same code.
 
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod evaluation;
 pub mod images;
 pub mod rate_limit;
 pub mod references;

@@ -1,7 +1,10 @@
 //! The `facelock` command: serves the API (the default) and offers the operator's tools on the
 //! same data folder.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use clap::{Parser, Subcommand};
 use facelock::{
@@ -25,6 +28,29 @@ enum Command {
     /// Manage users directly in the data folder.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Fetch the local engine's models into FACELOCK_MODELS_DIR (normally done on first start).
+    FetchModels,
+    /// Accuracy of the local engine on labelled pairs: error rates per threshold, EER, defaults.
+    Eval {
+        /// CSV of img_a,img_b,same_person (1 or 0); a header line is allowed.
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Folder the image paths in the CSV are relative to.
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Speed and memory of the local engine on real photos.
+    Bench {
+        /// Folder of JPEG/PNG photos with one face each.
+        #[arg(long, default_value = "../shared/faces/faces")]
+        images: PathBuf,
+        /// Rounds over the photos.
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+        /// Seconds of the concurrent throughput run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +87,25 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Users(cmd) => users(settings, cmd).await,
+        Command::FetchModels => {
+            facelock::engine::local::models::ensure(&settings.models_dir).map(|()| {
+                println!("models ready in {}", settings.models_dir.display());
+            })
+        }
+        Command::Eval { pairs, root } => eval(&settings, &pairs, &root),
+        Command::Bench {
+            images,
+            iterations,
+            seconds,
+        } => {
+            let photos = facelock::bench::photos_under(&images);
+            if photos.is_empty() {
+                Err(format!("no JPEG or PNG photos under {}", images.display()))
+            } else {
+                facelock::bench::run(&settings.models_dir, &photos, iterations, seconds)
+                    .map(|report| print!("{report}"))
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +127,21 @@ async fn serve(settings: Settings) -> Result<(), String> {
     facelock::serve(listener, state, facelock::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+fn eval(settings: &Settings, pairs: &Path, root: &Path) -> Result<(), String> {
+    use facelock::{engine::local, evaluation};
+    let csv = std::fs::read_to_string(pairs).map_err(|e| format!("{}: {e}", pairs.display()))?;
+    let pairs = evaluation::read_pairs(&csv)?;
+    local::models::ensure(&settings.models_dir)?;
+    let models = local::pipeline::Models::load(&settings.models_dir)?;
+    let scored = evaluation::score_pairs(&models, root, &pairs)?;
+    let threshold = match settings.engine {
+        facelock::config::EngineKind::Local => settings.min_similarity,
+        _ => local::DEFAULT_MIN_SIMILARITY,
+    };
+    print!("{}", evaluation::report(&scored, threshold));
+    Ok(())
 }
 
 async fn users(settings: Settings, cmd: UsersCommand) -> Result<(), String> {

@@ -11,10 +11,10 @@ const MIN_BRIGHTNESS: f32 = 45.0;
 /// Variance of the Laplacian of the face's luma below this is too blurry.
 const MIN_SHARPNESS: f32 = 25.0;
 /// Nose position between the jaw sides (0.5 = frontal) outside this band is turned too far.
-const YAW_BAND: (f32, f32) = (0.2, 0.8);
+const YAW_BAND: (f32, f32) = (0.15, 0.85);
 /// RMS distance, in chip pixels, between the landmarks and the best-fitting mean face above
 /// which the landmarks do not describe a plausible face.
-const MAX_SHAPE_ERROR: f32 = 6.0;
+const MAX_SHAPE_ERROR: f32 = 8.0;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Metrics {

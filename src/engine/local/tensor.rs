@@ -59,6 +59,30 @@ fn out_and_pad(input: usize, kernel: usize, stride: usize, padding: Padding) -> 
     }
 }
 
+/// Output size, and the input zero-padded so that every window lies inside it.
+fn padded(
+    x: &Tensor,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: Padding,
+) -> (usize, usize, std::borrow::Cow<'_, Tensor>) {
+    let (oh, top) = out_and_pad(x.h, kh, stride, padding);
+    let (ow, left) = out_and_pad(x.w, kw, stride, padding);
+    let need_h = (oh - 1) * stride + kh;
+    let need_w = (ow - 1) * stride + kw;
+    if top == 0 && left == 0 && need_h <= x.h && need_w <= x.w {
+        return (oh, ow, std::borrow::Cow::Borrowed(x));
+    }
+    let (ph, pw) = (need_h.max(x.h + top), need_w.max(x.w + left));
+    let mut p = Tensor::zeros(ph, pw, x.c);
+    for y in 0..x.h {
+        let src = &x.data[y * x.w * x.c..(y + 1) * x.w * x.c];
+        p.data[((y + top) * pw + left) * x.c..][..src.len()].copy_from_slice(src);
+    }
+    (oh, ow, std::borrow::Cow::Owned(p))
+}
+
 /// Convolution weights in TensorFlow's `[kh][kw][cin][cout]` order, with a bias per output.
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -89,20 +113,22 @@ const ROW_BLOCK: usize = 2048;
 /// A regular convolution, plus bias.
 pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tensor {
     assert_eq!(x.c, conv.cin, "conv input channels");
-    let (oh, pad_top) = out_and_pad(x.h, conv.kh, stride, padding);
-    let (ow, pad_left) = out_and_pad(x.w, conv.kw, stride, padding);
+    let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
+    let x = input.as_ref();
     let mut out = Tensor::zeros(oh, ow, conv.cout);
-    for (i, v) in out.data.iter_mut().enumerate() {
-        *v = conv.bias[i % conv.cout];
+    for px in out.data.chunks_exact_mut(conv.cout) {
+        px.copy_from_slice(&conv.bias);
     }
     let k = conv.kh * conv.kw * conv.cin;
     let pointwise = conv.kh == 1 && conv.kw == 1 && stride == 1;
+    let rows = oh * ow;
     let mut cols = if pointwise {
         Vec::new()
     } else {
-        vec![0.0f32; ROW_BLOCK.min(oh * ow) * k]
+        vec![0.0f32; ROW_BLOCK.min(rows) * k]
     };
-    let rows = oh * ow;
+    // In the padded input, one kernel row of one window is a contiguous run of kw * cin values.
+    let span = conv.kw * conv.cin;
     let mut start = 0;
     while start < rows {
         let m = ROW_BLOCK.min(rows - start);
@@ -113,23 +139,15 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tenso
                 let (oy, ox) = ((start + r) / ow, (start + r) % ow);
                 let row = &mut cols[r * k..(r + 1) * k];
                 for ky in 0..conv.kh {
-                    let iy = (oy * stride + ky) as isize - pad_top as isize;
-                    for kx in 0..conv.kw {
-                        let ix = (ox * stride + kx) as isize - pad_left as isize;
-                        let dst = &mut row[(ky * conv.kw + kx) * conv.cin..][..conv.cin];
-                        if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
-                            dst.fill(0.0);
-                        } else {
-                            let src = (iy as usize * x.w + ix as usize) * x.c;
-                            dst.copy_from_slice(&x.data[src..src + conv.cin]);
-                        }
-                    }
+                    let src = ((oy * stride + ky) * x.w + ox * stride) * x.c;
+                    row[ky * span..(ky + 1) * span].copy_from_slice(&x.data[src..src + span]);
                 }
             }
             &cols[..m * k]
         };
         let c = &mut out.data[start * conv.cout..(start + m) * conv.cout];
-        // C (m x cout) += A (m x k) * W (k x cout), all row-major.
+        // SAFETY: the pointers and strides describe `a` (m x k), the weights (k x cout) and
+        // `c` (m x cout), all row-major and fully inside their slices.
         unsafe {
             matrixmultiply::sgemm(
                 m,
@@ -166,8 +184,8 @@ pub struct Depthwise {
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");
-    let (oh, pad_top) = out_and_pad(x.h, dw.kh, stride, padding);
-    let (ow, pad_left) = out_and_pad(x.w, dw.kw, stride, padding);
+    let (oh, ow, input) = padded(x, dw.kh, dw.kw, stride, padding);
+    let x = input.as_ref();
     let c = x.c;
     let mut out = Tensor::zeros(oh, ow, c);
     for oy in 0..oh {
@@ -175,16 +193,9 @@ pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) ->
             let acc = &mut out.data[(oy * ow + ox) * c..][..c];
             acc.copy_from_slice(&dw.bias);
             for ky in 0..dw.kh {
-                let iy = (oy * stride + ky) as isize - pad_top as isize;
-                if iy < 0 || iy >= x.h as isize {
-                    continue;
-                }
+                let row = ((oy * stride + ky) * x.w + ox * stride) * c;
                 for kx in 0..dw.kw {
-                    let ix = (ox * stride + kx) as isize - pad_left as isize;
-                    if ix < 0 || ix >= x.w as isize {
-                        continue;
-                    }
-                    let src = &x.data[(iy as usize * x.w + ix as usize) * c..][..c];
+                    let src = &x.data[row + kx * c..][..c];
                     let w = &dw.weights[(ky * dw.kw + kx) * c..][..c];
                     for ((a, s), w) in acc.iter_mut().zip(src).zip(w) {
                         *a += s * w;

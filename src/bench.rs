@@ -1,0 +1,222 @@
+//! `facelock bench`: speed and memory of the local engine on real photos, printed as figures.
+//! Stages: decode, detect, landmarks, descriptor (chip + network), and end to end; then the
+//! throughput of concurrent verifications on every core, and the process's peak memory.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    engine::local::{models, pipeline::Models, pipeline::StageTimes},
+    images::{self, DecodeLimits},
+};
+
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_pixels: 40_000_000,
+};
+
+/// JPEG and PNG files under `dir`, recursively, sorted.
+pub fn photos_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn percentile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort();
+    let idx = ((samples.len() as f64 - 1.0) * q).round() as usize;
+    samples[idx]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One photo through every stage; returns the stage times.
+fn run_once(models: &Models, bytes: &[u8]) -> Result<[Duration; 5], String> {
+    let start = Instant::now();
+    let decoded = images::decode(bytes, LIMITS).map_err(|e| e.to_string())?;
+    let rgb = decoded.image.to_rgb8();
+    let decode = start.elapsed();
+    let mut times = StageTimes::default();
+    let faces = models.find_faces_timed(&rgb, &mut times);
+    let t = Instant::now();
+    if let Some(face) = faces.first() {
+        let chip = models.chip(&rgb, face);
+        std::hint::black_box(models.describe_chip(&chip));
+    }
+    let descriptor = t.elapsed();
+    Ok([
+        decode,
+        times.detect,
+        times.landmarks,
+        descriptor,
+        start.elapsed(),
+    ])
+}
+
+/// A 640x480 JPEG made from `bytes` (scaled to cover, centre-cropped): the typical login frame.
+pub fn vga_frame(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let img = images::decode(bytes, LIMITS)
+        .map_err(|e| e.to_string())?
+        .image;
+    let img = img.resize_to_fill(640, 480, image::imageops::FilterType::Triangle);
+    let mut out = Vec::new();
+    img.to_rgb8()
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Peak resident memory of this process (Linux), in MiB.
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(
+    models_dir: &Path,
+    photos: &[PathBuf],
+    iterations: usize,
+    seconds: u64,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let _ = writeln!(
+        out,
+        "facelock bench: {} photos, {iterations} rounds, {cores} cores",
+        photos.len()
+    );
+
+    let start = Instant::now();
+    models::ensure(models_dir)?;
+    let models = Arc::new(Models::load(models_dir)?);
+    let _ = writeln!(out, "model load: {:.1} ms", ms(start.elapsed()));
+
+    let inputs: Vec<Vec<u8>> = photos
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<_, _>>()?;
+    // The first photo whose 640x480 crop still shows a face.
+    let mut frame = None;
+    for bytes in &inputs {
+        let candidate = vga_frame(bytes)?;
+        let rgb = images::decode(&candidate, LIMITS)
+            .map_err(|e| e.to_string())?
+            .image
+            .to_rgb8();
+        if !models.find_faces(&rgb).is_empty() {
+            frame = Some(candidate);
+            break;
+        }
+    }
+
+    // Warm up caches and lazy allocations once.
+    for bytes in &inputs {
+        run_once(&models, bytes)?;
+    }
+    let mut stages: [Vec<Duration>; 5] = Default::default();
+    for _ in 0..iterations {
+        for bytes in &inputs {
+            for (all, t) in stages.iter_mut().zip(run_once(&models, bytes)?) {
+                all.push(t);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nper photo (fixture sizes 330-2333 px)   median ms   p95 ms"
+    );
+    for (name, samples) in ["decode", "detect", "landmarks", "descriptor", "end to end"]
+        .iter()
+        .zip(stages.iter_mut())
+    {
+        let median = percentile(samples, 0.5);
+        let p95 = percentile(samples, 0.95);
+        let _ = writeln!(out, "  {name:<38} {:>8.1} {:>8.1}", ms(median), ms(p95));
+    }
+
+    if let Some(frame) = &frame {
+        let mut e2e = Vec::new();
+        let mut per_stage: [Vec<Duration>; 5] = Default::default();
+        for _ in 0..iterations.max(1) * 10 {
+            let t = run_once(&models, frame)?;
+            e2e.push(t[4]);
+            for (all, t) in per_stage.iter_mut().zip(t) {
+                all.push(t);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n640x480 frame (one face)               median ms   p95 ms"
+        );
+        for (name, samples) in ["decode", "detect", "landmarks", "descriptor", "end to end"]
+            .iter()
+            .zip(per_stage.iter_mut())
+        {
+            let _ = writeln!(
+                out,
+                "  {name:<38} {:>8.1} {:>8.1}",
+                ms(percentile(samples, 0.5)),
+                ms(percentile(samples, 0.95))
+            );
+        }
+
+        // Throughput: one worker per core, each verifying frames for the given time.
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                let models = models.clone();
+                let frame = frame.clone();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        if run_once(&models, &frame).is_ok() {
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        let _ = writeln!(
+            out,
+            "\nthroughput, {cores} concurrent workers, 640x480: {:.1} verifications/s",
+            total as f64 / seconds as f64
+        );
+    }
+    if let Some(peak) = peak_memory_mib() {
+        let _ = writeln!(out, "peak memory (VmHWM): {peak:.0} MiB");
+    }
+    Ok(out)
+}

@@ -1,0 +1,270 @@
+//! Accuracy evaluation of the local engine on labelled pairs of photos (`facelock eval`):
+//! false-match and false-non-match rates per similarity threshold, the equal error rate, the
+//! false-non-match rate at fixed false-match rates, and the default operating point.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+
+use crate::{
+    engine::local::{
+        pipeline::{distance, Descriptor, Models},
+        similarity_from_distance,
+    },
+    images::{self, DecodeLimits},
+};
+
+/// One labelled pair and its score.
+#[derive(Clone, Debug)]
+pub struct ScoredPair {
+    pub a: String,
+    pub b: String,
+    pub same: bool,
+    /// 0-100, or `None` when a photo had no usable face.
+    pub similarity: Option<f32>,
+}
+
+/// Rates at one threshold: a pair matches when its similarity is at least the threshold.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RatePoint {
+    pub threshold: f32,
+    pub fmr: f64,
+    pub fnmr: f64,
+}
+
+/// Reads `img_a,img_b,same_person[,...]` lines (a header line is skipped).
+pub fn read_pairs(csv: &str) -> Result<Vec<(String, String, bool)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in csv.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() < 3 {
+            return Err(format!("line {}: expected img_a,img_b,same_person", n + 1));
+        }
+        let same = match fields[2] {
+            "1" | "true" | "True" => true,
+            "0" | "false" | "False" => false,
+            _ if n == 0 => continue,
+            other => {
+                return Err(format!(
+                    "line {}: same_person is {other:?}, not 0 or 1",
+                    n + 1
+                ))
+            }
+        };
+        out.push((fields[0].to_owned(), fields[1].to_owned(), same));
+    }
+    Ok(out)
+}
+
+/// Rates at every threshold from 0 to 100 in steps of `step`.
+pub fn rate_curve(pairs: &[ScoredPair], step: f32) -> Vec<RatePoint> {
+    let genuine: Vec<f32> = pairs.iter().filter(|p| p.same).map(score).collect();
+    let impostor: Vec<f32> = pairs.iter().filter(|p| !p.same).map(score).collect();
+    let mut points = Vec::new();
+    let mut t = 0.0f32;
+    while t <= 100.0 + 1e-3 {
+        points.push(rates_at(&genuine, &impostor, t));
+        t += step;
+    }
+    points
+}
+
+fn score(p: &ScoredPair) -> f32 {
+    // A photo without a face can match nothing.
+    p.similarity.unwrap_or(-1.0)
+}
+
+fn rates_at(genuine: &[f32], impostor: &[f32], threshold: f32) -> RatePoint {
+    let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    RatePoint {
+        threshold,
+        fmr: frac(
+            impostor.iter().filter(|s| **s >= threshold).count(),
+            impostor.len(),
+        ),
+        fnmr: frac(
+            genuine.iter().filter(|s| **s < threshold).count(),
+            genuine.len(),
+        ),
+    }
+}
+
+/// The point where the two error rates are closest, and their mean there.
+pub fn equal_error_rate(curve: &[RatePoint]) -> Option<(f32, f64)> {
+    curve
+        .iter()
+        .min_by(|a, b| (a.fmr - a.fnmr).abs().total_cmp(&(b.fmr - b.fnmr).abs()))
+        .map(|p| (p.threshold, (p.fmr + p.fnmr) / 2.0))
+}
+
+/// The lowest false-non-match rate among thresholds whose false-match rate is at most `fmr`.
+pub fn fnmr_at_fmr(curve: &[RatePoint], fmr: f64) -> Option<RatePoint> {
+    curve
+        .iter()
+        .filter(|p| p.fmr <= fmr)
+        .min_by(|a, b| a.fnmr.total_cmp(&b.fnmr))
+        .copied()
+}
+
+/// Scores every pair with the local engine's models; photos are read from `root`.
+pub fn score_pairs(
+    models: &Models,
+    root: &Path,
+    pairs: &[(String, String, bool)],
+) -> Result<Vec<ScoredPair>, String> {
+    let mut descriptors: BTreeMap<&str, Option<Descriptor>> = BTreeMap::new();
+    for (a, b, _) in pairs {
+        for name in [a, b] {
+            if descriptors.contains_key(name.as_str()) {
+                continue;
+            }
+            let bytes = std::fs::read(root.join(name))
+                .map_err(|e| format!("reading {}: {e}", root.join(name).display()))?;
+            let decoded = images::decode(
+                &bytes,
+                DecodeLimits {
+                    max_pixels: 100_000_000,
+                },
+            )
+            .map_err(|e| format!("{name}: {e}"))?;
+            let rgb = decoded.image.to_rgb8();
+            let descriptor = models
+                .find_faces(&rgb)
+                .first()
+                .map(|face| models.describe_chip(&models.chip(&rgb, face)));
+            descriptors.insert(name, descriptor);
+        }
+    }
+    Ok(pairs
+        .iter()
+        .map(|(a, b, same)| {
+            let similarity = match (&descriptors[a.as_str()], &descriptors[b.as_str()]) {
+                (Some(x), Some(y)) => Some(similarity_from_distance(distance(x, y))),
+                _ => None,
+            };
+            ScoredPair {
+                a: a.clone(),
+                b: b.clone(),
+                same: *same,
+                similarity,
+            }
+        })
+        .collect())
+}
+
+/// The printed report.
+pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
+    let mut out = String::new();
+    let genuine = pairs.iter().filter(|p| p.same).count();
+    let impostor = pairs.len() - genuine;
+    let _ = writeln!(
+        out,
+        "pairs: {} ({genuine} same person, {impostor} different)",
+        pairs.len()
+    );
+    let no_face = pairs.iter().filter(|p| p.similarity.is_none()).count();
+    if no_face > 0 {
+        let _ = writeln!(out, "pairs with a photo without a usable face: {no_face}");
+    }
+    let curve = rate_curve(pairs, 0.5);
+    let _ = writeln!(out, "\nthreshold  similarity>=  FMR       FNMR");
+    for p in curve
+        .iter()
+        .filter(|p| p.threshold >= 70.0 && p.threshold % 1.0 == 0.0)
+    {
+        let _ = writeln!(
+            out,
+            "           {:>6.1}      {:<9.4} {:.4}",
+            p.threshold, p.fmr, p.fnmr
+        );
+    }
+    if let Some((t, eer)) = equal_error_rate(&curve) {
+        let _ = writeln!(out, "\nequal error rate: {eer:.4} at similarity {t:.1}");
+    }
+    for target in [1e-2, 1e-3] {
+        match fnmr_at_fmr(&curve, target) {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "FNMR at FMR <= {target:e}: {:.4} (similarity >= {:.1})",
+                    p.fnmr, p.threshold
+                );
+            }
+            None => {
+                let _ = writeln!(out, "FNMR at FMR <= {target:e}: not reached");
+            }
+        }
+    }
+    if impostor > 0 && impostor < 1000 {
+        let _ = writeln!(
+            out,
+            "(with {impostor} different-person pairs, the smallest non-zero FMR is {:.4})",
+            1.0 / impostor as f64
+        );
+    }
+    let genuine_scores: Vec<f32> = pairs.iter().filter(|p| p.same).map(score).collect();
+    let impostor_scores: Vec<f32> = pairs.iter().filter(|p| !p.same).map(score).collect();
+    let at = rates_at(&genuine_scores, &impostor_scores, default_threshold);
+    let _ = writeln!(
+        out,
+        "\ndefault operating point: similarity >= {default_threshold:.1}: FMR {:.4}, FNMR {:.4}",
+        at.fmr, at.fnmr
+    );
+    let wrong: Vec<&ScoredPair> = pairs
+        .iter()
+        .filter(|p| (score(p) >= default_threshold) != p.same)
+        .collect();
+    let _ = writeln!(out, "pairs decided wrongly at the default: {}", wrong.len());
+    for p in wrong {
+        let _ = writeln!(
+            out,
+            "  {} {} same={} similarity={:?}",
+            p.a, p.b, p.same, p.similarity
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(same: bool, similarity: f32) -> ScoredPair {
+        ScoredPair {
+            a: "a".into(),
+            b: "b".into(),
+            same,
+            similarity: Some(similarity),
+        }
+    }
+
+    #[test]
+    fn rates_count_matches_at_or_above_the_threshold() {
+        let pairs = [
+            pair(true, 95.0),
+            pair(true, 85.0),
+            pair(false, 80.0),
+            pair(false, 92.0),
+        ];
+        let curve = rate_curve(&pairs, 0.5);
+        let at90 = curve.iter().find(|p| p.threshold == 90.0).unwrap();
+        assert_eq!((at90.fmr, at90.fnmr), (0.5, 0.5));
+        let at93 = curve.iter().find(|p| p.threshold == 93.0).unwrap();
+        assert_eq!((at93.fmr, at93.fnmr), (0.0, 0.5));
+        assert_eq!(fnmr_at_fmr(&curve, 0.0).unwrap().fnmr, 0.5);
+        let (_, eer) = equal_error_rate(&curve).unwrap();
+        assert_eq!(eer, 0.5);
+    }
+
+    #[test]
+    fn reads_pairs_with_or_without_a_header() {
+        let pairs =
+            read_pairs("img_a,img_b,same_person,dlib\na.jpg,b.jpg,1,0.3\nc.jpg,d.jpg,0,0.9\n")
+                .unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert!(pairs[0].2 && !pairs[1].2);
+        assert!(read_pairs("a,b,maybe\nx,y,2").is_err());
+    }
+}
