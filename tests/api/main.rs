@@ -6,6 +6,7 @@ mod faces;
 mod fake_rekognition;
 mod flow;
 mod helpers;
+mod local_engine;
 mod openapi;
 mod rekognition;
 mod smoke;

@@ -6,28 +6,27 @@ use std::{
     time::Duration,
 };
 
-use crate::fake_rekognition::{face_of, FakeRekognition};
+use crate::{
+    fake_rekognition::{face_of, FakeRekognition},
+    helpers::shared_faces,
+};
 
-// Multi-threaded: this thread blocks reading the child's output while the fake answers it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
-    let fake = FakeRekognition::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facelock"))
-        .current_dir(dir.path())
+/// Starts the binary in an empty folder with `env` on port 0; returns it and its base URL.
+fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (std::process::Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_facelock"));
+    command
+        .current_dir(dir)
         .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("FACELOCK_PORT", "0")
-        .env("FACELOCK_ENGINE", "rekognition")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", fake.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "AKIDSMOKE")
-        .env("AWS_SECRET_ACCESS_KEY", "smoke-secret")
         .env("RUST_LOG", "facelock=info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
 
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -44,7 +43,43 @@ async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
-    let base = format!("http://{addr}");
+    (child, format!("http://{addr}"))
+}
+
+/// Stops the server with SIGTERM and checks that it exits cleanly.
+fn stop(mut child: std::process::Child) {
+    #[cfg(unix)]
+    {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    }
+    #[cfg(not(unix))]
+    child.kill().unwrap();
+}
+
+fn photo(bytes: Vec<u8>) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes).file_name("me.jpg")
+}
+
+// Multi-threaded: this thread blocks reading the child's output while the fake answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
+    let fake = FakeRekognition::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = spawn_server(
+        dir.path(),
+        &[
+            ("FACELOCK_ENGINE", "rekognition".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", fake.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "AKIDSMOKE".into()),
+            ("AWS_SECRET_ACCESS_KEY", "smoke-secret".into()),
+        ],
+    );
     let http = reqwest::Client::new();
 
     let health: serde_json::Value = http
@@ -106,15 +141,83 @@ async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    #[cfg(unix)]
-    {
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    }
-    #[cfg(not(unix))]
-    child.kill().unwrap();
+    stop(child);
+}
+
+/// The binary with no configuration at all (the embedded engine), real photos, a real socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_server_logs_a_real_face_in() {
+    let Some(root) = shared_faces() else { return };
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    facelock::engine::local::models::ensure(&models).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Only the models folder is pointed at the shared copy, to fetch it once per checkout.
+    let (child, base) = spawn_server(
+        dir.path(),
+        &[("FACELOCK_MODELS_DIR", models.display().to_string())],
+    );
+    let http = reqwest::Client::new();
+    let read = |p: &str| std::fs::read(root.join(p)).unwrap();
+
+    let health: serde_json::Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["engine_name"], "local");
+
+    let form = reqwest::multipart::Form::new()
+        .text("user_id", "rose")
+        .part(
+            "face_image",
+            photo(read("faces/rose_leslie/rose_leslie_01.jpg")),
+        );
+    let res = http
+        .post(format!("{base}/register/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let form = reqwest::multipart::Form::new()
+        .text("similarity_threshold", "90")
+        .part(
+            "face_image",
+            photo(read("faces/rose_leslie/rose_leslie_02.jpg")),
+        );
+    let res = http
+        .post(format!("{base}/verify/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["user_id"], "rose");
+    let token = body["token"].as_str().unwrap().to_owned();
+
+    let form = reqwest::multipart::Form::new().part(
+        "face_image",
+        photo(read("faces/kit_harington/kit_harington_03.jpg")),
+    );
+    let res = http
+        .post(format!("{base}/verify/"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    let res = http
+        .delete(format!("{base}/users/rose/"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    stop(child);
 }

@@ -120,7 +120,12 @@ impl LocalEngine {
     }
 }
 
-/// Faces that count: the background ones (tiny, far behind) are dropped.
+/// The faces of a photo that count, largest first: background faces (tiny, far behind) are
+/// dropped.
+pub fn salient_faces(models: &Models, rgb: &RgbImage) -> Vec<Face> {
+    salient(models.find_faces(rgb))
+}
+
 fn salient(mut faces: Vec<Face>) -> Vec<Face> {
     if let Some(largest) = faces.first().map(|f| f.detection.area()) {
         faces.retain(|f| f.detection.area() >= largest * BACKGROUND_AREA);
@@ -129,7 +134,7 @@ fn salient(mut faces: Vec<Face>) -> Vec<Face> {
 }
 
 fn analyze_image(models: &Models, rgb: &RgbImage) -> Analysis {
-    let faces = salient(models.find_faces(rgb));
+    let faces = salient_faces(models, rgb);
     let dominant = faces.first().map(|face| {
         let chip = models.chip(rgb, face);
         (models.describe_chip(&chip), Metrics::measure(face, &chip))

@@ -1,0 +1,358 @@
+//! The embedded engine on real photos (`../shared/faces`): detection counts, the adversarial
+//! files, every labelled pair at the default threshold, closeness to the independent dlib
+//! reference, and the whole HTTP flow.
+
+use std::{collections::HashMap, path::Path, sync::OnceLock};
+
+use axum::http::StatusCode;
+use facelock::{
+    config::EngineKind,
+    engine::local::{
+        pipeline::{distance, Descriptor, Models},
+        salient_faces, similarity_from_distance, DEFAULT_MIN_SIMILARITY,
+    },
+    images::{decode, DecodeLimits},
+};
+
+use crate::helpers::{shared_faces, Multipart, TestApp};
+
+/// The models folder the README's commands fill (fetched on first use).
+fn models_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    facelock::engine::local::models::ensure(&dir).expect("fetching the face models");
+    dir
+}
+
+fn models() -> &'static Models {
+    static MODELS: OnceLock<Models> = OnceLock::new();
+    MODELS.get_or_init(|| Models::load(&models_dir()).unwrap())
+}
+
+fn rgb(path: &Path) -> image::RgbImage {
+    let bytes = std::fs::read(path).unwrap();
+    decode(
+        &bytes,
+        DecodeLimits {
+            max_pixels: 40_000_000,
+        },
+    )
+    .unwrap()
+    .image
+    .to_rgb8()
+}
+
+fn photos(dir: &Path) -> Vec<std::path::PathBuf> {
+    facelock::bench::photos_under(dir)
+}
+
+fn descriptor(path: &Path) -> Descriptor {
+    let img = rgb(path);
+    let faces = salient_faces(models(), &img);
+    let face = faces
+        .first()
+        .unwrap_or_else(|| panic!("{}: no face", path.display()));
+    models().describe_chip(&models().chip(&img, face))
+}
+
+#[test]
+fn every_photo_yields_the_right_number_of_faces() {
+    let Some(root) = shared_faces() else { return };
+    let count = |p: &Path| salient_faces(models(), &rgb(p)).len();
+    let singles = photos(&root.join("faces"));
+    assert_eq!(singles.len(), 14);
+    for p in &singles {
+        assert_eq!(count(p), 1, "{}", p.display());
+    }
+    for p in photos(&root.join("multi_face")) {
+        assert_eq!(count(&p), 2, "{}", p.display());
+    }
+    for p in photos(&root.join("no_face")) {
+        assert_eq!(count(&p), 0, "{}", p.display());
+    }
+    for name in [
+        "exif_orientation_6.jpg",
+        "grayscale.jpg",
+        "mirrored.jpg",
+        "cmyk.jpg",
+        "rgba_transparent.png",
+        "png_with_jpg_extension.jpg",
+        "huge_6000x4000.jpg",
+    ] {
+        assert_eq!(
+            count(&root.join("adversarial/derived").join(name)),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn all_pairs_are_decided_right_and_agree_with_the_dlib_reference() {
+    let Some(root) = shared_faces() else { return };
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
+            .unwrap();
+    let mut ours: HashMap<String, Descriptor> = HashMap::new();
+    let mut to_reference = Vec::new();
+    for (path, info) in reference["images"].as_object().unwrap() {
+        let d = descriptor(&root.join(path));
+        let theirs: Vec<f32> = info["descriptor"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        to_reference.push((distance(&d, &theirs), path.clone()));
+        ours.insert(path.clone(), d);
+    }
+    to_reference.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let dist: Vec<f32> = to_reference.iter().map(|(d, _)| *d).collect();
+    eprintln!(
+        "L2 distance of our descriptors to dlib's, per photo: min {:.3}, median {:.3}, max {:.3} ({})",
+        dist[0],
+        dist[dist.len() / 2],
+        dist[dist.len() - 1],
+        to_reference.last().unwrap().1
+    );
+    // Same-person pairs sit below 0.525 and different-person pairs above 0.704 in dlib's own
+    // space; a descriptor this close to dlib's cannot cross that gap.
+    assert!(
+        dist[dist.len() - 1] < 0.25,
+        "descriptors drifted from the reference"
+    );
+
+    let pairs = std::fs::read_to_string(root.join("pairs.csv")).unwrap();
+    let mut decided = 0;
+    let (mut max_same, mut min_other) = (0.0f32, f32::MAX);
+    for line in pairs.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let same = f[2] == "1";
+        let dlib_says_same = f[3].parse::<f32>().unwrap() < 0.6;
+        let d = distance(&ours[f[0]], &ours[f[1]]);
+        let similarity = similarity_from_distance(d);
+        let we_say_same = similarity >= DEFAULT_MIN_SIMILARITY;
+        assert_eq!(
+            we_say_same, same,
+            "{} vs {}: similarity {similarity:.2}",
+            f[0], f[1]
+        );
+        assert_eq!(
+            we_say_same, dlib_says_same,
+            "disagrees with dlib on {} vs {}",
+            f[0], f[1]
+        );
+        if same {
+            max_same = max_same.max(d);
+        } else {
+            min_other = min_other.min(d);
+        }
+        decided += 1;
+    }
+    assert_eq!(decided, 91);
+    eprintln!(
+        "largest same-person distance {max_same:.3}, smallest different-person {min_other:.3}"
+    );
+}
+
+async fn local_app() -> TestApp {
+    let dir = models_dir();
+    TestApp::spawn_with(move |s| {
+        s.engine = EngineKind::Local;
+        s.models_dir = dir;
+        s.min_similarity = DEFAULT_MIN_SIMILARITY;
+    })
+    .await
+}
+
+fn read(root: &Path, rel: &str) -> Vec<u8> {
+    std::fs::read(root.join(rel)).unwrap()
+}
+
+#[tokio::test]
+async fn register_verify_token_delete_over_http_with_real_photos() {
+    let Some(root) = shared_faces() else { return };
+    let app = local_app().await;
+    let res = app
+        .register(
+            "obama",
+            read(&root, "faces/barack_obama/obama_01.jpg"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = app
+        .register("biden", read(&root, "faces/joe_biden/biden_01.jpg"), None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    // Another photo of the same person logs in; someone else does not.
+    let res = app
+        .verify(read(&root, "faces/barack_obama/obama_04.jpg"), None, None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["user_id"], "obama");
+    assert!(res.body["similarity"].as_f64().unwrap() >= 90.0);
+    let token = res.body["token"].as_str().unwrap().to_owned();
+    app.verify(
+        read(&root, "faces/kit_harington/kit_harington_01.jpeg"),
+        Some("0"),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    // 1:1: Obama's face does not pass for Biden.
+    app.verify(
+        read(&root, "faces/barack_obama/obama_02.jpg"),
+        None,
+        Some("biden"),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    let res = app
+        .verify(
+            read(&root, "faces/joe_biden/biden_02.jpg"),
+            None,
+            Some("biden"),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    let me = app.get("/users/me/", Some(&token)).await;
+    assert_eq!(me.body["user_id"], "obama");
+
+    // A restart rebuilds the in-memory index from the store.
+    let restarted = facelock::build_state(app.settings.clone()).await.unwrap();
+    let router = facelock::app(restarted);
+    let again = TestApp { router, ..app };
+    let res = again
+        .verify(read(&root, "faces/barack_obama/obama_03.jpg"), None, None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["user_id"], "obama");
+
+    assert_eq!(
+        again.delete("/users/obama/", Some(&token)).await.status,
+        StatusCode::OK
+    );
+    again
+        .verify(read(&root, "faces/barack_obama/obama_04.jpg"), None, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    again
+        .get("/users/me/", Some(&token))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_REVOKED");
+}
+
+#[tokio::test]
+async fn crowded_empty_and_broken_photos_get_clear_answers() {
+    let Some(root) = shared_faces() else { return };
+    let app = local_app().await;
+    app.register("two", read(&root, "multi_face/obama_and_biden.jpg"), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "MULTIPLE_FACES");
+    app.register("none", read(&root, "no_face/fruits.jpg"), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_FACE");
+    app.register(
+        "kit",
+        read(&root, "faces/kit_harington/kit_harington_02.jpeg"),
+        None,
+    )
+    .await;
+    app.verify(read(&root, "multi_face/kit_with_rose.jpg"), None, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "AMBIGUOUS_FACES");
+
+    let adversarial = root.join("adversarial/derived");
+    for (i, name) in [
+        "exif_orientation_6.jpg",
+        "grayscale.jpg",
+        "mirrored.jpg",
+        "cmyk.jpg",
+        "rgba_transparent.png",
+        "png_with_jpg_extension.jpg",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let res = app
+            .register(&format!("adv{i}"), read(&adversarial, name), None)
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{name}: {}", res.body);
+    }
+    for name in [
+        "zero_bytes.jpg",
+        "not_an_image.jpg",
+        "truncated_header_only.jpg",
+        "truncated_half.jpg",
+        "truncated.png",
+        "corrupt_scan_bytes.jpg",
+        "one_pixel.jpg",
+        "one_pixel.png",
+        "tiny_64x48.jpg",
+        "cartoon_emoji_grinning.png",
+    ] {
+        let res = app.verify(read(&adversarial, name), None, None).await;
+        assert!(
+            res.status.is_client_error(),
+            "{name}: {} {}",
+            res.status,
+            res.body
+        );
+        assert!(!res.code().is_empty());
+    }
+    // Still serving.
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn compare_reports_real_similarities() {
+    let Some(root) = shared_faces() else { return };
+    let app = local_app().await;
+    app.register(
+        "rose",
+        read(&root, "faces/rose_leslie/rose_leslie_01.jpg"),
+        None,
+    )
+    .await;
+    let token = app
+        .verify(
+            read(&root, "faces/rose_leslie/rose_leslie_02.jpg"),
+            None,
+            None,
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let compare = |a: &str, b: &str| {
+        Multipart::new()
+            .file("source_image", "a.jpg", read(&root, a))
+            .file("target_image", "b.jpg", read(&root, b))
+    };
+    let same = app
+        .post_form(
+            "/compare/",
+            compare(
+                "faces/alex_lacamoire/alex_lacamoire_01.jpg",
+                "faces/alex_lacamoire/alex_lacamoire_03.jpg",
+            ),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::OK, "{}", same.body);
+    assert_eq!(same.body["match"], true);
+    let other = app
+        .post_form(
+            "/compare/",
+            compare(
+                "faces/alex_lacamoire/alex_lacamoire_01.jpg",
+                "faces/joe_biden/biden_02.jpg",
+            ),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(other.body["match"], false);
+}
