@@ -356,3 +356,22 @@ async fn compare_reports_real_similarities() {
         .await;
     assert_eq!(other.body["match"], false);
 }
+
+#[test]
+fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
+    let source = models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, _) in facelock::engine::local::models::FILES {
+        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+    }
+    let victim = dir.path().join("face_recognition_model.bin");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+    let err = facelock::engine::local::LocalEngine::load(dir.path())
+        .err()
+        .expect("a corrupt model must not load");
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(err.contains("face_recognition_model.bin"), "{err}");
+    assert!(err.contains("delete"), "{err}");
+}
