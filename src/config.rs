@@ -56,33 +56,43 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// HMAC algorithms accepted for `ALGORITHM` (the original's token mode).
+/// How access tokens are signed (`ALGORITHM`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HmacAlgorithm {
+pub enum TokenAlgorithm {
+    /// ECDSA P-256 with keys kept in the store and published as a JWKS: backends verify
+    /// tokens without being able to mint them. The default when `SECRET_KEY` is unset.
+    Es256,
+    /// A shared secret, as the original server: every verifier can also forge.
     Hs256,
     Hs384,
     Hs512,
 }
 
-impl HmacAlgorithm {
+impl TokenAlgorithm {
     fn parse(raw: &str) -> Result<Self, ConfigError> {
         match raw.trim().to_ascii_uppercase().as_str() {
+            "ES256" => Ok(Self::Es256),
             "HS256" => Ok(Self::Hs256),
             "HS384" => Ok(Self::Hs384),
             "HS512" => Ok(Self::Hs512),
             other => Err(ConfigError::new(
                 "ALGORITHM",
-                format!("{other:?} is not supported; use HS256, HS384 or HS512"),
+                format!("{other:?} is not supported; use ES256, HS256, HS384 or HS512"),
             )),
         }
     }
 
     pub fn jwt(self) -> jsonwebtoken::Algorithm {
         match self {
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
             Self::Hs256 => jsonwebtoken::Algorithm::HS256,
             Self::Hs384 => jsonwebtoken::Algorithm::HS384,
             Self::Hs512 => jsonwebtoken::Algorithm::HS512,
         }
+    }
+
+    pub fn is_hmac(self) -> bool {
+        self != Self::Es256
     }
 }
 
@@ -116,10 +126,20 @@ pub struct Settings {
     pub database_path: PathBuf,
     pub reference_dir: PathBuf,
     pub admin_users: BTreeSet<UserId>,
-    /// `SECRET_KEY`; when unset a key is generated and kept in the data folder.
+    /// `SECRET_KEY`: the shared secret of the HMAC algorithms. With an HMAC `ALGORITHM` and no
+    /// secret, one is generated and kept in the data folder.
     pub secret_key: Option<Secret>,
-    pub algorithm: HmacAlgorithm,
+    pub algorithm: TokenAlgorithm,
     pub access_token_ttl: Duration,
+    /// Refresh tokens expire this long after the face login that started their family.
+    pub refresh_token_ttl: Duration,
+    /// `iss` of issued tokens; `None`: the server's own base URL.
+    pub issuer: Option<String>,
+    /// Audiences a token may be issued for; the first is the default.
+    pub audiences: Vec<String>,
+    /// Whether `FACELOCK_AUDIENCE` was set: in HMAC mode tokens carry `aud` only then, as the
+    /// original's did not (some JWT libraries refuse an `aud` they were not told to expect).
+    pub audience_configured: bool,
     /// Allowed CORS origins; `["*"]` allows any (development only).
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
@@ -169,8 +189,12 @@ impl Settings {
             data_dir,
             admin_users: BTreeSet::new(),
             secret_key: None,
-            algorithm: HmacAlgorithm::Hs256,
+            algorithm: TokenAlgorithm::Es256,
             access_token_ttl: Duration::from_secs(30 * 60),
+            refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
+            issuer: None,
+            audiences: vec!["facelock".into()],
+            audience_configured: false,
             cors_origins: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
@@ -258,8 +282,31 @@ impl Settings {
                 ));
             }
         }
-        if let Some(alg) = get("ALGORITHM") {
-            s.algorithm = HmacAlgorithm::parse(&alg)?;
+        s.algorithm = match get("ALGORITHM") {
+            Some(alg) => TokenAlgorithm::parse(&alg)?,
+            // The original's configuration (a secret) keeps the original's tokens.
+            None if s.secret_key.is_some() => TokenAlgorithm::Hs256,
+            None => TokenAlgorithm::Es256,
+        };
+        let days: u64 = parse(&get, "FACELOCK_REFRESH_TOKEN_EXPIRE_DAYS", 14)?;
+        if !(1..=365).contains(&days) {
+            return Err(ConfigError::new(
+                "FACELOCK_REFRESH_TOKEN_EXPIRE_DAYS",
+                "must be between 1 and 365",
+            ));
+        }
+        s.refresh_token_ttl = Duration::from_secs(days * 24 * 3600);
+        s.issuer = get("FACELOCK_ISSUER").map(|i| i.trim().trim_end_matches('/').to_owned());
+        if let Some(raw) = get("FACELOCK_AUDIENCE") {
+            s.audiences = raw
+                .split(',')
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect();
+            if s.audiences.is_empty() {
+                return Err(ConfigError::new("FACELOCK_AUDIENCE", "lists no audience"));
+            }
+            s.audience_configured = true;
         }
         let minutes: u64 = parse(&get, "ACCESS_TOKEN_EXPIRE_MINUTES", 30)?;
         if minutes == 0 || minutes > 24 * 60 {
@@ -296,6 +343,17 @@ impl Settings {
 
     pub fn is_admin(&self, user: &UserId) -> bool {
         self.admin_users.contains(user)
+    }
+
+    /// `FACELOCK_ISSUER`, or the base URL the server listens on.
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(|| {
+            let mut addr = self.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        })
     }
 }
 
@@ -369,6 +427,23 @@ mod tests {
             "ALGORITHM"
         );
         assert!(from(&[("ALGORITHM", "hs512")]).is_ok());
+    }
+
+    #[test]
+    fn a_secret_keeps_the_original_hs256_tokens() {
+        assert_eq!(from(&[]).unwrap().algorithm, TokenAlgorithm::Es256);
+        let secret = "0123456789abcdef0123456789abcdef-x";
+        assert_eq!(
+            from(&[("SECRET_KEY", secret)]).unwrap().algorithm,
+            TokenAlgorithm::Hs256
+        );
+        let s = from(&[("FACELOCK_AUDIENCE", "shop, admin-console")]).unwrap();
+        assert_eq!(s.audiences, ["shop", "admin-console"]);
+        assert!(s.audience_configured);
+        assert_eq!(
+            from(&[("FACELOCK_PORT", "9000")]).unwrap().issuer(),
+            "http://127.0.0.1:9000"
+        );
     }
 
     #[test]

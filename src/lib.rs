@@ -33,8 +33,10 @@ use crate::{
     store::{sqlite::SqliteStore, Store},
 };
 
-/// How often queued engine deletions are retried while the server runs.
-const PENDING_DELETION_RETRY: Duration = Duration::from_secs(300);
+/// How often keys are reloaded and expired token records purged.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+/// Queued engine deletions are retried every this many maintenance ticks (five minutes).
+const PENDING_DELETION_RETRY_TICKS: u32 = 10;
 
 /// Opens the store, starts the engine and loads the signing key. Errors are sentences for the
 /// operator, naming what to fix.
@@ -68,15 +70,14 @@ pub async fn build_state(settings: Settings) -> Result<AppState, String> {
     let facelock = Arc::new(FaceLock::new(settings.clone(), engine, store));
     facelock.start().await?;
 
-    let secret = match &settings.secret_key {
-        Some(secret) => secret.clone(),
-        None => keys::load_or_generate_secret(&settings.data_dir)?,
+    let hmac_secret = match (&settings.secret_key, settings.algorithm.is_hmac()) {
+        (_, false) => None,
+        (Some(secret), true) => Some(secret.clone()),
+        (None, true) => Some(keys::load_or_generate_secret(&settings.data_dir)?),
     };
-    let tokens = Arc::new(TokenService::hmac(
-        &secret,
-        settings.algorithm.jwt(),
-        settings.access_token_ttl,
-    ));
+    let tokens = Arc::new(
+        TokenService::from_settings(&settings, facelock.store().clone(), hmac_secret).await?,
+    );
     let limiter = Arc::new(rate_limit::RateLimiter::new(
         facelock.settings().engine_rate_per_minute,
     ));
@@ -94,12 +95,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let facelock = state.facelock.clone();
+    let tokens = state.tokens.clone();
     let retry = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PENDING_DELETION_RETRY);
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
         tick.tick().await;
+        let mut ticks = 0u32;
         loop {
             tick.tick().await;
-            facelock.finish_pending_deletions().await;
+            ticks += 1;
+            tokens.maintain().await;
+            if ticks % PENDING_DELETION_RETRY_TICKS == 0 {
+                facelock.finish_pending_deletions().await;
+            }
         }
     });
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -28,6 +28,9 @@ enum Command {
     /// Manage users directly in the data folder.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the token signing keys (ES256) in the store.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Fetch the local engine's models into FACELOCK_MODELS_DIR (normally done on first start).
     FetchModels,
     /// Accuracy of the local engine on labelled pairs: error rates per threshold, EER, defaults.
@@ -51,6 +54,14 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; the current one keeps verifying until its tokens expire.
+    Rotate,
+    /// List the keys and their state.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +98,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Users(cmd) => users(settings, cmd).await,
+        Command::Keys(cmd) => keys(settings, cmd).await,
         Command::FetchModels => {
             facelock::engine::local::models::ensure(&settings.models_dir).map(|()| {
                 println!("models ready in {}", settings.models_dir.display());
@@ -127,6 +139,41 @@ async fn serve(settings: Settings) -> Result<(), String> {
     facelock::serve(listener, state, facelock::shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn keys(settings: Settings, cmd: KeysCommand) -> Result<(), String> {
+    use facelock::{auth::keyring::KeyRing, store::Store};
+    let store = facelock::store::sqlite::SqliteStore::open(&settings.database_path)
+        .map_err(|e| e.to_string())?;
+    match cmd {
+        KeysCommand::Rotate => {
+            if settings.algorithm.is_hmac() {
+                return Err(
+                    "tokens are signed with SECRET_KEY (HMAC): there are no keys to rotate".into(),
+                );
+            }
+            let key = KeyRing::rotate(&store).await?;
+            println!(
+                "new signing key {} (servers pick it up within 30 s)",
+                key.kid
+            );
+        }
+        KeysCommand::List => {
+            let now = facelock::auth::tokens::unix_now();
+            let ttl = settings.access_token_ttl.as_secs() as i64;
+            for key in store.signing_keys().await.map_err(|e| e.to_string())? {
+                let state = match key.retired_at {
+                    None => "active (signing)".to_owned(),
+                    Some(r) => format!(
+                        "retired, published until {}s from now",
+                        (r + ttl + 60 - now).max(0)
+                    ),
+                };
+                println!("{}	{}	created {}	{state}", key.kid, key.alg, key.created_at);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn eval(settings: &Settings, pairs: &Path, root: &Path) -> Result<(), String> {

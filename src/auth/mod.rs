@@ -5,6 +5,7 @@
 //! Admin rights need both the token's role and the user id's presence in `FACELOCK_ADMIN_USERS`
 //! now, so removing an admin from the list takes effect at once.
 
+pub mod keyring;
 pub mod keys;
 pub mod tokens;
 
@@ -62,6 +63,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiErro
     let claims = state
         .tokens
         .validate(token)
+        .await
         .map_err(ApiError::Unauthorized)?;
     let user_id =
         UserId::parse(&claims.sub).map_err(|_| ApiError::Unauthorized(TokenProblem::Invalid))?;

@@ -108,6 +108,8 @@ pub struct VerifyForm {
     similarity_threshold: Option<f32>,
     /// Check this claimed identity only (1:1) instead of searching every user (1:N).
     user_id: Option<String>,
+    /// The audience (`aud`) of the token: one of `FACELOCK_AUDIENCE`; the first by default.
+    audience: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -121,6 +123,13 @@ pub struct VerifyResponse {
     pub message: String,
     /// Signed access token (JWT) for the matched user.
     pub token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Seconds until `token` expires.
+    pub expires_in: u64,
+    /// Single-use refresh token: `POST /token` with `grant_type=refresh_token` trades it for a
+    /// new pair. Presenting it twice revokes the session.
+    pub refresh_token: String,
 }
 
 /// Verify a face and get a token.
@@ -151,23 +160,38 @@ pub async fn verify(
     let mut form = Form::read(multipart, &["face_image"]).await?;
     let threshold = form.similarity("similarity_threshold")?;
     let claimed = form.user_id("user_id")?;
+    let audience = state
+        .tokens
+        .audience(form.text("audience"))
+        .ok_or_else(|| {
+            ApiError::validation("audience", "is not one of the configured audiences")
+        })?;
     let image = form.file("face_image")?;
     let verified = state.facelock.verify(image, threshold, claimed).await?;
-    let issued = state
+    let access = state
         .tokens
         .issue(
-            verified.user.user_id.as_str(),
-            verified.user.rowid,
+            &verified.user,
             verified.role,
             Some(verified.similarity.value()),
+            &audience,
         )
+        .await
+        .map_err(ApiError::internal)?;
+    let session = state
+        .tokens
+        .start_session(&verified.user, access, &audience)
+        .await
         .map_err(ApiError::internal)?;
     Ok(Json(VerifyResponse {
         success: true,
         user_id: verified.user.user_id.to_string(),
-        similarity: issued.claims.similarity.unwrap_or_default(),
+        similarity: session.access.claims.similarity.unwrap_or_default(),
         message: "Face verified successfully".into(),
-        token: issued.token,
+        token: session.access.token,
+        token_type: "bearer".into(),
+        expires_in: session.expires_in,
+        refresh_token: session.refresh_token,
     }))
 }
 

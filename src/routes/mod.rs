@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, their OpenAPI description (generated from the same definitions, so
 //! the two cannot drift), documentation pages and the middleware stack.
 
+mod discovery;
 mod faces;
 mod form;
 mod oauth;
@@ -81,6 +82,10 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(faces::verify))
         .routes(routes!(faces::compare))
         .routes(routes!(oauth::token))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(discovery::jwks))
+        .routes(routes!(discovery::openid_configuration))
         .routes(routes!(users::me))
         .routes(routes!(users::list))
         .routes(routes!(users::delete))

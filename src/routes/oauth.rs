@@ -1,39 +1,217 @@
-//! `POST /token`: the OAuth2 token endpoint. Face Lock issues tokens through `/verify/`, so
-//! every grant here is refused with the standard OAuth2 error body (RFC 6749, section 5.2).
+//! OAuth2 endpoints: `POST /token` (the refresh-token grant; face logins go through
+//! `/verify/`), `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662, admins only).
 
-use axum::{http::StatusCode, Json};
+use std::collections::HashMap;
+
+use axum::{
+    extract::{rejection::FormRejection, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Form, Json,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// OAuth2 error response.
+use crate::{
+    auth::{tokens::GrantError, tokens::Introspection, AuthUser},
+    domain::Role,
+    error::{ApiError, ErrorBody},
+    state::AppState,
+};
+
+/// OAuth2 error response (RFC 6749, section 5.2).
 #[derive(Serialize, ToSchema)]
 pub struct OAuthError {
-    #[schema(example = "unsupported_grant_type")]
+    #[schema(example = "invalid_grant")]
     pub error: String,
     pub error_description: String,
     /// The same sentence as `error_description`, as every error of this API has.
     pub detail: String,
-    #[schema(example = "UNSUPPORTED_GRANT_TYPE")]
+    #[schema(example = "INVALID_GRANT")]
     pub code: String,
 }
 
-/// OAuth2 token endpoint (no grant supported: use `/verify/`).
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        Json(OAuthError {
+            error: error.into(),
+            error_description: description.into(),
+            detail: description.into(),
+            code: error.to_ascii_uppercase(),
+        }),
+    )
+        .into_response()
+}
+
+/// A token pair.
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until `access_token` expires.
+    pub expires_in: u64,
+    /// The next refresh token; the one presented is spent.
+    pub refresh_token: String,
+}
+
+/// Form body of `POST /token`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct TokenForm {
+    /// `refresh_token` (the only grant: face logins go through `/verify/`).
+    grant_type: String,
+    refresh_token: Option<String>,
+}
+
+/// OAuth2 token endpoint: trade a refresh token for a new access and refresh token.
+///
+/// Refresh tokens are single-use. Presenting one that was already used revokes every token of
+/// its session (it has been stolen, or replayed). Other grants answer `unsupported_grant_type`.
 #[utoipa::path(
     post,
     path = "/token",
     tag = "auth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "An OAuth2 token request"),
-    responses((status = 400, description = "Always: `unsupported_grant_type`", body = OAuthError))
-)]
-pub async fn token() -> (StatusCode, Json<OAuthError>) {
-    let description = "Face Lock issues tokens through face verification: POST /verify/";
-    (
-        StatusCode::BAD_REQUEST,
-        Json(OAuthError {
-            error: "unsupported_grant_type".into(),
-            error_description: description.into(),
-            detail: description.into(),
-            code: "UNSUPPORTED_GRANT_TYPE".into(),
-        }),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A new token pair", body = TokenResponse),
+        (status = 400, description = "`invalid_request`, `invalid_grant` (unknown, expired, used or revoked) or `unsupported_grant_type`", body = OAuthError),
     )
+)]
+pub async fn token(
+    State(state): State<AppState>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Expected an application/x-www-form-urlencoded body",
+        );
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {}
+        Some(_) | None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Face Lock issues tokens through face verification (POST /verify/) and refreshes them with grant_type=refresh_token",
+            )
+        }
+    }
+    let Some(refresh_token) = form.get("refresh_token").filter(|t| !t.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is required",
+        );
+    };
+    let settings = state.facelock.settings();
+    let role_of = |user: &crate::store::UserRecord| {
+        if settings.is_admin(&user.user_id) {
+            Role::Admin
+        } else {
+            Role::User
+        }
+    };
+    match state.tokens.refresh(refresh_token, role_of).await {
+        Ok(session) => Json(TokenResponse {
+            access_token: session.access.token,
+            token_type: "Bearer".into(),
+            expires_in: session.expires_in,
+            refresh_token: session.refresh_token,
+        })
+        .into_response(),
+        Err(GrantError::InvalidGrant) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The refresh token is unknown, expired, already used or revoked",
+        ),
+        Err(GrantError::ServerError) => ApiError::internal("refresh failed").into_response(),
+    }
+}
+
+/// Form body of `POST /revoke` and `POST /introspect`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct TokenHandleForm {
+    /// An access token or a refresh token.
+    token: String,
+    /// `access_token` or `refresh_token` (optional; the token's form decides).
+    token_type_hint: Option<String>,
+}
+
+/// Revoke a token (RFC 7009).
+///
+/// A refresh token revokes its whole session; an access token is refused until it expires.
+/// Answers 200 whether or not the token was known, so it reveals nothing.
+#[utoipa::path(
+    post,
+    path = "/revoke",
+    tag = "auth",
+    request_body(content = TokenHandleForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or unknown"),
+        (status = 400, description = "`invalid_request`: no token", body = OAuthError),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    let token = form
+        .ok()
+        .and_then(|Form(f)| f.get("token").cloned())
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    match state.tokens.revoke(&token).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => ApiError::internal(format!("revocation: {e}")).into_response(),
+    }
+}
+
+/// Introspect a token (RFC 7662); admins only.
+///
+/// `active` is false for anything not currently valid: unknown, forged, expired, revoked, or of
+/// a deleted user. For an active token the answer carries its claims.
+#[utoipa::path(
+    post,
+    path = "/introspect",
+    tag = "auth",
+    request_body(content = TokenHandleForm, content_type = "application/x-www-form-urlencoded"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token's state", body = Introspection),
+        (status = 400, description = "`invalid_request`: no token", body = OAuthError),
+        (status = 401, description = "Missing, malformed, expired or revoked caller token", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+    )
+)]
+pub async fn introspect(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    if !caller.is_admin() {
+        return ApiError::Forbidden("Introspection needs an admin token").into_response();
+    }
+    let token = form
+        .ok()
+        .and_then(|Form(f)| f.get("token").cloned())
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    Json(state.tokens.introspect(&token).await).into_response()
 }

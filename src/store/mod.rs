@@ -65,6 +65,56 @@ pub struct Page {
     pub after: Option<UserId>,
 }
 
+/// A token signing key as stored.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    /// PKCS#8 DER of the private key.
+    pub private_der: Vec<u8>,
+    /// The public key as a JWK (JSON text).
+    pub public_jwk: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// A refresh token as stored (only the hash of the token itself).
+#[derive(Clone, Debug)]
+pub struct RefreshRecord {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_rowid: i64,
+    pub user_id: UserId,
+    pub audience: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A refresh token to store.
+#[derive(Clone, Debug)]
+pub struct NewRefreshToken {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_rowid: i64,
+    pub audience: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Clone, Debug)]
+pub enum RefreshUse {
+    /// Unknown token.
+    Unknown,
+    /// The token was valid and is now used; the record as it was before.
+    Fresh(RefreshRecord),
+    /// The token had been used or revoked before: its family is now revoked.
+    Replayed(RefreshRecord),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("user already exists")]
@@ -93,4 +143,25 @@ pub trait Store: Send + Sync {
     async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Adds a signing key; every other key not yet retired is retired at `now`.
+    async fn add_signing_key(&self, key: StoredKey, now: i64) -> Result<(), StoreError>;
+    /// All signing keys, newest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Forgets keys retired before `cutoff`: no token they signed is still valid.
+    async fn drop_keys_retired_before(&self, cutoff: i64) -> Result<usize, StoreError>;
+
+    async fn add_refresh_token(&self, record: NewRefreshToken) -> Result<(), StoreError>;
+    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Marks a refresh token used, atomically; a second use revokes its whole family.
+    async fn use_refresh_token(&self, token_hash: &str, now: i64)
+        -> Result<RefreshUse, StoreError>;
+    /// Revokes every token of the family. Returns how many were still live.
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<usize, StoreError>;
+
+    /// Refuses an access token until `expires_at`.
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError>;
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Drops revocation and refresh records that can no longer matter.
+    async fn purge_expired_tokens(&self, now: i64) -> Result<(), StoreError>;
 }

@@ -10,11 +10,17 @@ use std::{
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{FaceOwner, FaceRecord, NewFace, Page, Store, StoreError, UserRecord};
+use super::{
+    FaceOwner, FaceRecord, NewFace, NewRefreshToken, Page, RefreshRecord, RefreshUse, Store,
+    StoreError, StoredKey, UserRecord,
+};
 use crate::domain::UserId;
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_tokens.sql"),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -29,6 +35,8 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(backend)?;
+        // The database holds face descriptors and signing keys: owner only.
+        restrict_permissions(path);
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -56,6 +64,16 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %e, "could not restrict the database file to its owner");
+        }
     }
 }
 
@@ -339,6 +357,214 @@ impl Store for SqliteStore {
         self.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
             .await
     }
+
+    async fn add_signing_key(&self, key: StoredKey, now: i64) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                [now],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL)"
+                ),
+                params![
+                    key.kid,
+                    key.alg,
+                    key.private_der,
+                    key.public_jwk,
+                    key.created_at
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, rowid DESC"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([], key_from_row).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn drop_keys_retired_before(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?1",
+                [cutoff],
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn add_refresh_token(&self, r: NewRefreshToken) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, user_rowid, audience,
+                     created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    r.token_hash,
+                    r.family_id,
+                    r.user_rowid,
+                    r.audience,
+                    r.created_at,
+                    r.expires_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.run(move |conn| find_refresh(conn, &hash)).await
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<RefreshUse, StoreError> {
+        let hash = token_hash.to_owned();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let Some(record) = find_refresh(&tx, &hash)? else {
+                return Ok(RefreshUse::Unknown);
+            };
+            let outcome = if record.used_at.is_some() || record.revoked_at.is_some() {
+                revoke_family(&tx, &record.family_id, now)?;
+                RefreshUse::Replayed(record)
+            } else {
+                tx.execute(
+                    "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+                    params![hash, now],
+                )
+                .map_err(backend)?;
+                RefreshUse::Fresh(record)
+            };
+            tx.commit().map_err(backend)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<usize, StoreError> {
+        let family = family_id.to_owned();
+        self.run(move |conn| revoke_family(conn, &family, now))
+            .await
+    }
+
+    async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO revoked_access_tokens (jti, expires_at) VALUES (?1, ?2)",
+                params![jti, expires_at],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT 1 FROM revoked_access_tokens WHERE jti = ?1",
+                [jti],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn purge_expired_tokens(&self, now: i64) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM revoked_access_tokens WHERE expires_at < ?1",
+                [now],
+            )
+            .map_err(backend)?;
+            conn.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+const KEY_COLUMNS: &str = "kid, alg, private_der, public_jwk, created_at, retired_at";
+
+fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
+    Ok(StoredKey {
+        kid: row.get(0)?,
+        alg: row.get(1)?,
+        private_der: row.get(2)?,
+        public_jwk: row.get(3)?,
+        created_at: row.get(4)?,
+        retired_at: row.get(5)?,
+    })
+}
+
+const REFRESH_COLUMNS: &str = "r.token_hash, r.family_id, r.user_rowid, u.user_id, r.audience,
+     r.created_at, r.expires_at, r.used_at, r.revoked_at";
+
+fn refresh_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RefreshRecord> {
+    let raw: String = row.get(3)?;
+    Ok(RefreshRecord {
+        token_hash: row.get(0)?,
+        family_id: row.get(1)?,
+        user_rowid: row.get(2)?,
+        user_id: parse_stored_id(&raw)?,
+        audience: row.get(4)?,
+        created_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        used_at: row.get(7)?,
+        revoked_at: row.get(8)?,
+    })
+}
+
+fn find_refresh(conn: &Connection, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+    conn.query_row(
+        &format!(
+            "SELECT {REFRESH_COLUMNS} FROM refresh_tokens r JOIN users u ON u.id = r.user_rowid
+             WHERE r.token_hash = ?1"
+        ),
+        [hash],
+        refresh_from_row,
+    )
+    .optional()
+    .map_err(backend)
+}
+
+fn revoke_family(conn: &Connection, family: &str, now: i64) -> Result<usize, StoreError> {
+    conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1 AND revoked_at IS NULL",
+        params![family, now],
+    )
+    .map_err(backend)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use axum::http::{header, StatusCode};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use facelock::config::Secret;
+use facelock::config::{Secret, TokenAlgorithm};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -11,7 +11,12 @@ use crate::{fake_rekognition::face_of, helpers::TestApp};
 const SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
 
 async fn app_with_user() -> (TestApp, String, i64) {
-    let app = TestApp::spawn_with(|s| s.secret_key = Some(Secret::new(SECRET))).await;
+    // The original's configuration: SECRET_KEY with ALGORITHM=HS256.
+    let app = TestApp::spawn_with(|s| {
+        s.secret_key = Some(Secret::new(SECRET));
+        s.algorithm = TokenAlgorithm::Hs256;
+    })
+    .await;
     app.register("alice", face_of(1), None).await;
     let token = app.verify(face_of(1), None, None).await.body["token"]
         .as_str()
@@ -44,9 +49,11 @@ fn sign(claims: serde_json::Value, alg: Algorithm, secret: &str) -> String {
 
 #[tokio::test]
 async fn the_issued_token_is_hs256_with_the_documented_claims() {
-    let (_app, token, rowid) = app_with_user().await;
+    let (app, token, rowid) = app_with_user().await;
     let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
     v.set_required_spec_claims(&["exp", "iat", "sub"]);
+    // As a backend written for the original validates: no audience expected, none present.
+    assert!(jsonwebtoken::decode_header(&token).unwrap().typ.as_deref() == Some("JWT"));
     let data = jsonwebtoken::decode::<serde_json::Value>(
         &token,
         &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
@@ -55,6 +62,12 @@ async fn the_issued_token_is_hs256_with_the_documented_claims() {
     .unwrap();
     let c = data.claims;
     assert_eq!(c["sub"], "alice");
+    assert_eq!(c["iss"], app.settings.issuer());
+    assert!(
+        c.get("aud").is_none(),
+        "HS256 mode adds no aud unless configured"
+    );
+    assert_eq!(c["amr"], json!(["face"]));
     assert_eq!(c["role"], "user");
     assert_eq!(c["ugen"], rowid);
     assert!(c["similarity"].as_f64().unwrap() >= 90.0);
@@ -68,7 +81,8 @@ async fn the_issued_token_is_hs256_with_the_documented_claims() {
 #[tokio::test]
 async fn missing_malformed_forged_expired_and_unsigned_tokens_are_401() {
     let (app, _token, rowid) = app_with_user().await;
-    let claims = |exp: i64| json!({"sub": "alice", "iat": now() - 10, "exp": exp, "jti": "j", "role": "admin", "ugen": rowid});
+    let iss = app.settings.issuer();
+    let claims = |exp: i64| json!({"iss": iss, "sub": "alice", "iat": now() - 10, "nbf": now() - 10, "exp": exp, "jti": "j", "role": "admin", "ugen": rowid});
 
     let res = app.get("/users/me/", None).await;
     res.assert_error(StatusCode::UNAUTHORIZED, "NOT_AUTHENTICATED");
@@ -130,7 +144,7 @@ async fn a_self_minted_admin_role_is_not_enough() {
     // not in FACELOCK_ADMIN_USERS.
     let (app, _token, rowid) = app_with_user().await;
     let token = sign(
-        json!({"sub": "alice", "iat": now(), "exp": now() + 600, "jti": "j", "role": "admin", "ugen": rowid}),
+        json!({"iss": app.settings.issuer(), "sub": "alice", "iat": now(), "nbf": now(), "exp": now() + 600, "jti": "j", "role": "admin", "ugen": rowid}),
         Algorithm::HS256,
         SECRET,
     );

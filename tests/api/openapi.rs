@@ -17,6 +17,10 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/verify/", "post"),
         ("/compare/", "post"),
         ("/token", "post"),
+        ("/revoke", "post"),
+        ("/introspect", "post"),
+        ("/.well-known/jwks.json", "get"),
+        ("/.well-known/openid-configuration", "get"),
         ("/users/me/", "get"),
         ("/users/", "get"),
         ("/users/{user_id}/", "delete"),
@@ -52,6 +56,7 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/users/", "get"),
         ("/users/{user_id}/", "delete"),
         ("/compare/", "post"),
+        ("/introspect", "post"),
     ] {
         let op = &paths[path][method];
         assert!(op["security"].to_string().contains("bearer"), "{path}");
@@ -63,6 +68,18 @@ async fn the_document_lists_every_route_with_its_errors() {
             "verify {status}"
         );
     }
+    // The token fields of verify are described.
+    let verify = &schemas["VerifyResponse"]["properties"];
+    for field in [
+        "token",
+        "refresh_token",
+        "expires_in",
+        "token_type",
+        "similarity",
+    ] {
+        assert!(verify[field].is_object(), "VerifyResponse.{field}");
+    }
+    assert!(schemas["VerifyForm"]["properties"]["audience"].is_object());
 }
 
 #[tokio::test]

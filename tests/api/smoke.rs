@@ -11,8 +11,20 @@ use crate::{
     helpers::shared_faces,
 };
 
+/// A running server; killed when dropped, so a failing test leaves no process behind.
+struct Server(Option<std::process::Child>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts the binary in an empty folder with `env` on port 0; returns it and its base URL.
-fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (std::process::Child, String) {
+fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_facelock"));
     command
         .current_dir(dir)
@@ -43,11 +55,14 @@ fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (std::process:
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
-    (child, format!("http://{addr}"))
+    (Server(Some(child)), format!("http://{addr}"))
 }
 
 /// Stops the server with SIGTERM and checks that it exits cleanly.
-fn stop(mut child: std::process::Child) {
+fn stop(mut server: Server) {
+    let Some(mut child) = server.0.take() else {
+        return;
+    };
     #[cfg(unix)]
     {
         Command::new("kill")
@@ -130,11 +145,11 @@ async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
     assert_eq!(me.status(), 200);
     assert!(me.headers().contains_key("x-request-id"));
 
-    // The key was generated with owner-only permissions.
+    // The database holds the signing keys and face descriptors: owner-only permissions.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("data/jwt_secret.key"))
+        let mode = std::fs::metadata(dir.path().join("data/facelock.db"))
             .unwrap()
             .permissions()
             .mode();

@@ -1,0 +1,82 @@
+//! What a backend needs to validate tokens on its own: the public keys (JWKS) and the issuer's
+//! metadata (RFC 8414 / OpenID discovery).
+
+use axum::{extract::State, http::header, response::IntoResponse, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+
+/// A JSON Web Key Set (RFC 7517).
+#[derive(Serialize, ToSchema)]
+pub struct Jwks {
+    /// Public keys: `kty`, `crv`, `x`, `y`, `kid`, `use`, `alg`. Empty when tokens are signed
+    /// with a shared secret (HS256 mode).
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// The public keys that verify access tokens; pick the one whose `kid` the token names.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, body = Jwks)))]
+pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        // Short enough that a rotation reaches backends well before the old key retires.
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(Jwks {
+            keys: state.tokens.jwks().await,
+        }),
+    )
+}
+
+/// Issuer metadata.
+#[derive(Serialize, ToSchema)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub grant_types_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// Algorithms access tokens are signed with.
+    pub access_token_signing_alg_values_supported: Vec<String>,
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub subject_types_supported: Vec<String>,
+    /// `face`: how users authenticate (RFC 8176).
+    pub amr_values_supported: Vec<String>,
+    /// How to validate tokens from this issuer.
+    pub token_validation_note: String,
+}
+
+/// Where the keys and endpoints are, and which algorithms are used.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth", responses((status = 200, body = Discovery)))]
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discovery> {
+    let issuer = state.tokens.issuer().to_owned();
+    let alg = format!("{:?}", state.tokens.algorithm());
+    let hmac = alg.starts_with("HS");
+    let note = if hmac {
+        format!("Tokens are signed with a shared secret ({alg}); the key set is empty. Validate them with SECRET_KEY.")
+    } else {
+        format!("Tokens are {alg} JWTs with typ at+jwt: fetch jwks_uri, pick the key by kid, check iss and aud.")
+    };
+    Json(Discovery {
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        token_endpoint: format!("{issuer}/token"),
+        revocation_endpoint: format!("{issuer}/revoke"),
+        introspection_endpoint: format!("{issuer}/introspect"),
+        issuer,
+        grant_types_supported: vec!["refresh_token".into()],
+        token_endpoint_auth_methods_supported: vec!["none".into()],
+        revocation_endpoint_auth_methods_supported: vec!["none".into()],
+        introspection_endpoint_auth_methods_supported: vec!["bearer".into()],
+        access_token_signing_alg_values_supported: vec![alg.clone()],
+        id_token_signing_alg_values_supported: vec![alg],
+        response_types_supported: vec!["token".into()],
+        subject_types_supported: vec!["public".into()],
+        amr_values_supported: vec!["face".into()],
+        token_validation_note: note,
+    })
+}
