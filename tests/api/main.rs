@@ -10,3 +10,4 @@ mod local_engine;
 mod openapi;
 mod rekognition;
 mod smoke;
+mod tokens;
