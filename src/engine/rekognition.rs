@@ -99,6 +99,20 @@ impl RekognitionEngine {
         })
     }
 
+    async fn collection_exists(&self) -> Result<bool, EngineError> {
+        match self
+            .client
+            .describe_collection()
+            .collection_id(&self.collection_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_missing_collection(&e) => Ok(false),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
     async fn create_collection(&self) -> Result<(), EngineError> {
         match self
             .client
@@ -149,16 +163,10 @@ impl FaceEngine for RekognitionEngine {
     }
 
     async fn start(&self) -> Result<(), EngineError> {
-        match self
-            .client
-            .describe_collection()
-            .collection_id(&self.collection_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_missing_collection(&e) => self.create_collection().await,
-            Err(e) => Err(map_error(e)),
+        if self.collection_exists().await? {
+            Ok(())
+        } else {
+            self.create_collection().await
         }
     }
 
@@ -303,19 +311,13 @@ impl FaceEngine for RekognitionEngine {
     }
 
     async fn health(&self) -> Result<(), EngineError> {
-        match self
-            .client
-            .describe_collection()
-            .collection_id(&self.collection_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_missing_collection(&e) => Err(EngineError::Unavailable(format!(
+        if self.collection_exists().await? {
+            Ok(())
+        } else {
+            Err(EngineError::Unavailable(format!(
                 "collection {} does not exist",
                 self.collection_id
-            ))),
-            Err(e) => Err(map_error(e)),
+            )))
         }
     }
 }

@@ -132,6 +132,21 @@ pub async fn token(
     }
 }
 
+/// The `token` field of a revocation or introspection request.
+fn token_param(form: Result<Form<HashMap<String, String>>, FormRejection>) -> Option<String> {
+    form.ok()
+        .and_then(|Form(mut f)| f.remove("token"))
+        .filter(|t| !t.is_empty())
+}
+
+fn missing_token() -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "token is required",
+    )
+}
+
 /// Form body of `POST /revoke` and `POST /introspect`.
 #[allow(dead_code)]
 #[derive(ToSchema)]
@@ -160,16 +175,8 @@ pub async fn revoke(
     State(state): State<AppState>,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    let token = form
-        .ok()
-        .and_then(|Form(f)| f.get("token").cloned())
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
+    let Some(token) = token_param(form) else {
+        return missing_token();
     };
     match state.tokens.revoke(&token).await {
         Ok(()) => StatusCode::OK.into_response(),
@@ -202,16 +209,8 @@ pub async fn introspect(
     if !caller.is_admin() {
         return ApiError::Forbidden("Introspection needs an admin token").into_response();
     }
-    let token = form
-        .ok()
-        .and_then(|Form(f)| f.get("token").cloned())
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is required",
-        );
+    let Some(token) = token_param(form) else {
+        return missing_token();
     };
     Json(state.tokens.introspect(&token).await).into_response()
 }
