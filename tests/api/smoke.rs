@@ -236,3 +236,41 @@ async fn the_default_server_logs_a_real_face_in() {
     assert_eq!(res.status(), 200);
     stop(child);
 }
+
+/// The operator's commands work on the same data folder as the server.
+#[test]
+fn operator_commands_manage_keys_and_users() {
+    let Some(root) = shared_faces() else { return };
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    facelock::engine::local::models::ensure(&models).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_facelock"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("FACELOCK_MODELS_DIR", &models)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let photo = root.join("faces/rose_leslie/rose_leslie_01.jpg");
+    let added = run(&["users", "add", "rose", "--image", photo.to_str().unwrap(), "--full-name", "Rose"]);
+    assert!(added.contains("for rose"), "{added}");
+    assert!(run(&["users", "list"]).starts_with("rose\tfaces=1\tRose"));
+
+    let first = run(&["keys", "list"]);
+    assert_eq!(first.lines().count(), 1, "{first}");
+    assert!(first.contains("active"));
+    let rotated = run(&["keys", "rotate"]);
+    let new_kid = rotated.split_whitespace().nth(3).unwrap().to_owned();
+    let listed = run(&["keys", "list"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.lines().next().unwrap().starts_with(&new_kid), "newest first: {listed}");
+    assert!(listed.contains("retired, published until"));
+
+    assert!(run(&["users", "delete", "rose"]).contains("deleted rose"));
+    assert_eq!(run(&["users", "list"]), "");
+}
