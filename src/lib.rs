@@ -104,6 +104,7 @@ pub async fn serve(
             tick.tick().await;
             ticks += 1;
             tokens.maintain().await;
+            facelock.sync_engine().await;
             if ticks % PENDING_DELETION_RETRY_TICKS == 0 {
                 facelock.finish_pending_deletions().await;
             }

@@ -79,6 +79,8 @@ pub struct FaceLock {
     engine: Arc<dyn FaceEngine>,
     store: Arc<dyn Store>,
     references: ReferenceFiles,
+    /// The store's outside-change marker when the engine last loaded its faces.
+    synced_marker: std::sync::Mutex<Option<i64>>,
 }
 
 impl FaceLock {
@@ -93,6 +95,7 @@ impl FaceLock {
             engine,
             store,
             references,
+            synced_marker: std::sync::Mutex::new(None),
         }
     }
 
@@ -114,6 +117,31 @@ impl FaceLock {
             .start()
             .await
             .map_err(|e| format!("starting the {} engine: {e}", self.engine.name()))?;
+        self.load_engine().await?;
+        self.finish_pending_deletions().await;
+        Ok(())
+    }
+
+    /// Reloads the engine's faces when another process (`facelock users add`, another server
+    /// on the same database) has changed the store since the last load.
+    pub async fn sync_engine(&self) {
+        let marker = match self.store.outside_change_marker().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check the store for outside changes");
+                return;
+            }
+        };
+        let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
+        if last != Some(marker) {
+            if let Err(e) = self.load_engine().await {
+                tracing::warn!(error = %e, "could not reload the engine's faces");
+            }
+        }
+    }
+
+    async fn load_engine(&self) -> Result<(), String> {
+        let marker = self.store.outside_change_marker().await.ok();
         let faces = self
             .store
             .faces_for_engine(self.engine.name())
@@ -136,9 +164,9 @@ impl FaceLock {
         tracing::info!(
             engine = self.engine.name(),
             faces = count,
-            "face engine ready"
+            "face engine loaded its faces"
         );
-        self.finish_pending_deletions().await;
+        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = marker;
         Ok(())
     }
 

@@ -143,6 +143,9 @@ pub trait Store: Send + Sync {
     async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// A number that changes whenever another process commits to the store, so in-memory
+    /// copies (the local engine's index) know when to reload.
+    async fn outside_change_marker(&self) -> Result<i64, StoreError>;
 
     /// Adds a signing key; every other key not yet retired is retired at `now`.
     async fn add_signing_key(&self, key: StoredKey, now: i64) -> Result<(), StoreError>;

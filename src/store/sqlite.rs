@@ -358,6 +358,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn outside_change_marker(&self) -> Result<i64, StoreError> {
+        // SQLite bumps data_version when another connection commits; our own writes do not.
+        self.run(|conn| {
+            conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn add_signing_key(&self, key: StoredKey, now: i64) -> Result<(), StoreError> {
         self.run(move |conn| {
             let tx = conn

@@ -375,3 +375,33 @@ fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
     assert!(err.contains("face_recognition_model.bin"), "{err}");
     assert!(err.contains("delete"), "{err}");
 }
+
+#[tokio::test]
+async fn faces_enrolled_by_another_process_reach_a_running_server() {
+    let Some(root) = shared_faces() else { return };
+    let app = local_app().await;
+    // A second instance on the same data folder: `facelock users add`, or another server.
+    let other = facelock::build_state(app.settings.clone()).await.unwrap();
+    other
+        .facelock
+        .register(
+            facelock::service::Registration {
+                user_id: facelock::domain::UserId::parse("biden").unwrap(),
+                full_name: None,
+                email: None,
+                image: read(&root, "faces/joe_biden/biden_01.jpg"),
+            },
+            facelock::service::Actor::Operator,
+        )
+        .await
+        .unwrap();
+    let photo = || read(&root, "faces/joe_biden/biden_02.jpg");
+    app.verify(photo(), None, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    // What the server's maintenance tick does every 30 seconds.
+    app.state.facelock.sync_engine().await;
+    let res = app.verify(photo(), None, None).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["user_id"], "biden");
+}

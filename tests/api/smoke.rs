@@ -253,11 +253,23 @@ fn operator_commands_manage_keys_and_users() {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let photo = root.join("faces/rose_leslie/rose_leslie_01.jpg");
-    let added = run(&["users", "add", "rose", "--image", photo.to_str().unwrap(), "--full-name", "Rose"]);
+    let added = run(&[
+        "users",
+        "add",
+        "rose",
+        "--image",
+        photo.to_str().unwrap(),
+        "--full-name",
+        "Rose",
+    ]);
     assert!(added.contains("for rose"), "{added}");
     assert!(run(&["users", "list"]).starts_with("rose\tfaces=1\tRose"));
 
@@ -268,7 +280,10 @@ fn operator_commands_manage_keys_and_users() {
     let new_kid = rotated.split_whitespace().nth(3).unwrap().to_owned();
     let listed = run(&["keys", "list"]);
     assert_eq!(listed.lines().count(), 2, "{listed}");
-    assert!(listed.lines().next().unwrap().starts_with(&new_kid), "newest first: {listed}");
+    assert!(
+        listed.lines().next().unwrap().starts_with(&new_kid),
+        "newest first: {listed}"
+    );
     assert!(listed.contains("retired, published until"));
 
     assert!(run(&["users", "delete", "rose"]).contains("deleted rose"));

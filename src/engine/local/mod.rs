@@ -58,7 +58,13 @@ struct Enrolled {
     face_id: String,
     user_id: UserId,
     descriptor: Descriptor,
+    /// Set for faces enrolled through this engine: the store may not have committed them yet
+    /// when a reload reads it, so a reload keeps them for a while.
+    enrolled_here: Option<std::time::Instant>,
 }
+
+/// How long a face enrolled here survives a reload that does not see it in the store.
+const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct LocalEngine {
     models: Arc<Models>,
@@ -171,9 +177,19 @@ impl FaceEngine for LocalEngine {
                 face_id: face.face_id,
                 user_id: face.user_id,
                 descriptor,
+                enrolled_here: None,
             });
         }
-        *self.index_write() = entries;
+        let mut index = self.index_write();
+        // A face being registered right now is in the index but maybe not yet in the store.
+        // Keeping it is safe: verify only accepts matches the store knows.
+        let pending: Vec<Enrolled> = index
+            .drain(..)
+            .filter(|e| e.enrolled_here.is_some_and(|t| t.elapsed() < RELOAD_GRACE))
+            .filter(|e| !entries.iter().any(|f| f.face_id == e.face_id))
+            .collect();
+        entries.extend(pending);
+        *index = entries;
         Ok(())
     }
 
@@ -199,6 +215,7 @@ impl FaceEngine for LocalEngine {
             face_id: face_id.clone(),
             user_id: user.clone(),
             descriptor,
+            enrolled_here: Some(std::time::Instant::now()),
         });
         Ok(IndexedFace {
             face_id,
