@@ -76,8 +76,54 @@ fn stop(mut server: Server) {
     child.kill().unwrap();
 }
 
-fn photo(bytes: Vec<u8>) -> reqwest::multipart::Part {
-    reqwest::multipart::Part::bytes(bytes).file_name("me.jpg")
+/// A client of a running server.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(base: String) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A multipart POST with text `fields` and a photo as `face_image`.
+    async fn post_photo(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        photo: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        let part = reqwest::multipart::Part::bytes(photo).file_name("me.jpg");
+        let form = form.part("face_image", part);
+        self.http
+            .post(format!("{}{path}", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in with `photo`; returns the response body.
+    async fn verify(&self, fields: &[(&str, &str)], photo: Vec<u8>) -> (u16, serde_json::Value) {
+        let res = self.post_photo("/verify/", fields, photo).await;
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
 }
 
 // Multi-threaded: this thread blocks reading the child's output while the fake answers it.
@@ -95,53 +141,17 @@ async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
             ("AWS_SECRET_ACCESS_KEY", "smoke-secret".into()),
         ],
     );
-    let http = reqwest::Client::new();
-
-    let health: serde_json::Value = http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = Api::new(base);
+    let health: serde_json::Value = api.get("/health", None).await.json().await.unwrap();
     assert_eq!(health["status"], "healthy");
 
-    let form = reqwest::multipart::Form::new()
-        .text("user_id", "smoke")
-        .part(
-            "face_image",
-            reqwest::multipart::Part::bytes(face_of(1)).file_name("me.png"),
-        );
-    let res = http
-        .post(format!("{base}/register/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = api
+        .post_photo("/register/", &[("user_id", "smoke")], face_of(1))
+        .await;
     assert_eq!(res.status(), 200);
-
-    let form = reqwest::multipart::Form::new().part(
-        "face_image",
-        reqwest::multipart::Part::bytes(face_of(1)).file_name("me.png"),
-    );
-    let res = http
-        .post(format!("{base}/verify/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let token = res.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let me = http
-        .get(format!("{base}/users/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let (status, body) = api.verify(&[], face_of(1)).await;
+    assert_eq!(status, 200);
+    let me = api.get("/users/me", body["token"].as_str()).await;
     assert_eq!(me.status(), 200);
     assert!(me.headers().contains_key("x-request-id"));
 
@@ -171,64 +181,38 @@ async fn the_default_server_logs_a_real_face_in() {
         dir.path(),
         &[("FACELOCK_MODELS_DIR", models.display().to_string())],
     );
-    let http = reqwest::Client::new();
+    let api = Api::new(base);
     let read = |p: &str| std::fs::read(root.join(p)).unwrap();
 
-    let health: serde_json::Value = http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value = api.get("/health", None).await.json().await.unwrap();
     assert_eq!(health["engine_name"], "local");
 
-    let form = reqwest::multipart::Form::new()
-        .text("user_id", "rose")
-        .part(
-            "face_image",
-            photo(read("faces/rose_leslie/rose_leslie_01.jpg")),
-        );
-    let res = http
-        .post(format!("{base}/register/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = api
+        .post_photo(
+            "/register/",
+            &[("user_id", "rose")],
+            read("faces/rose_leslie/rose_leslie_01.jpg"),
+        )
+        .await;
     assert_eq!(res.status(), 200);
-
-    let form = reqwest::multipart::Form::new()
-        .text("similarity_threshold", "90")
-        .part(
-            "face_image",
-            photo(read("faces/rose_leslie/rose_leslie_02.jpg")),
-        );
-    let res = http
-        .post(format!("{base}/verify/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let (status, body) = api
+        .verify(
+            &[("similarity_threshold", "90")],
+            read("faces/rose_leslie/rose_leslie_02.jpg"),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(body["user_id"], "rose");
     let token = body["token"].as_str().unwrap().to_owned();
 
-    let form = reqwest::multipart::Form::new().part(
-        "face_image",
-        photo(read("faces/kit_harington/kit_harington_03.jpg")),
-    );
-    let res = http
-        .post(format!("{base}/verify/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
+    let (status, _) = api
+        .verify(&[], read("faces/kit_harington/kit_harington_03.jpg"))
+        .await;
+    assert_eq!(status, 400);
 
-    let res = http
-        .delete(format!("{base}/users/rose/"))
+    let res = api
+        .http
+        .delete(format!("{}/users/rose/", api.base))
         .bearer_auth(&token)
         .send()
         .await
