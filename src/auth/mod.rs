@@ -70,9 +70,8 @@ async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiErro
     let user = state
         .facelock
         .store()
-        .user(&user_id)
+        .current_user(&user_id, claims.ugen)
         .await?
-        .filter(|u| u.rowid == claims.ugen)
         .ok_or(ApiError::Unauthorized(TokenProblem::Revoked))?;
     let role = if claims.role == Role::Admin && state.facelock.settings().is_admin(&user_id) {
         Role::Admin

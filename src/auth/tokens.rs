@@ -64,7 +64,7 @@ pub struct Claims {
 enum Signer {
     Hmac {
         encoding: EncodingKey,
-        decoding: DecodingKey,
+        decoding: Arc<DecodingKey>,
     },
     Keys(KeyRing),
 }
@@ -147,7 +147,7 @@ impl TokenService {
             let secret = hmac_secret.ok_or("an HMAC algorithm needs a secret")?;
             Signer::Hmac {
                 encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
-                decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+                decoding: Arc::new(DecodingKey::from_secret(secret.expose().as_bytes())),
             }
         } else {
             Signer::Keys(KeyRing::open(store.clone(), settings.access_token_ttl).await?)
@@ -268,8 +268,8 @@ impl TokenService {
         {
             return Err(TokenProblem::Invalid);
         }
-        let key = match &self.signer {
-            Signer::Hmac { decoding, .. } => std::borrow::Cow::Borrowed(decoding),
+        let key: Arc<DecodingKey> = match &self.signer {
+            Signer::Hmac { decoding, .. } => decoding.clone(),
             Signer::Keys(ring) => {
                 let typ_ok = header.typ.as_deref().is_some_and(|t| {
                     t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
@@ -278,8 +278,7 @@ impl TokenService {
                 if !typ_ok {
                     return Err(TokenProblem::Invalid);
                 }
-                let key = ring.verifying_key(kid).await.ok_or(TokenProblem::Invalid)?;
-                std::borrow::Cow::Owned((*key).clone())
+                ring.verifying_key(kid).await.ok_or(TokenProblem::Invalid)?
             }
         };
         let mut validation = Validation::new(self.algorithm);
@@ -398,8 +397,12 @@ impl TokenService {
         if record.expires_at <= now {
             return Err(GrantError::InvalidGrant);
         }
-        let user = match self.store.user(&record.user_id).await {
-            Ok(Some(user)) if user.rowid == record.user_rowid => user,
+        let user = match self
+            .store
+            .current_user(&record.user_id, record.user_rowid)
+            .await
+        {
+            Ok(Some(user)) => user,
             Ok(_) => return Err(GrantError::InvalidGrant),
             Err(e) => return Err(server(e.to_string())),
         };
@@ -461,8 +464,10 @@ impl TokenService {
                 return Introspection::default();
             };
             let live = r.used_at.is_none() && r.revoked_at.is_none() && r.expires_at > now;
-            let user_ok =
-                matches!(self.store.user(&r.user_id).await, Ok(Some(u)) if u.rowid == r.user_rowid);
+            let user_ok = matches!(
+                self.store.current_user(&r.user_id, r.user_rowid).await,
+                Ok(Some(_))
+            );
             if !(live && user_ok) {
                 return Introspection::default();
             }
@@ -485,7 +490,7 @@ impl TokenService {
         let Ok(user_id) = crate::domain::UserId::parse(&c.sub) else {
             return Introspection::default();
         };
-        if !matches!(self.store.user(&user_id).await, Ok(Some(u)) if u.rowid == c.ugen) {
+        if !matches!(self.store.current_user(&user_id, c.ugen).await, Ok(Some(_))) {
             return Introspection::default();
         }
         Introspection {

@@ -130,6 +130,15 @@ pub trait Store: Send + Sync {
     /// Records a face, creating its user when asked to, in one transaction.
     async fn add_face(&self, owner: FaceOwner, face: NewFace) -> Result<UserRecord, StoreError>;
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>, StoreError>;
+    /// The user if it still exists as generation `rowid`: not deleted, nor deleted and
+    /// registered again under the same id. Tokens and sessions are bound to this.
+    async fn current_user(
+        &self,
+        user_id: &UserId,
+        rowid: i64,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.user(user_id).await?.filter(|u| u.rowid == rowid))
+    }
     async fn list_users(&self, page: Page) -> Result<Vec<UserRecord>, StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
     async fn face(&self, face_id: &str) -> Result<Option<FaceRecord>, StoreError>;
