@@ -18,10 +18,7 @@ async fn app_with_user() -> (TestApp, String, i64) {
     })
     .await;
     app.register("alice", face_of(1), None).await;
-    let token = app.verify(face_of(1), None, None).await.body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.login(face_of(1)).await;
     let rowid: i64 = app
         .db()
         .query_row("SELECT id FROM users WHERE user_id = 'alice'", [], |r| {

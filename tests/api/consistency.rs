@@ -57,10 +57,7 @@ async fn a_file_failure_during_registration_leaves_nothing_behind() {
 async fn deletion_the_engine_cannot_finish_is_queued_and_completed_at_next_start() {
     let app = TestApp::spawn().await;
     app.register("alice", face_of(1), None).await;
-    let token = app.verify(face_of(1), None, None).await.body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = app.login(face_of(1)).await;
     let face_ids = app.fake.face_ids(COLLECTION);
     assert_eq!(face_ids.len(), 1);
 

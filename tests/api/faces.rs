@@ -152,10 +152,7 @@ async fn a_taken_user_id_is_409_unless_the_owner_or_an_admin_adds_a_face() {
 
     // Another user's token does not help.
     app.register("erin", face_of(3), None).await;
-    let erin = app.verify(face_of(3), None, None).await.body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let erin = app.login(face_of(3)).await;
     app.register("dave", face_of(2), Some(&erin))
         .await
         .assert_error(StatusCode::CONFLICT, "USER_EXISTS");
@@ -165,10 +162,7 @@ async fn a_taken_user_id_is_409_unless_the_owner_or_an_admin_adds_a_face() {
         .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
 
     // Dave's own token adds a second face.
-    let dave = app.verify(face_of(1), None, None).await.body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let dave = app.login(face_of(1)).await;
     let res = app.register("dave", face_of(1), Some(&dave)).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(

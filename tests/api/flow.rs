@@ -82,10 +82,7 @@ async fn register_verify_use_token_list_delete_and_lose_access() {
 async fn a_recreated_user_id_does_not_revive_old_tokens() {
     let app = TestApp::spawn().await;
     app.register("bob", face_of(2), None).await;
-    let old = app.verify(face_of(2), None, None).await.body["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old = app.login(face_of(2)).await;
     assert_eq!(
         app.delete("/users/bob", Some(&old)).await.status,
         StatusCode::OK

@@ -98,7 +98,12 @@ impl TestApp {
                 .await
                 .unwrap();
         }
-        let res = self.verify(face_of(ADMIN_PERSON), None, None).await;
+        self.login(face_of(ADMIN_PERSON)).await
+    }
+
+    /// Logs in with `image` (1:N), asserting success; returns the access token.
+    pub async fn login(&self, image: Vec<u8>) -> String {
+        let res = self.verify(image, None, None).await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.body);
         res.body["token"].as_str().unwrap().to_owned()
     }
