@@ -172,10 +172,6 @@ impl TokenService {
         &self.issuer
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// The audience a request asks for, or the default; `None` if it is not configured.
     pub fn audience(&self, requested: Option<&str>) -> Option<String> {
         match requested {

@@ -114,11 +114,6 @@ impl Similarity2 {
     pub fn scale(&self) -> f32 {
         (self.a * self.a + self.b * self.b).sqrt()
     }
-
-    /// Rotation in degrees.
-    pub fn angle_degrees(&self) -> f32 {
-        self.b.atan2(self.a).to_degrees()
-    }
 }
 
 /// The transform from chip pixels to image pixels for a `size` chip with `padding` (a fraction
