@@ -10,9 +10,30 @@ use std::{
 };
 
 use crate::{
-    engine::local::{models, pipeline::Models, pipeline::StageTimes},
-    images::{self, DecodeLimits},
+    engine::local::{
+        models,
+        pipeline::{analyze_photo, Models, StageTimes},
+        weights::ModelError,
+    },
+    images::{self, DecodeLimits, ImageError},
 };
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Models(#[from] ModelError),
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("making the 640x480 frame")]
+    Frame(#[source] image::ImageError),
+}
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_pixels: 40_000_000,
@@ -57,33 +78,24 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One photo through every stage; returns the stage times.
-fn run_once(models: &Models, bytes: &[u8]) -> Result<[Duration; 5], String> {
+fn run_once(models: &Models, bytes: &[u8]) -> Result<[Duration; 5], BenchError> {
     let start = Instant::now();
-    let decoded = images::decode(bytes, LIMITS).map_err(|e| e.to_string())?;
-    let rgb = decoded.image.to_rgb8();
-    let decode = start.elapsed();
     let mut times = StageTimes::default();
-    let faces = models.find_faces_timed(&rgb, &mut times);
-    let t = Instant::now();
-    if let Some(face) = faces.first() {
-        let chip = models.chip(&rgb, face);
-        std::hint::black_box(models.describe_chip(&chip));
-    }
-    let descriptor = t.elapsed();
+    std::hint::black_box(analyze_photo(models, bytes, LIMITS, &mut times)?);
+    let total = start.elapsed();
+    let decode = total.saturating_sub(times.detect + times.landmarks + times.descriptor);
     Ok([
         decode,
         times.detect,
         times.landmarks,
-        descriptor,
-        start.elapsed(),
+        times.descriptor,
+        total,
     ])
 }
 
 /// A 640x480 JPEG made from `bytes` (scaled to cover, centre-cropped): the typical login frame.
-pub fn vga_frame(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let img = images::decode(bytes, LIMITS)
-        .map_err(|e| e.to_string())?
-        .image;
+pub fn vga_frame(bytes: &[u8]) -> Result<Vec<u8>, BenchError> {
+    let img = images::decode(bytes, LIMITS)?.image;
     let img = img.resize_to_fill(640, 480, image::imageops::FilterType::Triangle);
     let mut out = Vec::new();
     img.to_rgb8()
@@ -91,7 +103,7 @@ pub fn vga_frame(bytes: &[u8]) -> Result<Vec<u8>, String> {
             &mut std::io::Cursor::new(&mut out),
             image::ImageFormat::Jpeg,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(BenchError::Frame)?;
     Ok(out)
 }
 
@@ -108,7 +120,7 @@ pub fn run(
     photos: &[PathBuf],
     iterations: usize,
     seconds: u64,
-) -> Result<String, String> {
+) -> Result<String, BenchError> {
     let mut out = String::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
@@ -118,23 +130,25 @@ pub fn run(
     );
 
     let start = Instant::now();
-    models::ensure(models_dir)?;
+    models::ensure(models_dir).map_err(ModelError::from)?;
     let models = Arc::new(Models::load(models_dir)?);
     let _ = writeln!(out, "model load: {:.1} ms", ms(start.elapsed()));
 
     let inputs: Vec<Vec<u8>> = photos
         .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+        .map(|p| {
+            std::fs::read(p).map_err(|source| BenchError::Read {
+                path: p.clone(),
+                source,
+            })
+        })
         .collect::<Result<_, _>>()?;
     // The first photo whose 640x480 crop still shows a face.
     let mut frame = None;
     for bytes in &inputs {
         let candidate = vga_frame(bytes)?;
-        let rgb = images::decode(&candidate, LIMITS)
-            .map_err(|e| e.to_string())?
-            .image
-            .to_rgb8();
-        if !models.find_faces(&rgb).is_empty() {
+        let analysis = analyze_photo(&models, &candidate, LIMITS, &mut StageTimes::default())?;
+        if !analysis.faces.is_empty() {
             frame = Some(candidate);
             break;
         }

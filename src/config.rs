@@ -112,24 +112,67 @@ pub struct RekognitionSettings {
     pub initial_backoff: Duration,
 }
 
+/// Where the server listens and how it treats requests.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct ServerSettings {
     pub listen: SocketAddr,
-    pub engine: EngineKind,
-    /// Weights of the local engine (fetched here on first start).
-    pub models_dir: PathBuf,
-    pub rekognition: RekognitionSettings,
-    /// The lowest similarity (0-100) at which a face may log in, whatever the client asks for.
-    pub min_similarity: f32,
+    pub cors: CorsOrigins,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// Register/verify/compare requests per minute per client IP (also the burst); 0 is off.
+    pub rate_limit_per_minute: u32,
+}
+
+/// Browser origins allowed to call the API (`FACELOCK_CORS_ORIGINS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin (development only).
+    Any,
+    /// These origins, each `scheme://host[:port]`; empty allows none.
+    List(Vec<String>),
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug)]
+pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// SQLite database file.
     pub database_path: PathBuf,
     pub reference_dir: PathBuf,
-    pub admin_users: BTreeSet<UserId>,
+}
+
+impl StorageSettings {
+    /// Every file under `data_dir`.
+    pub fn under(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            database_path: data_dir.join("facelock.db"),
+            reference_dir: data_dir.join("reference_faces"),
+            data_dir,
+        }
+    }
+}
+
+/// The face engine and what it accepts.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub kind: EngineKind,
+    /// Weights of the local engine (fetched here on first start).
+    pub models_dir: PathBuf,
+    /// The lowest similarity (0-100) at which a face may log in, whatever the client asks for.
+    pub min_similarity: f32,
+    /// Images whose width times height exceed this are refused before they are decoded.
+    pub max_image_pixels: u64,
+    pub rekognition: RekognitionSettings,
+}
+
+/// How tokens are issued.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub algorithm: TokenAlgorithm,
     /// `SECRET_KEY`: the shared secret of the HMAC algorithms. With an HMAC `ALGORITHM` and no
     /// secret, one is generated and kept in the data folder.
     pub secret_key: Option<Secret>,
-    pub algorithm: TokenAlgorithm,
     pub access_token_ttl: Duration,
     /// Refresh tokens expire this long after the face login that started their family.
     pub refresh_token_ttl: Duration,
@@ -140,14 +183,16 @@ pub struct Settings {
     /// Whether `FACELOCK_AUDIENCE` was set: in HMAC mode tokens carry `aud` only then, as the
     /// original's did not (some JWT libraries refuse an `aud` they were not told to expect).
     pub audience_configured: bool,
-    /// Allowed CORS origins; `["*"]` allows any (development only).
-    pub cors_origins: Vec<String>,
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    /// Images whose width times height exceed this are refused before they are decoded.
-    pub max_image_pixels: u64,
-    /// Register/verify/compare requests per minute per client IP (also the burst); 0 is off.
-    pub engine_rate_per_minute: u32,
+}
+
+/// Every setting, built once at start-up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub engine: EngineSettings,
+    pub tokens: TokenSettings,
+    pub admin_users: BTreeSet<UserId>,
     pub debug: bool,
 }
 
@@ -168,39 +213,19 @@ impl ConfigError {
     }
 }
 
+impl Default for Settings {
+    /// The settings of a server started with nothing configured.
+    fn default() -> Self {
+        Self::from_lookup(|_| None).expect("the defaults are valid settings")
+    }
+}
+
 impl Settings {
-    /// Settings for a server whose files all live under `data_dir`, everything else at defaults.
+    /// Default settings with every file under `data_dir` (tests and tools use this).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
-        let data_dir = data_dir.into();
-        let engine = EngineKind::Local;
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            engine,
-            models_dir: PathBuf::from("./models"),
-            rekognition: RekognitionSettings {
-                collection_id: "FaceLockUsers".into(),
-                max_attempts: 4,
-                initial_backoff: Duration::from_millis(500),
-                ..Default::default()
-            },
-            min_similarity: engine.default_min_similarity(),
-            database_path: data_dir.join("facelock.db"),
-            reference_dir: data_dir.join("reference_faces"),
-            data_dir,
-            admin_users: BTreeSet::new(),
-            secret_key: None,
-            algorithm: TokenAlgorithm::Es256,
-            access_token_ttl: Duration::from_secs(30 * 60),
-            refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
-            issuer: None,
-            audiences: vec!["facelock".into()],
-            audience_configured: false,
-            cors_origins: Vec::new(),
-            max_body_bytes: 10 * 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-            max_image_pixels: 40_000_000,
-            engine_rate_per_minute: 30,
-            debug: false,
+            storage: StorageSettings::under(data_dir),
+            ..Self::default()
         }
     }
 
@@ -210,135 +235,39 @@ impl Settings {
     }
 
     /// Builds settings from any key lookup, so the parsing is testable without the environment.
+    /// Every default is written here and nowhere else.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(get("FACELOCK_DATA_DIR").unwrap_or_else(|| "./data".into()));
-        let mut s = Self::with_data_dir(&data_dir);
-        // The original keeps reference images in ./reference_faces beside the server.
-        s.reference_dir = PathBuf::from(
-            get("FACELOCK_REFERENCE_DIR").unwrap_or_else(|| "./reference_faces".into()),
-        );
-        if let Some(path) = get("FACELOCK_DATABASE_PATH") {
-            s.database_path = PathBuf::from(path);
-        }
-
-        let host = get("FACELOCK_HOST").unwrap_or_else(|| "127.0.0.1".into());
-        let port: u16 = parse(&get, "FACELOCK_PORT", 8000)?;
-        s.listen = format!("{host}:{port}")
-            .parse()
-            .or_else(|_| format!("[{host}]:{port}").parse())
-            .map_err(|_| ConfigError::new("FACELOCK_HOST", "must be an IP address"))?;
-
-        s.engine = match get("FACELOCK_ENGINE").as_deref().map(str::trim) {
-            None | Some("local") => EngineKind::Local,
-            Some("rekognition") => EngineKind::Rekognition,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    "FACELOCK_ENGINE",
-                    format!("unknown engine {other:?}; the engines are: local, rekognition"),
-                ))
-            }
+        let storage = StorageSettings {
+            database_path: get("FACELOCK_DATABASE_PATH")
+                .map_or_else(|| data_dir.join("facelock.db"), PathBuf::from),
+            // The original keeps reference images in ./reference_faces beside the server.
+            reference_dir: PathBuf::from(
+                get("FACELOCK_REFERENCE_DIR").unwrap_or_else(|| "./reference_faces".into()),
+            ),
+            data_dir,
         };
-        if let Some(dir) = get("FACELOCK_MODELS_DIR") {
-            s.models_dir = PathBuf::from(dir);
-        }
-        s.min_similarity = parse(
-            &get,
-            "FACELOCK_MIN_SIMILARITY",
-            s.engine.default_min_similarity(),
-        )?;
-        if !(0.0..=100.0).contains(&s.min_similarity) {
-            return Err(ConfigError::new(
-                "FACELOCK_MIN_SIMILARITY",
-                "must be between 0 and 100",
-            ));
-        }
-
-        s.rekognition = RekognitionSettings {
-            collection_id: get("FACELOCK_COLLECTION_ID").unwrap_or_else(|| "FaceLockUsers".into()),
-            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
-            endpoint_url: get("AWS_ENDPOINT_URL_REKOGNITION").or_else(|| get("AWS_ENDPOINT_URL")),
-            access_key_id: get("AWS_ACCESS_KEY_ID"),
-            secret_access_key: get("AWS_SECRET_ACCESS_KEY").map(Secret::new),
-            session_token: get("AWS_SESSION_TOKEN").map(Secret::new),
-            max_attempts: parse(&get, "FACELOCK_AWS_MAX_ATTEMPTS", 4)?,
-            initial_backoff: s.rekognition.initial_backoff,
-        };
-        validate_collection_id(&s.rekognition.collection_id)?;
-
-        s.admin_users = get("FACELOCK_ADMIN_USERS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|id| !id.is_empty())
-            .map(|id| UserId::parse(id).map_err(|e| ConfigError::new("FACELOCK_ADMIN_USERS", e.0)))
-            .collect::<Result<_, _>>()?;
-
-        s.secret_key = get("SECRET_KEY").map(Secret::new);
-        if let Some(key) = &s.secret_key {
-            if key.expose().len() < 32 {
-                return Err(ConfigError::new(
-                    "SECRET_KEY",
-                    "must be at least 32 characters; leave it unset to have a key generated",
-                ));
-            }
-        }
-        s.algorithm = match get("ALGORITHM") {
-            Some(alg) => TokenAlgorithm::parse(&alg)?,
-            // The original's configuration (a secret) keeps the original's tokens.
-            None if s.secret_key.is_some() => TokenAlgorithm::Hs256,
-            None => TokenAlgorithm::Es256,
-        };
-        let days: u64 = parse(&get, "FACELOCK_REFRESH_TOKEN_EXPIRE_DAYS", 14)?;
-        if !(1..=365).contains(&days) {
-            return Err(ConfigError::new(
-                "FACELOCK_REFRESH_TOKEN_EXPIRE_DAYS",
-                "must be between 1 and 365",
-            ));
-        }
-        s.refresh_token_ttl = Duration::from_secs(days * 24 * 3600);
-        s.issuer = get("FACELOCK_ISSUER").map(|i| i.trim().trim_end_matches('/').to_owned());
-        if let Some(raw) = get("FACELOCK_AUDIENCE") {
-            s.audiences = raw
+        Ok(Self {
+            server: server_settings(&get)?,
+            storage,
+            engine: engine_settings(&get)?,
+            tokens: token_settings(&get)?,
+            admin_users: get("FACELOCK_ADMIN_USERS")
+                .unwrap_or_default()
                 .split(',')
-                .map(|a| a.trim().to_owned())
-                .filter(|a| !a.is_empty())
-                .collect();
-            if s.audiences.is_empty() {
-                return Err(ConfigError::new("FACELOCK_AUDIENCE", "lists no audience"));
-            }
-            s.audience_configured = true;
-        }
-        let minutes: u64 = parse(&get, "ACCESS_TOKEN_EXPIRE_MINUTES", 30)?;
-        if minutes == 0 || minutes > 24 * 60 {
-            return Err(ConfigError::new(
-                "ACCESS_TOKEN_EXPIRE_MINUTES",
-                "must be between 1 and 1440",
-            ));
-        }
-        s.access_token_ttl = Duration::from_secs(minutes * 60);
-
-        s.cors_origins = get("FACELOCK_CORS_ORIGINS")
-            .unwrap_or_default()
-            .split(',')
-            .map(|o| o.trim().trim_end_matches('/').to_owned())
-            .filter(|o| !o.is_empty())
-            .collect();
-        s.max_body_bytes = parse(&get, "FACELOCK_MAX_BODY_BYTES", s.max_body_bytes)?;
-        s.request_timeout =
-            Duration::from_secs(parse(&get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1));
-        s.max_image_pixels = parse(&get, "FACELOCK_MAX_IMAGE_PIXELS", s.max_image_pixels)?;
-        s.engine_rate_per_minute = parse(
-            &get,
-            "FACELOCK_RATE_LIMIT_PER_MINUTE",
-            s.engine_rate_per_minute,
-        )?;
-        s.debug = get("DEBUG").is_some_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        });
-        Ok(s)
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(|id| {
+                    UserId::parse(id).map_err(|e| ConfigError::new("FACELOCK_ADMIN_USERS", e.0))
+                })
+                .collect::<Result<_, _>>()?,
+            debug: get("DEBUG").is_some_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            }),
+        })
     }
 
     pub fn is_admin(&self, user: &UserId) -> bool {
@@ -347,14 +276,183 @@ impl Settings {
 
     /// `FACELOCK_ISSUER`, or the base URL the server listens on.
     pub fn issuer(&self) -> String {
-        self.issuer.clone().unwrap_or_else(|| {
-            let mut addr = self.listen;
+        self.tokens.issuer.clone().unwrap_or_else(|| {
+            let mut addr = self.server.listen;
             if addr.ip().is_unspecified() {
                 addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
             format!("http://{addr}")
         })
     }
+}
+
+fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettings, ConfigError> {
+    let host = get("FACELOCK_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = parse(get, "FACELOCK_PORT", 8000)?;
+    let listen = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|_| ConfigError::new("FACELOCK_HOST", "must be an IP address"))?;
+    Ok(ServerSettings {
+        listen,
+        cors: cors_origins(get("FACELOCK_CORS_ORIGINS").as_deref().unwrap_or_default())?,
+        max_body_bytes: parse(get, "FACELOCK_MAX_BODY_BYTES", 10 * 1024 * 1024)?,
+        request_timeout: Duration::from_secs(
+            parse(get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1),
+        ),
+        rate_limit_per_minute: parse(get, "FACELOCK_RATE_LIMIT_PER_MINUTE", 30)?,
+    })
+}
+
+fn engine_settings(get: &impl Fn(&str) -> Option<String>) -> Result<EngineSettings, ConfigError> {
+    let kind = match get("FACELOCK_ENGINE").as_deref().map(str::trim) {
+        None | Some("local") => EngineKind::Local,
+        Some("rekognition") => EngineKind::Rekognition,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "FACELOCK_ENGINE",
+                format!("unknown engine {other:?}; the engines are: local, rekognition"),
+            ))
+        }
+    };
+    let min_similarity = parse(
+        get,
+        "FACELOCK_MIN_SIMILARITY",
+        kind.default_min_similarity(),
+    )?;
+    if !(0.0..=100.0).contains(&min_similarity) {
+        return Err(ConfigError::new(
+            "FACELOCK_MIN_SIMILARITY",
+            "must be between 0 and 100",
+        ));
+    }
+    let rekognition = RekognitionSettings {
+        collection_id: get("FACELOCK_COLLECTION_ID").unwrap_or_else(|| "FaceLockUsers".into()),
+        region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+        endpoint_url: get("AWS_ENDPOINT_URL_REKOGNITION").or_else(|| get("AWS_ENDPOINT_URL")),
+        access_key_id: get("AWS_ACCESS_KEY_ID"),
+        secret_access_key: get("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+        session_token: get("AWS_SESSION_TOKEN").map(Secret::new),
+        max_attempts: parse(get, "FACELOCK_AWS_MAX_ATTEMPTS", 4)?,
+        initial_backoff: Duration::from_millis(500),
+    };
+    validate_collection_id(&rekognition.collection_id)?;
+    Ok(EngineSettings {
+        kind,
+        models_dir: PathBuf::from(get("FACELOCK_MODELS_DIR").unwrap_or_else(|| "./models".into())),
+        min_similarity,
+        max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
+        rekognition,
+    })
+}
+
+fn token_settings(get: &impl Fn(&str) -> Option<String>) -> Result<TokenSettings, ConfigError> {
+    let secret_key = get("SECRET_KEY").map(Secret::new);
+    if let Some(key) = &secret_key {
+        if key.expose().len() < 32 {
+            return Err(ConfigError::new(
+                "SECRET_KEY",
+                "must be at least 32 characters; leave it unset to have a key generated",
+            ));
+        }
+    }
+    let algorithm = match get("ALGORITHM") {
+        Some(alg) => TokenAlgorithm::parse(&alg)?,
+        // The original's configuration (a secret) keeps the original's tokens.
+        None if secret_key.is_some() => TokenAlgorithm::Hs256,
+        None => TokenAlgorithm::Es256,
+    };
+    let days: u64 = parse(get, "FACELOCK_REFRESH_TOKEN_EXPIRE_DAYS", 14)?;
+    if !(1..=365).contains(&days) {
+        return Err(ConfigError::new(
+            "FACELOCK_REFRESH_TOKEN_EXPIRE_DAYS",
+            "must be between 1 and 365",
+        ));
+    }
+    let minutes: u64 = parse(get, "ACCESS_TOKEN_EXPIRE_MINUTES", 30)?;
+    if minutes == 0 || minutes > 24 * 60 {
+        return Err(ConfigError::new(
+            "ACCESS_TOKEN_EXPIRE_MINUTES",
+            "must be between 1 and 1440",
+        ));
+    }
+    let (audiences, audience_configured) = match get("FACELOCK_AUDIENCE") {
+        Some(raw) => {
+            let list: Vec<String> = raw
+                .split(',')
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect();
+            if list.is_empty() {
+                return Err(ConfigError::new("FACELOCK_AUDIENCE", "lists no audience"));
+            }
+            (list, true)
+        }
+        None => (vec!["facelock".to_owned()], false),
+    };
+    Ok(TokenSettings {
+        algorithm,
+        secret_key,
+        access_token_ttl: Duration::from_secs(minutes * 60),
+        refresh_token_ttl: Duration::from_secs(days * 24 * 3600),
+        issuer: get("FACELOCK_ISSUER").map(|i| i.trim().trim_end_matches('/').to_owned()),
+        audiences,
+        audience_configured,
+    })
+}
+
+/// `*`, or a comma-separated list of origins (`scheme://host[:port]`); anything else stops the
+/// start, since a silently dropped origin is a browser client that cannot work.
+fn cors_origins(raw: &str) -> Result<CorsOrigins, ConfigError> {
+    let items: Vec<&str> = raw
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty())
+        .collect();
+    if items.contains(&"*") {
+        return if items.len() == 1 {
+            Ok(CorsOrigins::Any)
+        } else {
+            Err(ConfigError::new(
+                "FACELOCK_CORS_ORIGINS",
+                "`*` allows every origin and cannot be combined with a list",
+            ))
+        };
+    }
+    items
+        .into_iter()
+        .map(|o| {
+            if is_origin(o) {
+                Ok(o.to_owned())
+            } else {
+                Err(ConfigError::new(
+                    "FACELOCK_CORS_ORIGINS",
+                    format!(
+                        "{o:?} is not an origin; write scheme://host[:port], e.g. \
+                         https://app.example.com"
+                    ),
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map(CorsOrigins::List)
+}
+
+/// `http(s)://host[:port]` with no path, query, user or spaces.
+fn is_origin(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 fn parse<T: std::str::FromStr>(
@@ -405,11 +503,13 @@ mod tests {
     #[test]
     fn defaults_are_safe() {
         let s = from(&[]).unwrap();
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8000");
-        assert_eq!(s.min_similarity, 90.0);
-        assert!(s.secret_key.is_none());
-        assert!(s.cors_origins.is_empty());
-        assert_eq!(s.access_token_ttl, Duration::from_secs(1800));
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.engine.min_similarity, 90.0);
+        assert!(s.tokens.secret_key.is_none());
+        assert_eq!(s.server.cors, CorsOrigins::List(Vec::new()));
+        assert_eq!(s.tokens.access_token_ttl, Duration::from_secs(1800));
+        assert_eq!(s.storage.reference_dir, PathBuf::from("./reference_faces"));
+        assert_eq!(s.storage.database_path, PathBuf::from("./data/facelock.db"));
     }
 
     #[test]
@@ -431,15 +531,15 @@ mod tests {
 
     #[test]
     fn a_secret_keeps_the_original_hs256_tokens() {
-        assert_eq!(from(&[]).unwrap().algorithm, TokenAlgorithm::Es256);
+        assert_eq!(from(&[]).unwrap().tokens.algorithm, TokenAlgorithm::Es256);
         let secret = "0123456789abcdef0123456789abcdef-x";
         assert_eq!(
-            from(&[("SECRET_KEY", secret)]).unwrap().algorithm,
+            from(&[("SECRET_KEY", secret)]).unwrap().tokens.algorithm,
             TokenAlgorithm::Hs256
         );
         let s = from(&[("FACELOCK_AUDIENCE", "shop, admin-console")]).unwrap();
-        assert_eq!(s.audiences, ["shop", "admin-console"]);
-        assert!(s.audience_configured);
+        assert_eq!(s.tokens.audiences, ["shop", "admin-console"]);
+        assert!(s.tokens.audience_configured);
         assert_eq!(
             from(&[("FACELOCK_PORT", "9000")]).unwrap().issuer(),
             "http://127.0.0.1:9000"
@@ -451,6 +551,42 @@ mod tests {
         let s = from(&[("FACELOCK_ADMIN_USERS", "alice, bob")]).unwrap();
         assert!(s.is_admin(&UserId::parse("bob").unwrap()));
         assert!(from(&[("FACELOCK_ADMIN_USERS", "../root")]).is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_checked_not_dropped() {
+        let ok = from(&[(
+            "FACELOCK_CORS_ORIGINS",
+            "https://app.example.com, http://localhost:5173/",
+        )])
+        .unwrap();
+        assert_eq!(
+            ok.server.cors,
+            CorsOrigins::List(vec![
+                "https://app.example.com".into(),
+                "http://localhost:5173".into()
+            ])
+        );
+        assert_eq!(
+            from(&[("FACELOCK_CORS_ORIGINS", "*")]).unwrap().server.cors,
+            CorsOrigins::Any
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://example.com",
+            "https://exa mple.com",
+            "https://example.com:99999",
+            "*, https://a.example",
+        ] {
+            assert_eq!(
+                from(&[("FACELOCK_CORS_ORIGINS", bad)])
+                    .unwrap_err()
+                    .variable,
+                "FACELOCK_CORS_ORIGINS",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,23 @@ pub struct UserId(String);
 #[error("{0}")]
 pub struct InvalidField(pub String);
 
+/// A request field that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidInput {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InvalidInput {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
 impl UserId {
     pub const MAX_LEN: usize = 128;
 
@@ -145,6 +162,51 @@ impl Similarity {
 
     pub fn value(self) -> f32 {
         self.0
+    }
+}
+
+/// A registered user as the rest of Face Lock sees it.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// The user's generation: a store row id that is never reused, so a user deleted and
+    /// registered again under the same id is another generation, and tokens bound to the old one
+    /// stay refused.
+    pub generation: i64,
+    pub user_id: UserId,
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    pub registered_at: crate::clock::Timestamp,
+    pub face_count: u32,
+}
+
+/// Keyset pagination over user ids, in ascending order.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// 1 to [`Page::MAX_LIMIT`] users.
+    pub limit: u32,
+    /// Users whose id sorts after this one.
+    pub after: Option<UserId>,
+}
+
+impl Page {
+    pub const MAX_LIMIT: u32 = 500;
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    /// A page request as a client sends it: a limit (default 100) and the previous page's last
+    /// user id.
+    pub fn parse(limit: Option<u32>, after: Option<&str>) -> Result<Self, InvalidInput> {
+        let limit = limit.unwrap_or(Self::DEFAULT_LIMIT);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(InvalidInput::new(
+                "limit",
+                format!("must be between 1 and {}", Self::MAX_LIMIT),
+            ));
+        }
+        let after = after
+            .map(UserId::parse)
+            .transpose()
+            .map_err(|e| InvalidInput::new("cursor", e.0))?;
+        Ok(Self { limit, after })
     }
 }
 

@@ -2,14 +2,42 @@
 //! false-match and false-non-match rates per similarity threshold, the equal error rate, the
 //! false-non-match rate at fixed false-match rates, and the default operating point.
 
-use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use crate::{
     engine::local::{
-        pipeline::{distance, Descriptor, Models},
+        pipeline::{analyze_photo, distance, Descriptor, Models, StageTimes},
         similarity_from_distance,
     },
-    images::{self, DecodeLimits},
+    images::{DecodeLimits, ImageError},
+};
+
+/// Why an evaluation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("line {line}: {problem}")]
+    Csv { line: usize, problem: String },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}")]
+    Image {
+        name: String,
+        #[source]
+        source: ImageError,
+    },
+}
+
+/// Evaluation photos may be larger than uploads: they are the operator's own files.
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_pixels: 100_000_000,
 };
 
 /// One labelled pair and its score.
@@ -31,7 +59,7 @@ pub struct RatePoint {
 }
 
 /// Reads `img_a,img_b,same_person[,...]` lines (a header line is skipped).
-pub fn read_pairs(csv: &str) -> Result<Vec<(String, String, bool)>, String> {
+pub fn read_pairs(csv: &str) -> Result<Vec<(String, String, bool)>, EvalError> {
     let mut out = Vec::new();
     for (n, line) in csv.lines().enumerate() {
         let line = line.trim();
@@ -40,17 +68,20 @@ pub fn read_pairs(csv: &str) -> Result<Vec<(String, String, bool)>, String> {
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() < 3 {
-            return Err(format!("line {}: expected img_a,img_b,same_person", n + 1));
+            return Err(EvalError::Csv {
+                line: n + 1,
+                problem: "expected img_a,img_b,same_person".into(),
+            });
         }
         let same = match fields[2] {
             "1" | "true" | "True" => true,
             "0" | "false" | "False" => false,
             _ if n == 0 => continue,
             other => {
-                return Err(format!(
-                    "line {}: same_person is {other:?}, not 0 or 1",
-                    n + 1
-                ))
+                return Err(EvalError::Csv {
+                    line: n + 1,
+                    problem: format!("same_person is {other:?}, not 0 or 1"),
+                })
             }
         };
         out.push((fields[0].to_owned(), fields[1].to_owned(), same));
@@ -113,28 +144,21 @@ pub fn score_pairs(
     models: &Models,
     root: &Path,
     pairs: &[(String, String, bool)],
-) -> Result<Vec<ScoredPair>, String> {
+) -> Result<Vec<ScoredPair>, EvalError> {
     let mut descriptors: BTreeMap<&str, Option<Descriptor>> = BTreeMap::new();
     for (a, b, _) in pairs {
         for name in [a, b] {
             if descriptors.contains_key(name.as_str()) {
                 continue;
             }
-            let bytes = std::fs::read(root.join(name))
-                .map_err(|e| format!("reading {}: {e}", root.join(name).display()))?;
-            let decoded = images::decode(
-                &bytes,
-                DecodeLimits {
-                    max_pixels: 100_000_000,
-                },
-            )
-            .map_err(|e| format!("{name}: {e}"))?;
-            let rgb = decoded.image.to_rgb8();
-            let descriptor = models
-                .find_faces(&rgb)
-                .first()
-                .map(|face| models.describe_chip(&models.chip(&rgb, face)));
-            descriptors.insert(name, descriptor);
+            let path = root.join(name);
+            let bytes = std::fs::read(&path).map_err(|source| EvalError::Read { path, source })?;
+            let analysis = analyze_photo(models, &bytes, LIMITS, &mut StageTimes::default())
+                .map_err(|source| EvalError::Image {
+                    name: name.clone(),
+                    source,
+                })?;
+            descriptors.insert(name, analysis.descriptor().copied());
         }
     }
     Ok(pairs

@@ -1,90 +1,166 @@
 //! Face Lock: face authentication that issues signed tokens.
 //!
-//! [`app`] builds the whole HTTP application from an [`AppState`]; [`build_state`] assembles the
-//! state from [`Settings`]; [`serve`] runs it on a listener until a shutdown signal. The binary
-//! in `main.rs` only parses the command line and calls these, so tests drive the same code.
+//! The core ([`service::FaceLock`]) speaks the domain: users, faces, sessions. [`routes`] is the
+//! HTTP edge: [`app`] builds the whole application from an [`AppState`], and it is the only
+//! place that knows axum. [`build_state`] assembles the state from [`config::Settings`];
+//! [`serve`] runs it on a listener until a shutdown signal. The binary in `main.rs` only parses
+//! the command line and calls these, so tests drive the same code.
 
-pub mod auth;
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
-pub mod error;
 pub mod evaluation;
 pub mod images;
 pub mod rate_limit;
 pub mod references;
 pub mod routes;
 pub mod service;
-pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-pub use routes::{app, openapi};
-pub use state::AppState;
+pub use routes::{app, openapi, AppState};
 
 use crate::{
-    auth::{keys, TokenService},
     config::{EngineKind, Settings},
-    engine::{local::LocalEngine, rekognition::RekognitionEngine, FaceEngine},
+    engine::{
+        local::{weights::ModelError, LocalEngine},
+        rekognition::{ConnectError, RekognitionEngine},
+        FaceEngine,
+    },
+    rate_limit::RateLimiter,
     service::FaceLock,
-    store::{sqlite::SqliteStore, Store},
+    store::{sqlite::SqliteStore, Store, StoreError},
+    tokens::{secret, TokenError, TokenService},
 };
 
-/// How often keys are reloaded and expired token records purged.
+/// How often keys are reloaded, expired token records purged and other processes' changes
+/// picked up.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 /// Queued engine deletions are retried every this many maintenance ticks (five minutes).
 const PENDING_DELETION_RETRY_TICKS: u32 = 10;
 
-/// Opens the store, starts the engine and loads the signing key. Errors are sentences for the
-/// operator, naming what to fix.
-pub async fn build_state(settings: Settings) -> Result<AppState, String> {
-    let settings = Arc::new(settings);
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-        format!(
-            "cannot create the data folder {} (FACELOCK_DATA_DIR): {e}",
-            settings.data_dir.display()
-        )
+/// Why the server could not start; each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data folder {} (FACELOCK_DATA_DIR)", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {}", path.display())]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("loading the face models from {}; delete the folder to fetch them again", dir.display())]
+    Models {
+        dir: PathBuf,
+        #[source]
+        source: ModelError,
+    },
+    #[error("the rekognition engine cannot be configured")]
+    Rekognition(#[from] ConnectError),
+    #[error("starting the {engine} engine")]
+    Engine {
+        engine: &'static str,
+        #[source]
+        source: service::Error,
+    },
+    #[error("setting up the token issuer")]
+    Tokens(#[from] TokenError),
+    #[error("a start-up task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // `#[error(transparent)]` wrappers repeat their cause's message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Opens the store, starts the engine and loads the signing keys.
+pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
+    let facelock = Arc::new(build_facelock(&settings).await?);
+    let limiter = Arc::new(RateLimiter::new(settings.server.rate_limit_per_minute));
+    Ok(AppState {
+        facelock,
+        limiter,
+        settings: Arc::new(settings),
+    })
+}
+
+/// The application core on the configured store and engine.
+pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError> {
+    let data_dir = &settings.storage.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
     })?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&settings.database_path).map_err(|e| {
-            format!(
-                "cannot open the database {}: {e}",
-                settings.database_path.display()
-            )
-        })?);
-    let engine: Arc<dyn FaceEngine> = match settings.engine {
+    let store = Arc::new(open_store(settings)?);
+    let engine: Arc<dyn FaceEngine> = match settings.engine.kind {
         EngineKind::Local => {
-            let dir = settings.models_dir.clone();
-            let engine = tokio::task::spawn_blocking(move || LocalEngine::load(&dir))
-                .await
-                .map_err(|e| e.to_string())??;
+            let dir = settings.engine.models_dir.clone();
+            let engine = tokio::task::spawn_blocking(move || {
+                LocalEngine::load(&dir).map_err(|source| StartError::Models { dir, source })
+            })
+            .await??;
             Arc::new(engine)
         }
         EngineKind::Rekognition => {
-            Arc::new(RekognitionEngine::connect(&settings.rekognition).await?)
+            Arc::new(RekognitionEngine::connect(&settings.engine.rekognition).await?)
         }
     };
-    let facelock = Arc::new(FaceLock::new(settings.clone(), engine, store));
-    facelock.start().await?;
-
-    let hmac_secret = match (&settings.secret_key, settings.algorithm.is_hmac()) {
+    let hmac_secret = match (
+        &settings.tokens.secret_key,
+        settings.tokens.algorithm.is_hmac(),
+    ) {
         (_, false) => None,
         (Some(secret), true) => Some(secret.clone()),
-        (None, true) => Some(keys::load_or_generate_secret(&settings.data_dir)?),
+        (None, true) => Some(secret::load_or_generate_secret(data_dir).map_err(TokenError::from)?),
     };
-    let tokens = Arc::new(
-        TokenService::from_settings(&settings, facelock.store().clone(), hmac_secret).await?,
-    );
-    let limiter = Arc::new(rate_limit::RateLimiter::new(
-        facelock.settings().engine_rate_per_minute,
-    ));
-    Ok(AppState {
-        facelock,
-        tokens,
-        limiter,
+    let tokens = TokenService::new(
+        &settings.tokens,
+        settings.issuer(),
+        store.clone(),
+        store.clone(),
+        hmac_secret,
+    )
+    .await?;
+    let engine_name = engine.name();
+    let facelock = FaceLock::new(settings, engine, store as Arc<dyn Store>, tokens);
+    facelock
+        .start()
+        .await
+        .map_err(|source| StartError::Engine {
+            engine: engine_name,
+            source,
+        })?;
+    Ok(facelock)
+}
+
+/// The configured store, migrated and ready.
+pub fn open_store(settings: &Settings) -> Result<SqliteStore, StartError> {
+    let path = &settings.storage.database_path;
+    SqliteStore::open(path).map_err(|source| StartError::Database {
+        path: path.clone(),
+        source,
     })
 }
 
@@ -95,26 +171,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let facelock = state.facelock.clone();
-    let tokens = state.tokens.clone();
-    let retry = tokio::spawn(async move {
+    let upkeep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
         tick.tick().await;
         let mut ticks = 0u32;
         loop {
             tick.tick().await;
             ticks += 1;
-            tokens.maintain().await;
-            facelock.sync_engine().await;
-            if ticks % PENDING_DELETION_RETRY_TICKS == 0 {
-                facelock.finish_pending_deletions().await;
-            }
+            facelock
+                .maintain(ticks % PENDING_DELETION_RETRY_TICKS == 0)
+                .await;
         }
     });
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    retry.abort();
+    upkeep.abort();
     result
 }
 

@@ -8,11 +8,15 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use facelock::{
-    config::Settings,
-    domain::{Email, FullName, UserId},
+    config::{EngineKind, Settings},
+    domain::{Email, FullName, Page, UserId},
     service::{Actor, Registration},
-    store::Page,
+    store::KeyStore,
+    tokens::keyring::KeyRing,
 };
+
+/// Any failure of a command; printed with its causes.
+type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
 #[command(name = "facelock", version, about = "Face authentication server")]
@@ -99,55 +103,47 @@ async fn main() -> ExitCode {
         Command::Serve => serve(settings).await,
         Command::Users(cmd) => users(settings, cmd).await,
         Command::Keys(cmd) => keys(settings, cmd).await,
-        Command::FetchModels => {
-            facelock::engine::local::models::ensure(&settings.models_dir).map(|()| {
-                println!("models ready in {}", settings.models_dir.display());
-            })
-        }
+        Command::FetchModels => fetch_models(&settings),
         Command::Eval { pairs, root } => eval(&settings, &pairs, &root),
         Command::Bench {
             images,
             iterations,
             seconds,
-        } => {
-            let photos = facelock::bench::photos_under(&images);
-            if photos.is_empty() {
-                Err(format!("no JPEG or PNG photos under {}", images.display()))
-            } else {
-                facelock::bench::run(&settings.models_dir, &photos, iterations, seconds)
-                    .map(|report| print!("{report}"))
-            }
-        }
+        } => bench(&settings, &images, iterations, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("facelock: {e}");
+            eprintln!("facelock: {}", facelock::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
-    let listen = settings.listen;
+async fn serve(settings: Settings) -> CliResult {
+    let listen = settings.server.listen;
     let state = facelock::build_state(settings).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen} (FACELOCK_HOST/FACELOCK_PORT): {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listener.local_addr()?;
     tracing::info!("Face Lock listening on http://{addr} (API docs at http://{addr}/docs)");
-    facelock::serve(listener, state, facelock::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    facelock::serve(listener, state, facelock::shutdown_signal()).await?;
+    Ok(())
 }
 
-async fn keys(settings: Settings, cmd: KeysCommand) -> Result<(), String> {
-    use facelock::{auth::keyring::KeyRing, store::Store};
-    let store = facelock::store::sqlite::SqliteStore::open(&settings.database_path)
-        .map_err(|e| e.to_string())?;
+fn fetch_models(settings: &Settings) -> CliResult {
+    let dir = &settings.engine.models_dir;
+    facelock::engine::local::models::ensure(dir)?;
+    println!("models ready in {}", dir.display());
+    Ok(())
+}
+
+async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
+    let store = facelock::open_store(&settings)?;
     match cmd {
         KeysCommand::Rotate => {
-            if settings.algorithm.is_hmac() {
+            if settings.tokens.algorithm.is_hmac() {
                 return Err(
                     "tokens are signed with SECRET_KEY (HMAC): there are no keys to rotate".into(),
                 );
@@ -159,42 +155,50 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> Result<(), String> {
             );
         }
         KeysCommand::List => {
-            let now = facelock::auth::tokens::unix_now();
-            let ttl = settings.access_token_ttl.as_secs() as i64;
-            for key in store.signing_keys().await.map_err(|e| e.to_string())? {
-                let state = match key.retired_at {
+            let ttl = settings.tokens.access_token_ttl;
+            for key in store.signing_keys().await? {
+                let state = match KeyRing::published_until(&key, ttl) {
                     None => "active (signing)".to_owned(),
-                    Some(r) => format!(
-                        "retired, published until {}s from now",
-                        (r + ttl + 60 - now).max(0)
-                    ),
+                    Some(until) => format!("retired, published until {until}"),
                 };
-                println!("{}	{}	created {}	{state}", key.kid, key.alg, key.created_at);
+                println!(
+                    "{}\t{}\tcreated {}\t{state}",
+                    key.kid, key.alg, key.created_at
+                );
             }
         }
     }
     Ok(())
 }
 
-fn eval(settings: &Settings, pairs: &Path, root: &Path) -> Result<(), String> {
+fn eval(settings: &Settings, pairs: &Path, root: &Path) -> CliResult {
     use facelock::{engine::local, evaluation};
     let csv = std::fs::read_to_string(pairs).map_err(|e| format!("{}: {e}", pairs.display()))?;
     let pairs = evaluation::read_pairs(&csv)?;
-    local::models::ensure(&settings.models_dir)?;
-    let models = local::pipeline::Models::load(&settings.models_dir)?;
+    local::models::ensure(&settings.engine.models_dir)?;
+    let models = local::pipeline::Models::load(&settings.engine.models_dir)?;
     let scored = evaluation::score_pairs(&models, root, &pairs)?;
-    let threshold = match settings.engine {
-        facelock::config::EngineKind::Local => settings.min_similarity,
-        _ => local::DEFAULT_MIN_SIMILARITY,
+    let threshold = match settings.engine.kind {
+        EngineKind::Local => settings.engine.min_similarity,
+        EngineKind::Rekognition => local::DEFAULT_MIN_SIMILARITY,
     };
     print!("{}", evaluation::report(&scored, threshold));
     Ok(())
 }
 
-async fn users(settings: Settings, cmd: UsersCommand) -> Result<(), String> {
+fn bench(settings: &Settings, images: &Path, iterations: usize, seconds: u64) -> CliResult {
+    let photos = facelock::bench::photos_under(images);
+    if photos.is_empty() {
+        return Err(format!("no JPEG or PNG photos under {}", images.display()).into());
+    }
+    let report = facelock::bench::run(&settings.engine.models_dir, &photos, iterations, seconds)?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
     let state = facelock::build_state(settings).await?;
     let service = &state.facelock;
-    let parse_id = |raw: &str| UserId::parse(raw).map_err(|e| e.to_string());
     match cmd {
         UsersCommand::Add {
             user_id,
@@ -203,34 +207,24 @@ async fn users(settings: Settings, cmd: UsersCommand) -> Result<(), String> {
             email,
         } => {
             let registration = Registration {
-                user_id: parse_id(&user_id)?,
-                full_name: full_name
-                    .as_deref()
-                    .map(FullName::parse)
-                    .transpose()
-                    .map_err(|e| e.to_string())?,
-                email: email
-                    .as_deref()
-                    .map(Email::parse)
-                    .transpose()
-                    .map_err(|e| e.to_string())?,
+                user_id: UserId::parse(&user_id)?,
+                full_name: full_name.as_deref().map(FullName::parse).transpose()?,
+                email: email.as_deref().map(Email::parse).transpose()?,
                 image: std::fs::read(&image)
                     .map_err(|e| format!("reading {}: {e}", image.display()))?,
             };
-            let done = service
-                .register(registration, Actor::Operator)
-                .await
-                .map_err(|e| e.to_string())?;
+            let done = service.register(registration, Actor::Operator).await?;
             println!("enrolled face {} for {}", done.face_id, done.user.user_id);
         }
         UsersCommand::List => {
             let mut after = None;
             loop {
-                let (page, _) = service
-                    .list_users(Page { limit: 500, after })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                for u in &page {
+                let page = Page {
+                    limit: Page::MAX_LIMIT,
+                    after,
+                };
+                let page = service.list_users(Actor::Operator, page).await?;
+                for u in &page.users {
                     println!(
                         "{}\tfaces={}\t{}\t{}",
                         u.user_id,
@@ -239,17 +233,16 @@ async fn users(settings: Settings, cmd: UsersCommand) -> Result<(), String> {
                         u.email.as_deref().unwrap_or("-")
                     );
                 }
-                if page.len() < 500 {
-                    break;
+                match page.next_cursor {
+                    Some(next) => after = Some(next),
+                    None => break,
                 }
-                after = page.last().map(|u| u.user_id.clone());
             }
         }
         UsersCommand::Delete { user_id } => {
             service
-                .delete_user(&parse_id(&user_id)?)
-                .await
-                .map_err(|e| e.to_string())?;
+                .delete_user(Actor::Operator, &UserId::parse(&user_id)?)
+                .await?;
             println!("deleted {user_id}");
         }
     }

@@ -7,17 +7,10 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
-
-use axum::{
-    extract::{ConnectInfo, FromRequestParts},
-    http::request::Parts,
-};
-
-use crate::{error::ApiError, state::AppState};
 
 /// Buckets idle for this long are dropped, bounding memory under many clients.
 const IDLE: Duration = Duration::from_secs(600);
@@ -76,30 +69,6 @@ impl RateLimiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
         }
-    }
-}
-
-/// Extractor that spends one request of the caller's face-engine quota.
-pub struct EngineQuota;
-
-impl FromRequestParts<AppState> for EngineQuota {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        state
-            .limiter
-            .check(ip, Instant::now())
-            .map(|()| EngineQuota)
-            .map_err(|wait| {
-                tracing::warn!(%ip, "rate limit reached");
-                ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs().max(1) as u32,
-                }
-            })
     }
 }
 

@@ -11,6 +11,21 @@ use std::{
 
 use crate::{domain::UserId, images::Format};
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("{0:?} is not a file name this server writes")]
+    UnsafeName(String),
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a file task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 #[derive(Clone, Debug)]
 pub struct ReferenceFiles {
     root: PathBuf,
@@ -32,33 +47,32 @@ impl ReferenceFiles {
         face_id: &str,
         format: Format,
         bytes: Vec<u8>,
-    ) -> std::io::Result<String> {
+    ) -> Result<String, ReferenceError> {
         if !is_safe_name(face_id) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "face id is not a safe file name",
-            ));
+            return Err(ReferenceError::UnsafeName(face_id.to_owned()));
         }
         let relative = format!("{}/{}.{}", user, face_id, format.extension());
         let dir = self.root.join(user.as_str());
         let target = self.root.join(&relative);
-        tokio::task::spawn_blocking(move || write_atomically(&dir, &target, &bytes))
-            .await
-            .map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&dir, &target, &bytes).map_err(|source| ReferenceError::Io {
+                action: "writing",
+                path: target,
+                source,
+            })
+        })
+        .await??;
         Ok(relative)
     }
 
     /// Removes a stored reference image (a missing file is not an error) and the user's folder
     /// once it is empty.
-    pub async fn remove(&self, relative: &str) -> std::io::Result<()> {
+    pub async fn remove(&self, relative: &str) -> Result<(), ReferenceError> {
         let Some((user, file)) = relative.split_once('/') else {
             return Ok(());
         };
         if UserId::parse(user).is_err() || !file.split('.').all(is_safe_name) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "stored reference path is not one this server writes",
-            ));
+            return Err(ReferenceError::UnsafeName(relative.to_owned()));
         }
         let path = self.root.join(relative);
         let dir = self.root.join(user);
@@ -66,14 +80,19 @@ impl ReferenceFiles {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(source) => {
+                    return Err(ReferenceError::Io {
+                        action: "removing",
+                        path,
+                        source,
+                    })
+                }
             }
             // Fails harmlessly when another face of the user still lives there.
             let _ = std::fs::remove_dir(&dir);
             Ok(())
         })
-        .await
-        .map_err(std::io::Error::other)?
+        .await?
     }
 }
 

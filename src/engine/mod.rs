@@ -3,7 +3,8 @@
 //!
 //! An engine knows faces by an id it assigns and by the [`UserId`] they were enrolled for. It
 //! never touches the store or the reference files: the service orders those steps around it.
-//! Engines return [`EngineError`], which the HTTP layer maps to statuses.
+//! A search returns candidates; whether one logs in (threshold, scope, a face the store knows,
+//! the user's role) is the service's decision, made in one place.
 
 pub mod local;
 pub mod rekognition;
@@ -51,6 +52,15 @@ pub struct EnrolledFace {
     pub face_id: String,
     pub user_id: UserId,
     pub descriptor: Option<Vec<f32>>,
+}
+
+/// What a search looks for.
+#[derive(Clone, Debug)]
+pub struct SearchQuery {
+    pub scope: SearchScope,
+    /// Candidates below this cannot log in; an engine may leave them out (Rekognition does, to
+    /// send less), and the service checks it again either way.
+    pub min_similarity: Similarity,
 }
 
 /// Which enrolled faces a search may return.
@@ -120,6 +130,8 @@ impl QualityProblem {
     }
 }
 
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("no face detected")]
@@ -140,8 +152,14 @@ pub enum EngineError {
     Unavailable(String),
     #[error("access denied: {0}")]
     AccessDenied(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error("the face engine failed")]
+    Internal(#[source] Cause),
+}
+
+impl EngineError {
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        Self::Internal(cause.into())
+    }
 }
 
 /// Face recognition as the service needs it.
@@ -149,6 +167,10 @@ pub enum EngineError {
 pub trait FaceEngine: Send + Sync {
     /// Short name, stored beside each face (`rekognition`, `local`).
     fn name(&self) -> &'static str;
+
+    /// The model that describes faces, stored beside each face: faces of another model are
+    /// not loaded or compared.
+    fn model(&self) -> &str;
 
     /// Prepares the engine (creates the collection, loads models). Called once at start-up.
     async fn start(&self) -> Result<(), EngineError>;
@@ -165,13 +187,12 @@ pub trait FaceEngine: Send + Sync {
         image: Arc<Upload>,
     ) -> Result<IndexedFace, EngineError>;
 
-    /// Enrolled faces similar to the dominant face in `image`, at or above `threshold`, best
-    /// first. An empty list means no match.
+    /// Enrolled faces in the query's scope most similar to the dominant face in `image`, best
+    /// first, at most a few.
     async fn search(
         &self,
         image: Arc<Upload>,
-        scope: SearchScope,
-        threshold: Similarity,
+        query: &SearchQuery,
     ) -> Result<Vec<FaceMatch>, EngineError>;
 
     /// Similarity of the dominant faces of two images.

@@ -20,8 +20,8 @@ use aws_sdk_rekognition::{
 use aws_smithy_http_client::tls;
 
 use super::{
-    BoundingBox, EngineError, FaceEngine, FaceMatch, IndexedFace, QualityProblem, SearchScope,
-    Upload,
+    BoundingBox, EngineError, FaceEngine, FaceMatch, IndexedFace, QualityProblem, SearchQuery,
+    SearchScope, Upload,
 };
 use crate::{
     config::RekognitionSettings,
@@ -41,14 +41,23 @@ pub struct RekognitionEngine {
     collection_id: String,
 }
 
+/// Why the client could not be built; the message names what to set.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "the rekognition engine needs AWS_REGION (and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY \
+         or an AWS profile); set them in .env"
+    )]
+    NoRegion,
+    #[error("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")]
+    HalfCredentials,
+}
+
 impl RekognitionEngine {
     /// Builds the client from settings. Fails with a message naming what to set when there is no
     /// region; without explicit keys the AWS default credential chain is used.
-    pub async fn connect(settings: &RekognitionSettings) -> Result<Self, String> {
-        let region = settings.region.clone().ok_or(
-            "the rekognition engine needs AWS_REGION (and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY \
-             or an AWS profile); set them in .env",
-        )?;
+    pub async fn connect(settings: &RekognitionSettings) -> Result<Self, ConnectError> {
+        let region = settings.region.clone().ok_or(ConnectError::NoRegion)?;
         let http_client = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
@@ -85,11 +94,7 @@ impl RekognitionEngine {
                     "facelock-settings",
                 ));
             }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(
-                    "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".into(),
-                )
-            }
+            (Some(_), None) | (None, Some(_)) => return Err(ConnectError::HalfCredentials),
             (None, None) => {}
         }
         let config = loader.load().await;
@@ -162,6 +167,11 @@ impl FaceEngine for RekognitionEngine {
         "rekognition"
     }
 
+    fn model(&self) -> &str {
+        // Rekognition upgrades its model inside a collection; faces stay comparable there.
+        "rekognition"
+    }
+
     async fn start(&self) -> Result<(), EngineError> {
         if self.collection_exists().await? {
             Ok(())
@@ -195,9 +205,7 @@ impl FaceEngine for RekognitionEngine {
             let face_id = face
                 .face_id()
                 .filter(|id| is_safe_face_id(id))
-                .ok_or_else(|| {
-                    EngineError::Internal("IndexFaces returned no usable FaceId".into())
-                })?
+                .ok_or_else(|| EngineError::internal("IndexFaces returned no usable FaceId"))?
                 .to_owned();
             return Ok(IndexedFace {
                 face_id,
@@ -221,11 +229,10 @@ impl FaceEngine for RekognitionEngine {
     async fn search(
         &self,
         image: Arc<Upload>,
-        scope: SearchScope,
-        threshold: Similarity,
+        query: &SearchQuery,
     ) -> Result<Vec<FaceMatch>, EngineError> {
         let bytes = engine_bytes(image).await?;
-        let max_faces = match scope {
+        let max_faces = match query.scope {
             SearchScope::All => 10,
             // A user has few faces, but others may rank above them: look further for a 1:1.
             SearchScope::User(_) => 100,
@@ -235,7 +242,7 @@ impl FaceEngine for RekognitionEngine {
             .search_faces_by_image()
             .collection_id(&self.collection_id)
             .image(Image::builder().bytes(bytes).build())
-            .face_match_threshold(threshold.value())
+            .face_match_threshold(query.min_similarity.value())
             .max_faces(max_faces)
             .send()
             .await
@@ -258,11 +265,6 @@ impl FaceEngine for RekognitionEngine {
                     user_id,
                     similarity: Similarity::clamped(m.similarity()?),
                 })
-            })
-            .filter(|m| m.similarity >= threshold)
-            .filter(|m| match &scope {
-                SearchScope::All => true,
-                SearchScope::User(user) => &m.user_id == user,
             })
             .collect();
         matches.sort_by(|a, b| b.similarity.value().total_cmp(&a.similarity.value()));
@@ -333,9 +335,9 @@ async fn engine_bytes(image: Arc<Upload>) -> Result<Blob, EngineError> {
         images::encode_for_engine(&image.bytes, &image.decoded, MAX_IMAGE_BYTES, MAX_SIDE)
     })
     .await
-    .map_err(|e| EngineError::Internal(e.to_string()))?
+    .map_err(EngineError::internal)?
     .map(Blob::new)
-    .map_err(|e| EngineError::Internal(e.to_string()))
+    .map_err(EngineError::internal)
 }
 
 fn is_missing_collection<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
@@ -372,11 +374,11 @@ where
             "InternalServerError" | "ServiceUnavailableException" => {
                 EngineError::Unavailable(DisplayErrorContext(&e).to_string())
             }
-            _ => EngineError::Internal(DisplayErrorContext(&e).to_string()),
+            _ => EngineError::internal(DisplayErrorContext(&e).to_string()),
         },
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             EngineError::Unavailable(DisplayErrorContext(&e).to_string())
         }
-        _ => EngineError::Internal(DisplayErrorContext(&e).to_string()),
+        _ => EngineError::internal(DisplayErrorContext(&e).to_string()),
     }
 }

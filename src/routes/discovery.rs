@@ -5,7 +5,7 @@ use axum::{extract::State, http::header, response::IntoResponse, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::state::AppState;
+use super::AppState;
 
 /// A JSON Web Key Set (RFC 7517).
 #[derive(Serialize, ToSchema)]
@@ -23,7 +23,7 @@ pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
         // Short enough that a rotation reaches backends well before the old key retires.
         [(header::CACHE_CONTROL, "public, max-age=300")],
         Json(Jwks {
-            keys: state.tokens.jwks().await,
+            keys: state.facelock.tokens().jwks().await,
         }),
     )
 }
@@ -54,8 +54,9 @@ pub struct Discovery {
 /// Where the keys and endpoints are, and which algorithms are used.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth", responses((status = 200, body = Discovery)))]
 pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discovery> {
-    let issuer = state.tokens.issuer().to_owned();
-    let alg = format!("{:?}", state.tokens.algorithm());
+    let tokens = state.facelock.tokens();
+    let issuer = tokens.issuer().to_owned();
+    let alg = format!("{:?}", tokens.algorithm());
     let hmac = alg.starts_with("HS");
     let note = if hmac {
         format!("Tokens are signed with a shared secret ({alg}); the key set is empty. Validate them with SECRET_KEY.")
@@ -76,7 +77,7 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discove
         id_token_signing_alg_values_supported: vec![alg],
         response_types_supported: vec!["token".into()],
         subject_types_supported: vec!["public".into()],
-        amr_values_supported: vec!["face".into()],
+        amr_values_supported: vec![crate::tokens::AMR_FACE.into()],
         token_validation_note: note,
     })
 }

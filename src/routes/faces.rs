@@ -1,35 +1,16 @@
 //! Enrolment, verification and comparison of faces.
 
-use axum::{
-    extract::{multipart::MultipartRejection, Multipart, State},
-    Json,
-};
+use axum::{extract::State, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::form::Form;
-use crate::{
-    auth::{AuthUser, MaybeAuthUser},
-    domain::{Email, FullName},
+use super::{
     error::{ApiError, ErrorBody},
-    rate_limit::EngineQuota,
-    service::{Actor, Registration},
-    state::AppState,
+    extract::{Authenticated, EngineQuota, MaybeAuthenticated},
+    forms::{CompareForm, Multipart, RegisterForm, VerifyForm},
+    AppState,
 };
-
-/// Multipart body of `POST /register/`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct RegisterForm {
-    /// 1-128 characters of letters, digits, `_`, `.` and `-`.
-    #[schema(example = "user123")]
-    user_id: String,
-    full_name: Option<String>,
-    email: Option<String>,
-    /// A JPEG, PNG or WebP photo with exactly one face.
-    #[schema(value_type = String, format = Binary)]
-    face_image: Vec<u8>,
-}
+use crate::service::{Actor, LoginRequest, Registration};
 
 #[derive(Serialize, ToSchema)]
 pub struct RegisterResponse {
@@ -67,49 +48,25 @@ pub struct RegisterResponse {
 )]
 pub async fn register(
     State(state): State<AppState>,
-    MaybeAuthUser(caller): MaybeAuthUser,
+    MaybeAuthenticated(caller): MaybeAuthenticated,
     _quota: EngineQuota,
-    multipart: Result<Multipart, MultipartRejection>,
+    form: Multipart<RegisterForm>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
-    let mut form = Form::read(multipart, &["face_image"]).await?;
+    let form = form.data;
     let registration = Registration {
-        user_id: form
-            .user_id("user_id")?
-            .ok_or_else(|| ApiError::validation("user_id", "field required"))?,
-        full_name: form.parsed("full_name", FullName::parse)?,
-        email: form.parsed("email", Email::parse)?,
-        image: form.file("face_image")?,
+        user_id: form.user_id,
+        full_name: form.full_name.into_inner(),
+        email: form.email.into_inner(),
+        image: form.face_image.into(),
     };
-    let registered = state
-        .facelock
-        .register(
-            registration,
-            caller.as_ref().map_or(Actor::Anonymous, Actor::Caller),
-        )
-        .await?;
+    let actor = caller.as_ref().map_or(Actor::Anonymous, Actor::Caller);
+    let registered = state.facelock.register(registration, actor).await?;
     Ok(Json(RegisterResponse {
         success: true,
         user_id: registered.user.user_id.to_string(),
         face_id: registered.face_id,
         message: "User registered successfully".into(),
     }))
-}
-
-/// Multipart body of `POST /verify/`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct VerifyForm {
-    /// A JPEG, PNG or WebP photo of the person logging in.
-    #[schema(value_type = String, format = Binary)]
-    face_image: Vec<u8>,
-    /// Minimum similarity, 0-100. It can only raise the server's floor
-    /// (`FACELOCK_MIN_SIMILARITY`), never lower it; when omitted the floor applies.
-    #[schema(example = 90.0)]
-    similarity_threshold: Option<f32>,
-    /// Check this claimed identity only (1:1) instead of searching every user (1:N).
-    user_id: Option<String>,
-    /// The audience (`aud`) of the token: one of `FACELOCK_AUDIENCE`; the first by default.
-    audience: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -155,54 +112,33 @@ pub struct VerifyResponse {
 pub async fn verify(
     State(state): State<AppState>,
     _quota: EngineQuota,
-    multipart: Result<Multipart, MultipartRejection>,
+    form: Multipart<VerifyForm>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let mut form = Form::read(multipart, &["face_image"]).await?;
-    let threshold = form.similarity("similarity_threshold")?;
-    let claimed = form.user_id("user_id")?;
-    let audience = state
-        .tokens
-        .audience(form.text("audience"))
-        .ok_or_else(|| {
-            ApiError::validation("audience", "is not one of the configured audiences")
-        })?;
-    let image = form.file("face_image")?;
-    let verified = state.facelock.verify(image, threshold, claimed).await?;
-    let access = state
-        .tokens
-        .issue(
-            &verified.user,
-            verified.role,
-            Some(verified.similarity.value()),
-            &audience,
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    let form = form.data;
     let session = state
-        .tokens
-        .start_session(&verified.user, access, &audience)
-        .await
-        .map_err(ApiError::internal)?;
+        .facelock
+        .login(LoginRequest {
+            image: form.face_image.into(),
+            min_similarity: form.similarity_threshold.into_inner(),
+            claimed: form.user_id.into_inner(),
+            audience: form.audience.into_inner(),
+        })
+        .await?;
     Ok(Json(VerifyResponse {
         success: true,
-        user_id: verified.user.user_id.to_string(),
-        similarity: session.access.claims.similarity.unwrap_or_default(),
+        user_id: session.user.user_id.to_string(),
+        similarity: round2(session.similarity.value()),
         message: "Face verified successfully".into(),
-        token: session.access.token,
+        token: session.tokens.access_token,
         token_type: "bearer".into(),
-        expires_in: session.expires_in,
-        refresh_token: session.refresh_token,
+        expires_in: session.tokens.expires_in.as_secs(),
+        refresh_token: session.tokens.refresh_token,
     }))
 }
 
-/// Multipart body of `POST /compare/`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct CompareForm {
-    #[schema(value_type = String, format = Binary)]
-    source_image: Vec<u8>,
-    #[schema(value_type = String, format = Binary)]
-    target_image: Vec<u8>,
+/// Similarities are reported to two decimals.
+fn round2(value: f32) -> f32 {
+    (value * 100.0).round() / 100.0
 }
 
 #[derive(Serialize, ToSchema)]
@@ -239,18 +175,18 @@ pub struct CompareResponse {
 )]
 pub async fn compare(
     State(state): State<AppState>,
-    _caller: AuthUser,
+    _caller: Authenticated,
     _quota: EngineQuota,
-    multipart: Result<Multipart, MultipartRejection>,
+    form: Multipart<CompareForm>,
 ) -> Result<Json<CompareResponse>, ApiError> {
-    let mut form = Form::read(multipart, &["source_image", "target_image"]).await?;
-    let source = form.file("source_image")?;
-    let target = form.file("target_image")?;
-    let similarity = state.facelock.compare(source, target).await?;
-    let threshold = state.facelock.effective_threshold(None);
+    let form = form.data;
+    let comparison = state
+        .facelock
+        .compare(form.source_image.into(), form.target_image.into())
+        .await?;
     Ok(Json(CompareResponse {
-        similarity: (similarity.value() * 100.0).round() / 100.0,
-        is_match: similarity >= threshold,
-        threshold: threshold.value(),
+        similarity: round2(comparison.similarity.value()),
+        is_match: comparison.is_match,
+        threshold: comparison.threshold.value(),
     }))
 }

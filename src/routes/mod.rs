@@ -1,9 +1,13 @@
-//! The HTTP surface: routes, their OpenAPI description (generated from the same definitions, so
-//! the two cannot drift), documentation pages and the middleware stack.
+//! The HTTP edge, and the only part of Face Lock that knows HTTP: routes, their OpenAPI
+//! description (generated from the same definitions, so the two cannot drift), request bodies,
+//! extractors, the error body, documentation pages and the middleware stack. Handlers are a few
+//! lines: parse the request into domain values, call the core, shape the answer.
 
 mod discovery;
+pub mod error;
+mod extract;
 mod faces;
-mod form;
+pub mod forms;
 mod oauth;
 mod system;
 mod users;
@@ -35,7 +39,19 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_redoc::{Redoc, Servable};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{error, state::AppState};
+use crate::{
+    config::{CorsOrigins, Settings},
+    rate_limit::RateLimiter,
+    service::FaceLock,
+};
+
+/// What every handler can reach: the application core and the per-client rate limiter.
+#[derive(Clone)]
+pub struct AppState {
+    pub facelock: Arc<FaceLock>,
+    pub limiter: Arc<RateLimiter>,
+    pub settings: Arc<Settings>,
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -102,7 +118,7 @@ pub fn openapi() -> OpenApiDoc {
 
 /// The whole application: routes, documentation pages and middleware.
 pub fn app(state: AppState) -> Router {
-    let settings = state.facelock.settings().clone();
+    let settings = state.settings.server.clone();
     let (api, doc) = api_routes();
     let canonical = Arc::new(CanonicalPaths::new(&doc));
     let routes = api
@@ -124,7 +140,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-                .layer(cors(&settings.cors_origins)),
+                .layer(cors(&settings.cors)),
         )
         .layer(
             ServiceBuilder::new()
@@ -143,20 +159,19 @@ pub fn app(state: AppState) -> Router {
         )
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+fn cors(origins: &CorsOrigins) -> CorsLayer {
     let base = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(600));
-    if origins.iter().any(|o| o == "*") {
-        return base.allow_origin(Any);
+    match origins {
+        CorsOrigins::Any => base.allow_origin(Any),
+        CorsOrigins::List(list) => base.allow_origin(AllowOrigin::list(
+            // The settings checked each origin's form, so none is dropped here.
+            list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        )),
     }
-    let list: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    base.allow_origin(AllowOrigin::list(list))
 }
 
 /// Serves every documented path with and without its trailing slash: a request path is

@@ -1,8 +1,6 @@
 //! OAuth2 endpoints: `POST /token` (the refresh-token grant; face logins go through
 //! `/verify/`), `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662, admins only).
 
-use std::collections::HashMap;
-
 use axum::{
     extract::{rejection::FormRejection, State},
     http::StatusCode,
@@ -12,12 +10,13 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{
-    auth::{tokens::GrantError, tokens::Introspection, AuthUser},
-    domain::Role,
+use super::{
     error::{ApiError, ErrorBody},
-    state::AppState,
+    extract::Authenticated,
+    forms::{TokenForm, TokenHandleForm},
+    AppState,
 };
+use crate::{service, tokens::Introspection};
 
 /// OAuth2 error response (RFC 6749, section 5.2).
 #[derive(Serialize, ToSchema)]
@@ -56,15 +55,6 @@ pub struct TokenResponse {
     pub refresh_token: String,
 }
 
-/// Form body of `POST /token`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct TokenForm {
-    /// `refresh_token` (the only grant: face logins go through `/verify/`).
-    grant_type: String,
-    refresh_token: Option<String>,
-}
-
 /// OAuth2 token endpoint: trade a refresh token for a new access and refresh token.
 ///
 /// Refresh tokens are single-use. Presenting one that was already used revokes every token of
@@ -81,7 +71,7 @@ pub struct TokenForm {
 )]
 pub async fn token(
     State(state): State<AppState>,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
         return oauth_error(
@@ -90,53 +80,40 @@ pub async fn token(
             "Expected an application/x-www-form-urlencoded body",
         );
     };
-    match form.get("grant_type").map(String::as_str) {
-        Some("refresh_token") => {}
-        Some(_) | None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "Face Lock issues tokens through face verification (POST /verify/) and refreshes them with grant_type=refresh_token",
-            )
-        }
+    if form.grant_type != "refresh_token" {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Face Lock issues tokens through face verification (POST /verify/) and refreshes them with grant_type=refresh_token",
+        );
     }
-    let Some(refresh_token) = form.get("refresh_token").filter(|t| !t.is_empty()) else {
+    let Some(refresh_token) = form.refresh_token.filter(|t| !t.is_empty()) else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "refresh_token is required",
         );
     };
-    let settings = state.facelock.settings();
-    let role_of = |user: &crate::store::UserRecord| {
-        if settings.is_admin(&user.user_id) {
-            Role::Admin
-        } else {
-            Role::User
-        }
-    };
-    match state.tokens.refresh(refresh_token, role_of).await {
-        Ok(session) => Json(TokenResponse {
-            access_token: session.access.token,
+    match state.facelock.refresh(&refresh_token).await {
+        Ok(pair) => Json(TokenResponse {
+            access_token: pair.access_token,
             token_type: "Bearer".into(),
-            expires_in: session.expires_in,
-            refresh_token: session.refresh_token,
+            expires_in: pair.expires_in.as_secs(),
+            refresh_token: pair.refresh_token,
         })
         .into_response(),
-        Err(GrantError::InvalidGrant) => oauth_error(
+        Err(service::Error::InvalidGrant) => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
             "The refresh token is unknown, expired, already used or revoked",
         ),
-        Err(GrantError::ServerError) => ApiError::internal("refresh failed").into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 /// The `token` field of a revocation or introspection request.
-fn token_param(form: Result<Form<HashMap<String, String>>, FormRejection>) -> Option<String> {
-    form.ok()
-        .and_then(|Form(mut f)| f.remove("token"))
-        .filter(|t| !t.is_empty())
+fn token_param(form: Result<Form<TokenHandleForm>, FormRejection>) -> Option<String> {
+    form.ok().map(|Form(f)| f.token).filter(|t| !t.is_empty())
 }
 
 fn missing_token() -> Response {
@@ -145,16 +122,6 @@ fn missing_token() -> Response {
         "invalid_request",
         "token is required",
     )
-}
-
-/// Form body of `POST /revoke` and `POST /introspect`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct TokenHandleForm {
-    /// An access token or a refresh token.
-    token: String,
-    /// `access_token` or `refresh_token` (optional; the token's form decides).
-    token_type_hint: Option<String>,
 }
 
 /// Revoke a token (RFC 7009).
@@ -173,14 +140,14 @@ pub struct TokenHandleForm {
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    form: Result<Form<TokenHandleForm>, FormRejection>,
 ) -> Response {
     let Some(token) = token_param(form) else {
         return missing_token();
     };
-    match state.tokens.revoke(&token).await {
+    match state.facelock.revoke(&token).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => ApiError::internal(format!("revocation: {e}")).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -203,14 +170,14 @@ pub async fn revoke(
 )]
 pub async fn introspect(
     State(state): State<AppState>,
-    caller: AuthUser,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    Authenticated(caller): Authenticated,
+    form: Result<Form<TokenHandleForm>, FormRejection>,
 ) -> Response {
-    if !caller.is_admin() {
-        return ApiError::Forbidden("Introspection needs an admin token").into_response();
-    }
     let Some(token) = token_param(form) else {
         return missing_token();
     };
-    Json(state.tokens.introspect(&token).await).into_response()
+    match state.facelock.introspect(&caller, &token).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }

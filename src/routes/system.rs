@@ -4,7 +4,8 @@ use axum::{extract::State, http::StatusCode, Json};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::state::AppState;
+use super::AppState;
+use crate::service::DependencyStatus;
 
 #[derive(Serialize, ToSchema)]
 pub struct Welcome {
@@ -44,16 +45,18 @@ pub struct HealthResponse {
     pub store: DependencyHealth,
 }
 
-fn dependency(result: Result<(), String>) -> DependencyHealth {
-    match result {
-        Ok(()) => DependencyHealth {
-            status: "up".into(),
-            error: None,
-        },
-        Err(e) => DependencyHealth {
-            status: "down".into(),
-            error: Some(e),
-        },
+impl From<DependencyStatus> for DependencyHealth {
+    fn from(status: DependencyStatus) -> Self {
+        match status {
+            DependencyStatus::Up => Self {
+                status: "up".into(),
+                error: None,
+            },
+            DependencyStatus::Down(why) => Self {
+                status: "down".into(),
+                error: Some(why),
+            },
+        }
     }
 }
 
@@ -69,7 +72,10 @@ fn dependency(result: Result<(), String>) -> DependencyHealth {
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
     let health = state.facelock.health().await;
-    let healthy = health.engine.is_ok() && health.store.is_ok();
+    let healthy = matches!(
+        (&health.engine, &health.store),
+        (DependencyStatus::Up, DependencyStatus::Up)
+    );
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -81,8 +87,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthRe
             status: if healthy { "healthy" } else { "unhealthy" }.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             engine_name: state.facelock.engine_name().into(),
-            engine: dependency(health.engine),
-            store: dependency(health.store),
+            engine: health.engine.into(),
+            store: health.store.into(),
         }),
     )
 }

@@ -1,18 +1,20 @@
 //! The caller's profile, the user list (admins) and deletion.
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{rejection::QueryRejection, Path, Query, State},
     Json,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{
-    auth::AuthUser,
-    domain::{Role, UserId},
+use super::{
     error::{ApiError, ErrorBody},
-    state::AppState,
-    store::{Page, UserRecord},
+    extract::Authenticated,
+    AppState,
+};
+use crate::{
+    domain::{Page, Role, User, UserId},
+    service::Actor,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -27,21 +29,13 @@ pub struct UserProfile {
     pub face_count: u32,
 }
 
-impl From<UserRecord> for UserProfile {
-    fn from(u: UserRecord) -> Self {
-        let registered_at =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(u.created_at) * 1_000_000)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
+impl From<User> for UserProfile {
+    fn from(u: User) -> Self {
         Self {
             user_id: u.user_id.to_string(),
             full_name: u.full_name,
             email: u.email,
-            registered_at,
+            registered_at: u.registered_at.rfc3339(),
             face_count: u.face_count,
         }
     }
@@ -66,7 +60,7 @@ pub struct MeResponse {
         (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
     )
 )]
-pub async fn me(caller: AuthUser) -> Json<MeResponse> {
+pub async fn me(Authenticated(caller): Authenticated) -> Json<MeResponse> {
     Json(MeResponse {
         role: caller.role,
         profile: caller.user.into(),
@@ -110,33 +104,21 @@ pub struct UserList {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: AuthUser,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    Authenticated(caller): Authenticated,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<UserList>, ApiError> {
-    if !caller.is_admin() {
-        return Err(ApiError::Forbidden("Listing users needs an admin token"));
-    }
     let Query(query) = query.map_err(|e| ApiError::validation("query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::validation("limit", "must be between 1 and 500"));
-    }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(UserId::parse)
-        .transpose()
-        .map_err(|e| ApiError::validation("cursor", e.0))?;
-    let (users, total) = state.facelock.list_users(Page { limit, after }).await?;
-    let next_cursor = (users.len() == limit as usize)
-        .then(|| users.last().map(|u| u.user_id.to_string()))
-        .flatten();
-    let users: Vec<UserProfile> = users.into_iter().map(Into::into).collect();
+    let page = Page::parse(query.limit, query.cursor.as_deref())?;
+    let page = state
+        .facelock
+        .list_users(Actor::Caller(&caller), page)
+        .await?;
+    let users: Vec<UserProfile> = page.users.into_iter().map(Into::into).collect();
     Ok(Json(UserList {
         count: users.len(),
         users,
-        total,
-        next_cursor,
+        total: page.total,
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
 
@@ -166,16 +148,14 @@ pub struct DeleteResponse {
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    caller: AuthUser,
+    Authenticated(caller): Authenticated,
     Path(raw): Path<String>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let user_id = UserId::parse(&raw).map_err(|e| ApiError::validation("user_id", e.0))?;
-    if !caller.may_act_for(&user_id) {
-        return Err(ApiError::Forbidden(
-            "Only the user themself or an admin may delete a user",
-        ));
-    }
-    state.facelock.delete_user(&user_id).await?;
+    state
+        .facelock
+        .delete_user(Actor::Caller(&caller), &user_id)
+        .await?;
     Ok(Json(DeleteResponse {
         success: true,
         user_id: user_id.to_string(),

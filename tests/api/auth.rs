@@ -13,8 +13,8 @@ const SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
 async fn app_with_user() -> (TestApp, String, i64) {
     // The original's configuration: SECRET_KEY with ALGORITHM=HS256.
     let app = TestApp::spawn_with(|s| {
-        s.secret_key = Some(Secret::new(SECRET));
-        s.algorithm = TokenAlgorithm::Hs256;
+        s.tokens.secret_key = Some(Secret::new(SECRET));
+        s.tokens.algorithm = TokenAlgorithm::Hs256;
     })
     .await;
     app.register("alice", face_of(1), None).await;

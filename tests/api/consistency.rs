@@ -43,8 +43,12 @@ async fn a_database_failure_during_registration_leaves_nothing_behind() {
 async fn a_file_failure_during_registration_leaves_nothing_behind() {
     let app = TestApp::spawn().await;
     // The user's reference folder cannot be created: a file sits where it should go.
-    std::fs::create_dir_all(&app.settings.reference_dir).unwrap();
-    std::fs::write(app.settings.reference_dir.join("alice"), b"in the way").unwrap();
+    std::fs::create_dir_all(&app.settings.storage.reference_dir).unwrap();
+    std::fs::write(
+        app.settings.storage.reference_dir.join("alice"),
+        b"in the way",
+    )
+    .unwrap();
     app.register("alice", face_of(1), None)
         .await
         .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL");

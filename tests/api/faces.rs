@@ -125,7 +125,7 @@ async fn adversarial_fixture_files_never_crash_the_server() {
 #[tokio::test]
 async fn oversized_bodies_are_413_json() {
     let app = TestApp::spawn().await;
-    let big = vec![0u8; app.settings.max_body_bytes + 1024];
+    let big = vec![0u8; app.settings.server.max_body_bytes + 1024];
     app.register("big", big, None)
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
@@ -133,7 +133,7 @@ async fn oversized_bodies_are_413_json() {
 
 #[tokio::test]
 async fn oversized_images_are_refused_before_decoding() {
-    let app = TestApp::spawn_with(|s| s.max_image_pixels = 100 * 100).await;
+    let app = TestApp::spawn_with(|s| s.engine.max_image_pixels = 100 * 100).await;
     app.register("huge", face_of(1), None)
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE");
@@ -313,7 +313,7 @@ async fn compare_needs_a_token_and_reports_a_verdict() {
 
 #[tokio::test]
 async fn repeated_attempts_are_rate_limited_before_reaching_the_engine() {
-    let app = TestApp::spawn_with(|s| s.engine_rate_per_minute = 2).await;
+    let app = TestApp::spawn_with(|s| s.server.rate_limit_per_minute = 2).await;
     app.register("judy", face_of(1), None).await;
     app.verify(face_of(2), None, None)
         .await

@@ -36,19 +36,20 @@ pub struct TestApp {
 /// Settings for a test server in `dir` using the fake Rekognition at `fake`.
 pub fn test_settings(dir: &std::path::Path, fake: &FakeRekognition) -> Settings {
     let mut s = Settings::with_data_dir(dir.join("data"));
-    s.engine = EngineKind::Rekognition;
-    s.reference_dir = dir.join("reference_faces");
-    s.rekognition.collection_id = COLLECTION.into();
-    s.rekognition.region = Some("us-east-1".into());
-    s.rekognition.endpoint_url = Some(fake.endpoint());
-    s.rekognition.access_key_id = Some("AKIDTESTTESTTEST".into());
-    s.rekognition.secret_access_key = Some(Secret::new("test-secret-access-key"));
-    s.rekognition.max_attempts = 3;
-    s.rekognition.initial_backoff = Duration::from_millis(10);
+    s.storage.reference_dir = dir.join("reference_faces");
+    s.engine.kind = EngineKind::Rekognition;
+    let aws = &mut s.engine.rekognition;
+    aws.collection_id = COLLECTION.into();
+    aws.region = Some("us-east-1".into());
+    aws.endpoint_url = Some(fake.endpoint());
+    aws.access_key_id = Some("AKIDTESTTESTTEST".into());
+    aws.secret_access_key = Some(Secret::new("test-secret-access-key"));
+    aws.max_attempts = 3;
+    aws.initial_backoff = Duration::from_millis(10);
     s.admin_users = [UserId::parse(ADMIN).unwrap()].into();
-    s.max_body_bytes = 2 * 1024 * 1024;
+    s.server.max_body_bytes = 2 * 1024 * 1024;
     // Tests hammer the engine on purpose; the limiter has its own test.
-    s.engine_rate_per_minute = 0;
+    s.server.rate_limit_per_minute = 0;
     s
 }
 
@@ -188,7 +189,7 @@ impl TestApp {
 
     /// Files under the reference folder, relative to it.
     pub fn reference_files(&self) -> Vec<String> {
-        let root = &self.settings.reference_dir;
+        let root = &self.settings.storage.reference_dir;
         let mut out = Vec::new();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
@@ -210,7 +211,7 @@ impl TestApp {
 
     /// A direct connection to the server's SQLite database.
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.settings.database_path).unwrap()
+        rusqlite::Connection::open(&self.settings.storage.database_path).unwrap()
     }
 
     pub fn db_count(&self, table: &str) -> i64 {
@@ -300,13 +301,46 @@ impl Multipart {
     }
 }
 
-/// The shared face fixtures, or `None` (after saying why) when they are not checked out.
+/// Says that the running test skipped and why, where `cargo test` shows it (straight to the
+/// terminal, past the harness's output capture). Under CI (`CI=true`) a skip is a failure: a
+/// missing install step must not pass as a green run.
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
+        panic!("{test} cannot run: {reason}; under CI=true a skipped test is a failure");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// The shared face fixtures, or `None` after reporting the skip when they are absent.
 pub fn shared_faces() -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/faces");
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skipped: ../shared/faces is not present");
+        skip("../shared/faces is not present");
         None
+    }
+}
+
+/// The local engine's models in one cache folder outside the checkout, shared by every test;
+/// fetched (with npm, as at a first start) on first use. `None` after reporting the skip when
+/// they cannot be had.
+pub fn models_dir() -> Option<std::path::PathBuf> {
+    static DIR: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    let ready = DIR.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("facelock-models");
+        facelock::engine::local::models::ensure(&dir)
+            .map(|()| dir)
+            .map_err(|e| facelock::error_chain(&e))
+    });
+    match ready {
+        Ok(dir) => Some(dir.clone()),
+        Err(why) => {
+            skip(&format!("the face models cannot be fetched: {why}"));
+            None
+        }
     }
 }

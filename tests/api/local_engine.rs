@@ -8,37 +8,29 @@ use axum::http::StatusCode;
 use facelock::{
     config::EngineKind,
     engine::local::{
-        pipeline::{distance, Descriptor, Models},
-        salient_faces, similarity_from_distance, DEFAULT_MIN_SIMILARITY,
+        pipeline::{analyze_photo, distance, Analysis, Descriptor, Models, StageTimes},
+        similarity_from_distance, DEFAULT_MIN_SIMILARITY,
     },
-    images::{decode, DecodeLimits},
+    images::DecodeLimits,
 };
 
-use crate::helpers::{shared_faces, Multipart, TestApp};
+use crate::helpers::{models_dir, shared_faces, Multipart, TestApp};
 
-/// The models folder the README's commands fill (fetched on first use).
-fn models_dir() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    facelock::engine::local::models::ensure(&dir).expect("fetching the face models");
-    dir
-}
-
-fn models() -> &'static Models {
+/// The shared photos and the loaded models, or `None` after reporting the skip.
+fn fixtures() -> Option<(std::path::PathBuf, &'static Models)> {
+    let root = shared_faces()?;
+    let dir = models_dir()?;
     static MODELS: OnceLock<Models> = OnceLock::new();
-    MODELS.get_or_init(|| Models::load(&models_dir()).unwrap())
+    Some((root, MODELS.get_or_init(|| Models::load(&dir).unwrap())))
 }
 
-fn rgb(path: &Path) -> image::RgbImage {
+/// A photo through the engine's own path: decode, detect, landmarks, descriptor.
+fn analyze(models: &Models, path: &Path) -> Analysis {
     let bytes = std::fs::read(path).unwrap();
-    decode(
-        &bytes,
-        DecodeLimits {
-            max_pixels: 40_000_000,
-        },
-    )
-    .unwrap()
-    .image
-    .to_rgb8()
+    let limits = DecodeLimits {
+        max_pixels: 40_000_000,
+    };
+    analyze_photo(models, &bytes, limits, &mut StageTimes::default()).unwrap()
 }
 
 fn photos(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -55,19 +47,18 @@ const FACE_BEARING_ADVERSARIAL: [&str; 6] = [
     "png_with_jpg_extension.jpg",
 ];
 
-fn descriptor(path: &Path) -> Descriptor {
-    let img = rgb(path);
-    let faces = salient_faces(models(), &img);
-    let face = faces
-        .first()
-        .unwrap_or_else(|| panic!("{}: no face", path.display()));
-    models().describe_chip(&models().chip(&img, face))
+fn descriptor(models: &Models, path: &Path) -> Descriptor {
+    *analyze(models, path)
+        .descriptor()
+        .unwrap_or_else(|| panic!("{}: no face", path.display()))
 }
 
 #[test]
 fn every_photo_yields_the_right_number_of_faces() {
-    let Some(root) = shared_faces() else { return };
-    let count = |p: &Path| salient_faces(models(), &rgb(p)).len();
+    let Some((root, models)) = fixtures() else {
+        return;
+    };
+    let count = |p: &Path| analyze(models, p).faces.len();
     let singles = photos(&root.join("faces"));
     assert_eq!(singles.len(), 14);
     for p in &singles {
@@ -93,14 +84,16 @@ fn every_photo_yields_the_right_number_of_faces() {
 
 #[test]
 fn all_pairs_are_decided_right_and_agree_with_the_dlib_reference() {
-    let Some(root) = shared_faces() else { return };
+    let Some((root, models)) = fixtures() else {
+        return;
+    };
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
             .unwrap();
     let mut ours: HashMap<String, Descriptor> = HashMap::new();
     let mut to_reference = Vec::new();
     for (path, info) in reference["images"].as_object().unwrap() {
-        let d = descriptor(&root.join(path));
+        let d = descriptor(models, &root.join(path));
         let theirs: Vec<f32> = info["descriptor"]
             .as_array()
             .unwrap()
@@ -159,14 +152,17 @@ fn all_pairs_are_decided_right_and_agree_with_the_dlib_reference() {
     );
 }
 
-async fn local_app() -> TestApp {
-    let dir = models_dir();
-    TestApp::spawn_with(move |s| {
-        s.engine = EngineKind::Local;
-        s.models_dir = dir;
-        s.min_similarity = DEFAULT_MIN_SIMILARITY;
-    })
-    .await
+/// A test server on the local engine, or `None` after reporting the skip.
+async fn local_app() -> Option<TestApp> {
+    let dir = models_dir()?;
+    Some(
+        TestApp::spawn_with(move |s| {
+            s.engine.kind = EngineKind::Local;
+            s.engine.models_dir = dir;
+            s.engine.min_similarity = DEFAULT_MIN_SIMILARITY;
+        })
+        .await,
+    )
 }
 
 fn read(root: &Path, rel: &str) -> Vec<u8> {
@@ -176,7 +172,7 @@ fn read(root: &Path, rel: &str) -> Vec<u8> {
 #[tokio::test]
 async fn register_verify_token_delete_over_http_with_real_photos() {
     let Some(root) = shared_faces() else { return };
-    let app = local_app().await;
+    let Some(app) = local_app().await else { return };
     let res = app
         .register(
             "obama",
@@ -252,7 +248,7 @@ async fn register_verify_token_delete_over_http_with_real_photos() {
 #[tokio::test]
 async fn crowded_empty_and_broken_photos_get_clear_answers() {
     let Some(root) = shared_faces() else { return };
-    let app = local_app().await;
+    let Some(app) = local_app().await else { return };
     app.register("two", read(&root, "multi_face/obama_and_biden.jpg"), None)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "MULTIPLE_FACES");
@@ -304,7 +300,7 @@ async fn crowded_empty_and_broken_photos_get_clear_answers() {
 #[tokio::test]
 async fn compare_reports_real_similarities() {
     let Some(root) = shared_faces() else { return };
-    let app = local_app().await;
+    let Some(app) = local_app().await else { return };
     app.register(
         "rose",
         read(&root, "faces/rose_leslie/rose_leslie_01.jpg"),
@@ -346,7 +342,7 @@ async fn compare_reports_real_similarities() {
 
 #[test]
 fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
-    let source = models_dir();
+    let Some(source) = models_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     for (name, _) in facelock::engine::local::models::FILES {
         std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
@@ -357,6 +353,7 @@ fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
     std::fs::write(&victim, bytes).unwrap();
     let err = facelock::engine::local::LocalEngine::load(dir.path())
         .err()
+        .map(|e| facelock::error_chain(&e))
         .expect("a corrupt model must not load");
     assert!(err.contains("corrupt"), "{err}");
     assert!(err.contains("face_recognition_model.bin"), "{err}");
@@ -366,7 +363,7 @@ fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
 #[tokio::test]
 async fn faces_enrolled_by_another_process_reach_a_running_server() {
     let Some(root) = shared_faces() else { return };
-    let app = local_app().await;
+    let Some(app) = local_app().await else { return };
     // A second instance on the same data folder: `facelock users add`, or another server.
     let other = facelock::build_state(app.settings.clone()).await.unwrap();
     other

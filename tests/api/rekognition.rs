@@ -86,17 +86,18 @@ async fn refused_credentials_are_502_and_unhealthy() {
 #[tokio::test]
 async fn an_unreachable_service_is_503() {
     let app = TestApp::spawn_with(|s| {
-        s.rekognition.max_attempts = 1;
+        s.engine.rekognition.max_attempts = 1;
     })
     .await;
     // Point a second server at a port nobody listens on, sharing nothing with the first.
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &app.fake);
-    settings.rekognition.endpoint_url = Some("http://127.0.0.1:9".into());
-    settings.rekognition.max_attempts = 1;
+    settings.engine.rekognition.endpoint_url = Some("http://127.0.0.1:9".into());
+    settings.engine.rekognition.max_attempts = 1;
     let err = facelock::build_state(settings)
         .await
         .err()
+        .map(|e| facelock::error_chain(&e))
         .expect("start must fail");
     assert!(err.contains("rekognition"), "{err}");
 }
@@ -106,12 +107,12 @@ async fn starting_without_aws_settings_says_what_to_set() {
     let fake = FakeRekognition::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = test_settings(dir.path(), &fake);
-    settings.rekognition.region = None;
-    let err = facelock::build_state(settings).await.err().unwrap();
+    settings.engine.rekognition.region = None;
+    let err = facelock::error_chain(&facelock::build_state(settings).await.err().unwrap());
     assert!(err.contains("AWS_REGION"), "{err}");
 
     let mut settings = test_settings(dir.path(), &fake);
-    settings.rekognition.secret_access_key = None;
-    let err = facelock::build_state(settings).await.err().unwrap();
+    settings.engine.rekognition.secret_access_key = None;
+    let err = facelock::error_chain(&facelock::build_state(settings).await.err().unwrap());
     assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 }

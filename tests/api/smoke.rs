@@ -8,7 +8,7 @@ use std::{
 
 use crate::{
     fake_rekognition::{face_of, FakeRekognition},
-    helpers::shared_faces,
+    helpers::{models_dir, shared_faces},
 };
 
 /// A running server; killed when dropped, so a failing test leaves no process behind.
@@ -173,10 +173,9 @@ async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_server_logs_a_real_face_in() {
     let Some(root) = shared_faces() else { return };
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    facelock::engine::local::models::ensure(&models).unwrap();
+    let Some(models) = models_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    // Only the models folder is pointed at the shared copy, to fetch it once per checkout.
+    // Only the models folder is pointed at the tests' shared copy, to fetch it once.
     let (child, base) = spawn_server(
         dir.path(),
         &[("FACELOCK_MODELS_DIR", models.display().to_string())],
@@ -225,8 +224,7 @@ async fn the_default_server_logs_a_real_face_in() {
 #[test]
 fn operator_commands_manage_keys_and_users() {
     let Some(root) = shared_faces() else { return };
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    facelock::engine::local::models::ensure(&models).unwrap();
+    let Some(models) = models_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_facelock"))

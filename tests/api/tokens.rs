@@ -7,7 +7,7 @@ use axum::{
     http::{header, Request, StatusCode},
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use facelock::auth::keyring::KeyRing;
+use facelock::{clock::Timestamp, tokens::keyring::KeyRing};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
 
@@ -17,7 +17,7 @@ use crate::{
 };
 
 fn now() -> i64 {
-    facelock::auth::tokens::unix_now()
+    Timestamp::now().unix_seconds()
 }
 
 /// Enrols `user` with `person`'s face and logs in: (access token, refresh token).
@@ -71,8 +71,8 @@ async fn a_backend_validates_issued_tokens_from_the_jwks_over_http() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let issuer = base.clone();
     let app = TestApp::spawn_with(move |s| {
-        s.issuer = Some(issuer);
-        s.audiences = vec!["shop".into(), "admin-console".into()];
+        s.tokens.issuer = Some(issuer);
+        s.tokens.audiences = vec!["shop".into(), "admin-console".into()];
     })
     .await;
     let router = app.router.clone();
@@ -154,7 +154,7 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_and_signs_with_the_ne
     let new_key = KeyRing::rotate(app.state.facelock.store().as_ref())
         .await
         .unwrap();
-    app.state.tokens.reload_keys().await.unwrap();
+    app.state.facelock.tokens().reload_keys().await.unwrap();
     let (new_token, _) = login(&app, "alice", 1).await;
     assert_eq!(kid_of(&new_token), new_key.kid);
     assert_ne!(new_key.kid, old_kid);
@@ -179,11 +179,11 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_and_signs_with_the_ne
     // Once every token of the old key has expired, the key drops out and its tokens with it.
     app.db()
         .execute(
-            "UPDATE signing_keys SET retired_at = retired_at - 100000 WHERE kid = ?1",
+            "UPDATE signing_keys SET retired_at = retired_at - 100000000 WHERE kid = ?1",
             [&old_kid],
         )
         .unwrap();
-    app.state.tokens.reload_keys().await.unwrap();
+    app.state.facelock.tokens().reload_keys().await.unwrap();
     let jwks = app.get("/.well-known/jwks.json", None).await;
     assert_eq!(jwks.body["keys"].as_array().unwrap().len(), 1);
     app.get("/users/me/", Some(&old_token))
@@ -530,10 +530,10 @@ async fn forged_and_out_of_bounds_tokens_are_refused() {
 #[tokio::test]
 async fn hs256_compatibility_mode_publishes_no_keys_and_keeps_the_original_tokens() {
     let app = TestApp::spawn_with(|s| {
-        s.secret_key = Some(facelock::config::Secret::new(
+        s.tokens.secret_key = Some(facelock::config::Secret::new(
             "an-operator-secret-that-is-long-enough-0123456789",
         ));
-        s.algorithm = facelock::config::TokenAlgorithm::Hs256;
+        s.tokens.algorithm = facelock::config::TokenAlgorithm::Hs256;
     })
     .await;
     let (access, refresh) = login(&app, "alice", 1).await;

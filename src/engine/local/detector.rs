@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use super::{
-    tensor::{self, Conv, Padding, Tensor},
-    weights::Weights,
+    tensor::{self, Conv, Padding, Separable, Tensor},
+    weights::{ModelError, Weights},
 };
 
 const MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
@@ -52,11 +52,6 @@ impl Detection {
     }
 }
 
-struct Separable {
-    depthwise: tensor::Depthwise,
-    pointwise: Conv,
-}
-
 pub struct Detector {
     stem: Conv,
     layers: Vec<Separable>,
@@ -64,7 +59,7 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let mut w = Weights::load(dir, "tiny_face_detector_model")?;
         let stem = w.conv("conv0/filters", "conv0/bias", [3, 3, 3, 16])?;
         let mut layers = Vec::new();
@@ -73,14 +68,7 @@ impl Detector {
             .enumerate()
         {
             let n = i + 1;
-            layers.push(Separable {
-                depthwise: w.depthwise3(&format!("conv{n}/depthwise_filter"), cin)?,
-                pointwise: w.conv(
-                    &format!("conv{n}/pointwise_filter"),
-                    &format!("conv{n}/bias"),
-                    [1, 1, cin, cout],
-                )?,
-            });
+            layers.push(w.separable(&format!("conv{n}"), cin, cout)?);
         }
         let head = w.conv("conv8/filters", "conv8/bias", [1, 1, 512, 25])?;
         Ok(Self { stem, layers, head })
@@ -108,8 +96,7 @@ impl Detector {
         tensor::leaky_relu(&mut x, 0.1);
         for layer in &self.layers {
             x = tensor::max_pool(&x, 2, 2, Padding::Same);
-            let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
-            x = tensor::conv2d(&d, &layer.pointwise, 1, Padding::Same);
+            x = layer.forward(&x, 1);
             tensor::leaky_relu(&mut x, 0.1);
         }
         let x = tensor::max_pool(&x, 2, 1, Padding::Same);

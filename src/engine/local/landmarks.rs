@@ -4,36 +4,12 @@
 use std::path::Path;
 
 use super::{
-    tensor::{self, Conv, Depthwise, Padding, Tensor},
-    weights::Weights,
+    tensor::{self, Conv, Padding, Separable, Tensor},
+    weights::{ModelError, Weights},
 };
 
 pub const INPUT_SIZE: usize = 112;
 const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
-
-/// Depthwise 3x3 then pointwise 1x1 with bias.
-struct Separable {
-    depthwise: Depthwise,
-    pointwise: Conv,
-}
-
-impl Separable {
-    fn load(w: &mut Weights, prefix: &str, cin: usize, cout: usize) -> Result<Self, String> {
-        Ok(Self {
-            depthwise: w.depthwise3(&format!("{prefix}/depthwise_filter"), cin)?,
-            pointwise: w.conv(
-                &format!("{prefix}/pointwise_filter"),
-                &format!("{prefix}/bias"),
-                [1, 1, cin, cout],
-            )?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, stride: usize) -> Tensor {
-        let d = tensor::depthwise(x, &self.depthwise, stride, Padding::Same);
-        tensor::conv2d(&d, &self.pointwise, 1, Padding::Same)
-    }
-}
 
 enum First {
     Regular(Conv),
@@ -76,7 +52,7 @@ pub struct LandmarkNet {
 }
 
 impl LandmarkNet {
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let mut w = Weights::load(dir, "face_landmark_68_model")?;
         let mut blocks = Vec::new();
         for (i, (cin, cout)) in [(3, 32), (32, 64), (64, 128), (128, 256)]
@@ -91,17 +67,12 @@ impl LandmarkNet {
                     [3, 3, cin, cout],
                 )?)
             } else {
-                First::Separable(Separable::load(
-                    &mut w,
-                    &format!("{prefix}/conv0"),
-                    cin,
-                    cout,
-                )?)
+                First::Separable(w.separable(&format!("{prefix}/conv0"), cin, cout)?)
             };
             let rest = [
-                Separable::load(&mut w, &format!("{prefix}/conv1"), cout, cout)?,
-                Separable::load(&mut w, &format!("{prefix}/conv2"), cout, cout)?,
-                Separable::load(&mut w, &format!("{prefix}/conv3"), cout, cout)?,
+                w.separable(&format!("{prefix}/conv1"), cout, cout)?,
+                w.separable(&format!("{prefix}/conv2"), cout, cout)?,
+                w.separable(&format!("{prefix}/conv3"), cout, cout)?,
             ];
             blocks.push(DenseBlock { first, rest });
         }

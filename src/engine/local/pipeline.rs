@@ -9,8 +9,11 @@ use super::{
     align::{self, Similarity2},
     detector::{Detection, Detector},
     landmarks::{self, LandmarkNet},
+    quality::Metrics,
     recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
+    weights::ModelError,
 };
+use crate::images::{self, DecodeLimits, ImageError};
 
 /// Side of the square the detector sees; faces smaller than about 1/20 of the longer image
 /// side are missed at this size, which is far below what enrolment or login photos hold.
@@ -18,6 +21,8 @@ pub const DETECTOR_SIZE: usize = 416;
 /// Detections scoring below this are not faces. Measured on the fixtures: real faces score
 /// 0.50-0.97, spurious boxes in crowded photos up to 0.35, photos without faces nothing above 0.2.
 pub const MIN_DETECTION_SCORE: f32 = 0.45;
+/// Faces smaller than this fraction of the largest face's area are background and ignored.
+const BACKGROUND_AREA: f32 = 0.1;
 /// dlib's chip padding: 25% of the face on every side.
 const CHIP_PADDING: f32 = 0.25;
 
@@ -41,6 +46,23 @@ pub struct Models {
     recognizer: Recognizer,
 }
 
+/// What the pipeline made of one photo.
+pub struct Analysis {
+    /// The faces that count, largest first (background faces dropped).
+    pub faces: Vec<Face>,
+    pub width: u32,
+    pub height: u32,
+    /// Descriptor and quality of the dominant (largest) face, when there is one.
+    pub dominant: Option<(Descriptor, Metrics)>,
+}
+
+impl Analysis {
+    /// The dominant face's descriptor.
+    pub fn descriptor(&self) -> Option<&Descriptor> {
+        self.dominant.as_ref().map(|(d, _)| d)
+    }
+}
+
 /// Time spent in each stage of one analysis, for the benchmark.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {
@@ -49,8 +71,20 @@ pub struct StageTimes {
     pub descriptor: std::time::Duration,
 }
 
+/// Decodes an uploaded photo and analyses it: the one path from bytes to a descriptor, used by
+/// the engine, `facelock eval`, `facelock bench` and the tests.
+pub fn analyze_photo(
+    models: &Models,
+    bytes: &[u8],
+    limits: DecodeLimits,
+    times: &mut StageTimes,
+) -> Result<Analysis, ImageError> {
+    let decoded = images::decode(bytes, limits)?;
+    Ok(models.analyze(&decoded.image.to_rgb8(), times))
+}
+
 impl Models {
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         Ok(Self {
             detector: Detector::load(dir)?,
             landmarks: LandmarkNet::load(dir)?,
@@ -58,13 +92,26 @@ impl Models {
         })
     }
 
-    /// Every face in the photo, largest first.
-    pub fn find_faces(&self, img: &RgbImage) -> Vec<Face> {
-        self.find_faces_timed(img, &mut StageTimes::default())
+    /// The faces that count and the dominant face's descriptor and quality.
+    pub fn analyze(&self, rgb: &RgbImage, times: &mut StageTimes) -> Analysis {
+        let faces = salient(self.find_faces_above(rgb, MIN_DETECTION_SCORE, times));
+        let started = std::time::Instant::now();
+        let dominant = faces.first().map(|face| {
+            let chip = self.chip(rgb, face);
+            (self.describe_chip(&chip), Metrics::measure(face, &chip))
+        });
+        times.descriptor += started.elapsed();
+        Analysis {
+            faces,
+            width: rgb.width(),
+            height: rgb.height(),
+            dominant,
+        }
     }
 
-    pub fn find_faces_timed(&self, img: &RgbImage, times: &mut StageTimes) -> Vec<Face> {
-        self.find_faces_above(img, MIN_DETECTION_SCORE, times)
+    /// Every face in the photo, largest first, background faces included.
+    pub fn find_faces(&self, img: &RgbImage) -> Vec<Face> {
+        self.find_faces_above(img, MIN_DETECTION_SCORE, &mut StageTimes::default())
     }
 
     /// Like [`Models::find_faces`], with a chosen detection threshold.
@@ -136,6 +183,14 @@ impl Models {
     pub fn describe_chip(&self, chip: &[u8]) -> Descriptor {
         self.recognizer.describe(chip)
     }
+}
+
+/// Drops background faces: tiny ones, far behind the largest.
+fn salient(mut faces: Vec<Face>) -> Vec<Face> {
+    if let Some(largest) = faces.first().map(|f| f.detection.area()) {
+        faces.retain(|f| f.detection.area() >= largest * BACKGROUND_AREA);
+    }
+    faces
 }
 
 /// Scales `img` so its longer side is `size`, and places it at the top-left of a black square.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{
     tensor::{self, Conv, Padding, Tensor},
-    weights::Weights,
+    weights::{ModelError, Weights},
 };
 
 pub const CHIP_SIZE: usize = 150;
@@ -30,7 +30,7 @@ pub struct Recognizer {
 }
 
 impl Recognizer {
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let mut w = Weights::load(dir, "face_recognition_model")?;
         let stem = scaled_conv(&mut w, "conv32_down", [7, 7, 3, 32])?;
         let mut blocks = Vec::new();
@@ -105,7 +105,7 @@ impl Recognizer {
 }
 
 /// A convolution followed by a per-channel scale layer, folded into one.
-fn scaled_conv(w: &mut Weights, prefix: &str, shape: [usize; 4]) -> Result<Conv, String> {
+fn scaled_conv(w: &mut Weights, prefix: &str, shape: [usize; 4]) -> Result<Conv, ModelError> {
     let mut conv = w.conv(
         &format!("{prefix}/conv/filters"),
         &format!("{prefix}/conv/bias"),

@@ -181,6 +181,19 @@ pub struct Depthwise {
     pub bias: Vec<f32>,
 }
 
+/// A depthwise separable convolution: depthwise 3x3, then pointwise 1x1 with bias.
+pub struct Separable {
+    pub depthwise: Depthwise,
+    pub pointwise: Conv,
+}
+
+impl Separable {
+    pub fn forward(&self, x: &Tensor, stride: usize) -> Tensor {
+        let d = depthwise(x, &self.depthwise, stride, Padding::Same);
+        conv2d(&d, &self.pointwise, 1, Padding::Same)
+    }
+}
+
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");

@@ -1,11 +1,14 @@
 //! Reading TensorFlow.js weight files: a JSON manifest naming each tensor, its shape, type and
 //! quantisation, and binary shards holding the values back to back.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
-use super::tensor::{Conv, Depthwise};
+use super::tensor::{Conv, Depthwise, Separable};
 
 #[derive(Deserialize)]
 struct Group {
@@ -30,6 +33,27 @@ struct Quantization {
     min: f32,
 }
 
+/// Why a model's weights could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Fetch(#[from] super::models::FetchError),
+    #[error("reading {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a weights manifest", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{model}: {reason}")]
+    Invalid { model: String, reason: String },
+}
+
 /// Every tensor of one model, dequantised to `f32`, by name.
 pub struct Weights {
     model: String,
@@ -38,22 +62,31 @@ pub struct Weights {
 
 impl Weights {
     /// Loads `<dir>/<model>-weights_manifest.json` and its shards.
-    pub fn load(dir: &Path, model: &str) -> Result<Self, String> {
+    pub fn load(dir: &Path, model: &str) -> Result<Self, ModelError> {
         let manifest_path = dir.join(format!("{model}-weights_manifest.json"));
-        let text = std::fs::read_to_string(&manifest_path)
-            .map_err(|e| format!("reading {}: {e}", manifest_path.display()))?;
-        let groups: Vec<Group> = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a weights manifest: {e}", manifest_path.display()))?;
+        let text = std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Io {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        let groups: Vec<Group> =
+            serde_json::from_str(&text).map_err(|source| ModelError::Manifest {
+                path: manifest_path.clone(),
+                source,
+            })?;
+        let invalid = |reason: String| ModelError::Invalid {
+            model: model.to_owned(),
+            reason,
+        };
         let mut tensors = HashMap::new();
         for group in groups {
             let mut bytes = Vec::new();
             for shard in &group.paths {
                 if shard.contains('/') || shard.contains("..") {
-                    return Err(format!("{model}: unexpected shard path {shard:?}"));
+                    return Err(invalid(format!("unexpected shard path {shard:?}")));
                 }
                 let path = dir.join(shard);
                 bytes.extend(
-                    std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?,
+                    std::fs::read(&path).map_err(|source| ModelError::Io { path, source })?,
                 );
             }
             let mut offset = 0usize;
@@ -61,13 +94,13 @@ impl Weights {
                 let count: usize = entry.shape.iter().product();
                 let (values, used) = decode(&entry, count, &bytes[offset.min(bytes.len())..])
                     .ok_or_else(|| {
-                        format!("{model}: {} is truncated or of an unknown type", entry.name)
+                        invalid(format!("{} is truncated or of an unknown type", entry.name))
                     })?;
                 offset += used;
                 tensors.insert(entry.name, (entry.shape, values));
             }
             if offset != bytes.len() {
-                return Err(format!("{model}: weight data does not match its manifest"));
+                return Err(invalid("weight data does not match its manifest".into()));
             }
         }
         Ok(Self {
@@ -77,16 +110,19 @@ impl Weights {
     }
 
     /// A tensor by name, checked against the expected shape.
-    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let invalid = |reason: String| ModelError::Invalid {
+            model: self.model.clone(),
+            reason,
+        };
         let (actual, values) = self
             .tensors
             .remove(name)
-            .ok_or_else(|| format!("{}: missing tensor {name}", self.model))?;
+            .ok_or_else(|| invalid(format!("missing tensor {name}")))?;
         if actual != shape {
-            return Err(format!(
-                "{}: tensor {name} has shape {actual:?}, expected {shape:?}",
-                self.model
-            ));
+            return Err(invalid(format!(
+                "tensor {name} has shape {actual:?}, expected {shape:?}"
+            )));
         }
         Ok(values)
     }
@@ -97,7 +133,7 @@ impl Weights {
         filters: &str,
         bias: &str,
         [kh, kw, cin, cout]: [usize; 4],
-    ) -> Result<Conv, String> {
+    ) -> Result<Conv, ModelError> {
         Ok(Conv {
             kh,
             kw,
@@ -108,8 +144,26 @@ impl Weights {
         })
     }
 
+    /// A depthwise separable convolution `prefix/depthwise_filter`, then
+    /// `prefix/pointwise_filter` with `prefix/bias`.
+    pub fn separable(
+        &mut self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+    ) -> Result<Separable, ModelError> {
+        Ok(Separable {
+            depthwise: self.depthwise3(&format!("{prefix}/depthwise_filter"), cin)?,
+            pointwise: self.conv(
+                &format!("{prefix}/pointwise_filter"),
+                &format!("{prefix}/bias"),
+                [1, 1, cin, cout],
+            )?,
+        })
+    }
+
     /// A depthwise 3x3 filter (no bias of its own).
-    pub fn depthwise3(&mut self, name: &str, c: usize) -> Result<Depthwise, String> {
+    pub fn depthwise3(&mut self, name: &str, c: usize) -> Result<Depthwise, ModelError> {
         Ok(Depthwise {
             kh: 3,
             kw: 3,

@@ -2,8 +2,11 @@
 //! `{"detail": "...", "code": "...", "request_id": "..."}`.
 //!
 //! `detail` is a human sentence, as FastAPI's errors have, so clients of the original keep
-//! working; `code` is stable and machine-readable. Internal failures are logged with their cause
-//! and reach the client as an opaque 500 that only carries the request id.
+//! working; `code` is stable and machine-readable. Internal failures are logged once, here, with
+//! their cause chain, and reach the client as an opaque 500 that only carries the request id.
+//! The core's [`service::Error`] is mapped to statuses in one place: `From<service::Error>`.
+
+use std::borrow::Cow;
 
 use axum::{
     extract::Request,
@@ -14,7 +17,11 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{engine::EngineError, images::ImageError, store::StoreError};
+use crate::{
+    domain::InvalidInput, engine::EngineError, images::ImageError, service, tokens::TokenProblem,
+};
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// The JSON body of every error response.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -28,16 +35,6 @@ pub struct ErrorBody {
     /// The request id, also sent as the `x-request-id` header; quote it when reporting a problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-}
-
-/// Why a bearer token was refused. All of these answer 401 with `WWW-Authenticate: Bearer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenProblem {
-    Missing,
-    Malformed,
-    Expired,
-    Invalid,
-    Revoked,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +72,11 @@ pub enum ApiError {
     /// 422 `VALIDATION_ERROR`: a field is missing or invalid.
     #[error("{field}: {message}")]
     Validation {
-        field: &'static str,
+        field: Cow<'static, str>,
         message: String,
     },
-    /// 401 with `WWW-Authenticate: Bearer`.
+    /// 401 with `WWW-Authenticate: Bearer`: a missing, malformed, expired, forged or revoked
+    /// token.
     #[error("{}", token_detail(*.0))]
     Unauthorized(TokenProblem),
     /// 403 `FORBIDDEN`: a valid token without the right for this action.
@@ -99,9 +97,9 @@ pub enum ApiError {
     /// 503 `ENGINE_UNAVAILABLE` with `Retry-After`: the face engine is throttled or down.
     #[error("The face engine is temporarily unavailable; try again shortly")]
     Unavailable { retry_after_secs: u32 },
-    /// 500 `INTERNAL`: logged with its cause, never shown to the caller.
+    /// 500 `INTERNAL`: logged with its cause chain, never shown to the caller.
     #[error("Internal server error")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 fn token_detail(problem: TokenProblem) -> &'static str {
@@ -115,15 +113,15 @@ fn token_detail(problem: TokenProblem) -> &'static str {
 }
 
 impl ApiError {
-    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn validation(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self::Validation {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
 
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        Self::Internal(cause.to_string())
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        Self::Internal(cause.into())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -189,7 +187,7 @@ struct ErrorInfo {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
-            tracing::error!(%cause, "internal error");
+            tracing::error!(cause = %crate::error_chain(cause.as_ref()), "internal error");
         }
         let status = self.status();
         let info = ErrorInfo {
@@ -291,6 +289,31 @@ fn generic_error(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
+        use service::Error as E;
+        match e {
+            E::Engine(e) => e.into(),
+            E::Image(e) => e.into(),
+            E::NoMatch => ApiError::NoMatch,
+            E::Invalid(i) => i.into(),
+            E::Unauthenticated(problem) => ApiError::Unauthorized(problem),
+            E::Forbidden(why) => ApiError::Forbidden(why),
+            E::UserNotFound => ApiError::UserNotFound,
+            E::UserExists => ApiError::UserExists,
+            // Only the token endpoint meets this, and it answers in OAuth's own shape.
+            E::InvalidGrant => ApiError::BadRequest(e.to_string()),
+            e @ (E::Store(_) | E::Token(_) | E::Reference(_) | E::Task(_)) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(i: InvalidInput) -> Self {
+        ApiError::validation(i.field, i.message)
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
@@ -316,7 +339,7 @@ impl From<EngineError> for ApiError {
                 tracing::error!(%cause, "face engine refused our credentials");
                 ApiError::UpstreamAuth
             }
-            EngineError::Internal(cause) => ApiError::Internal(format!("engine: {cause}")),
+            e @ EngineError::Internal(_) => ApiError::internal(e),
         }
     }
 }
@@ -330,17 +353,7 @@ impl From<ImageError> for ApiError {
             ImageError::Corrupt(_) | ImageError::TooSmall { .. } => {
                 ApiError::InvalidImage(e.to_string())
             }
-            ImageError::Encode(cause) => ApiError::Internal(format!("re-encoding image: {cause}")),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::UserExists => ApiError::UserExists,
-            StoreError::UserNotFound => ApiError::UserNotFound,
-            StoreError::Backend(cause) => ApiError::Internal(format!("store: {cause}")),
+            e @ ImageError::Encode(_) => ApiError::internal(e),
         }
     }
 }

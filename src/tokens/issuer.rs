@@ -1,4 +1,4 @@
-//! Access tokens (JWT, RFC 9068 profile, RFC 8725 practices) and refresh tokens.
+//! Minting and checking tokens.
 //!
 //! Validation pins the configured algorithm (so `alg: none`, algorithm swaps and key confusion
 //! fail), requires `typ: at+jwt` and a known `kid` for ES256, checks `iss`, `aud`, `exp` and
@@ -6,31 +6,30 @@
 //! `jwk`), and refuses revoked `jti`s.
 //!
 //! Refresh tokens are 256 random bits, stored only as SHA-256 hashes, single-use: each use
-//! returns the next token of the same family, and presenting a used one revokes the family.
-//! A family expires a fixed time after the face login that started it.
+//! returns the next token of the same family (the session), and presenting a used one revokes
+//! the family. A family expires a fixed time after the face login that started it.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::keyring::KeyRing;
+use super::{keyring::KeyRing, TokenError, TokenProblem, AMR_FACE};
 use crate::{
-    config::{Secret, Settings},
-    domain::Role,
-    error::TokenProblem,
-    store::{NewRefreshToken, RefreshUse, Store, UserRecord},
+    clock::Timestamp,
+    config::{Secret, TokenSettings},
+    domain::{Role, Similarity, User},
+    store::{KeyStore, NewRefreshToken, RefreshRecord, RefreshUse, TokenStore},
 };
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
-const LEEWAY_SECS: u64 = 30;
+const LEEWAY: Duration = Duration::from_secs(30);
 /// Refresh tokens start with this, so a token is recognisable in logs and by `/revoke`.
 const REFRESH_PREFIX: &str = "flr_";
+/// Longer than any token this issuer mints; refused before parsing.
+const MAX_TOKEN_BYTES: usize = 8192;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,38 +68,10 @@ enum Signer {
     Keys(KeyRing),
 }
 
-pub struct TokenService {
-    algorithm: Algorithm,
-    signer: Signer,
-    issuer: String,
-    audiences: Vec<String>,
-    /// In HMAC mode tokens carry `aud` only when audiences were configured.
-    with_audience: bool,
-    ttl: Duration,
-    refresh_ttl: Duration,
-    store: Arc<dyn Store>,
-}
-
 /// A freshly minted access token.
 pub struct Issued {
     pub token: String,
     pub claims: Claims,
-}
-
-/// An access token and the refresh token that continues the session.
-pub struct Session {
-    pub access: Issued,
-    pub refresh_token: String,
-    pub expires_in: u64,
-}
-
-/// Why a refresh was refused, as RFC 6749 names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantError {
-    /// Unknown, expired, used or revoked refresh token, or a deleted user.
-    InvalidGrant,
-    /// Something on our side.
-    ServerError,
 }
 
 /// The answer to an introspection request (RFC 7662).
@@ -135,32 +106,70 @@ pub struct Introspection {
     pub similarity: Option<f32>,
 }
 
+impl Introspection {
+    pub fn inactive() -> Self {
+        Self::default()
+    }
+
+    /// An active access token, described by its claims.
+    pub fn of_access_token(c: Claims) -> Self {
+        Self {
+            active: true,
+            token_type: Some("access_token".into()),
+            username: Some(c.sub.clone()),
+            sub: Some(c.sub),
+            aud: c.aud,
+            iss: Some(c.iss),
+            exp: Some(c.exp),
+            iat: Some(c.iat),
+            nbf: Some(c.nbf),
+            jti: Some(c.jti),
+            client_id: c.client_id,
+            role: Some(c.role),
+            amr: Some(c.amr),
+            similarity: c.similarity,
+        }
+    }
+}
+
+pub struct TokenService {
+    algorithm: Algorithm,
+    signer: Signer,
+    issuer: String,
+    audiences: Vec<String>,
+    /// In HMAC mode tokens carry `aud` only when audiences were configured.
+    with_audience: bool,
+    ttl: Duration,
+    refresh_ttl: Duration,
+    store: Arc<dyn TokenStore>,
+}
+
 impl TokenService {
-    /// Builds the issuer from settings: a key ring in the store for ES256, or the HMAC secret.
-    pub async fn from_settings(
-        settings: &Settings,
-        store: Arc<dyn Store>,
+    /// Builds the issuer: a key ring in the store for ES256, or the HMAC secret.
+    pub async fn new(
+        settings: &TokenSettings,
+        issuer: String,
+        tokens: Arc<dyn TokenStore>,
+        keys: Arc<dyn KeyStore>,
         hmac_secret: Option<Secret>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TokenError> {
         let algorithm = settings.algorithm.jwt();
-        let signer = if settings.algorithm.is_hmac() {
-            let secret = hmac_secret.ok_or("an HMAC algorithm needs a secret")?;
-            Signer::Hmac {
+        let signer = match hmac_secret {
+            Some(secret) if settings.algorithm.is_hmac() => Signer::Hmac {
                 encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
                 decoding: Arc::new(DecodingKey::from_secret(secret.expose().as_bytes())),
-            }
-        } else {
-            Signer::Keys(KeyRing::open(store.clone(), settings.access_token_ttl).await?)
+            },
+            _ => Signer::Keys(KeyRing::open(keys, settings.access_token_ttl).await?),
         };
         Ok(Self {
             algorithm,
             with_audience: !settings.algorithm.is_hmac() || settings.audience_configured,
             signer,
-            issuer: settings.issuer(),
+            issuer,
             audiences: settings.audiences.clone(),
             ttl: settings.access_token_ttl,
             refresh_ttl: settings.refresh_token_ttl,
-            store,
+            store: tokens,
         })
     }
 
@@ -170,6 +179,11 @@ impl TokenService {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// Lifetime of access tokens.
+    pub fn access_ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The audience a request asks for, or the default; `None` if it is not configured.
@@ -190,7 +204,7 @@ impl TokenService {
 
     /// Re-reads the signing keys now (after `facelock keys rotate`, servers otherwise pick the
     /// new key up within 30 seconds).
-    pub async fn reload_keys(&self) -> Result<(), String> {
+    pub async fn reload_keys(&self) -> Result<(), TokenError> {
         match &self.signer {
             Signer::Hmac { .. } => Ok(()),
             Signer::Keys(ring) => ring.reload().await,
@@ -202,32 +216,34 @@ impl TokenService {
         if let Signer::Keys(ring) = &self.signer {
             ring.refresh_if_due().await;
         }
-        if let Err(e) = self.store.purge_expired_tokens(unix_now()).await {
-            tracing::warn!(error = %e, "could not purge expired tokens");
+        if let Err(e) = self.store.purge_expired_tokens(Timestamp::now()).await {
+            tracing::warn!(error = %crate::error_chain(&e), "could not purge expired tokens");
         }
     }
 
+    /// Mints an access token for `user`; `similarity` is that of the face login, when this
+    /// token comes straight from one.
     pub async fn issue(
         &self,
-        user: &UserRecord,
+        user: &User,
         role: Role,
-        similarity: Option<f32>,
+        similarity: Option<Similarity>,
         audience: &str,
-    ) -> Result<Issued, String> {
-        let now = unix_now();
+    ) -> Result<Issued, TokenError> {
+        let now = Timestamp::now();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.user_id.to_string(),
             aud: self.with_audience.then(|| audience.to_owned()),
-            iat: now,
-            nbf: now,
-            exp: now + self.ttl.as_secs() as i64,
+            iat: now.unix_seconds(),
+            nbf: now.unix_seconds(),
+            exp: (now + self.ttl).unix_seconds(),
             jti: uuid::Uuid::new_v4().to_string(),
             client_id: self.with_audience.then(|| audience.to_owned()),
             role,
-            amr: vec!["face".into()],
-            similarity: similarity.map(|s| (s * 100.0).round() / 100.0),
-            ugen: user.rowid,
+            amr: vec![AMR_FACE.into()],
+            similarity: similarity.map(|s| (s.value() * 100.0).round() / 100.0),
+            ugen: user.generation,
         };
         let token = match &self.signer {
             Signer::Hmac { encoding, .. } => {
@@ -247,13 +263,13 @@ impl TokenService {
                 jsonwebtoken::encode(&header, &claims, &key)
             }
         }
-        .map_err(|e| format!("signing token: {e}"))?;
+        .map_err(TokenError::Sign)?;
         Ok(Issued { token, claims })
     }
 
     /// Checks signature and claims; does not consult revocation.
     async fn decode(&self, token: &str, check_exp: bool) -> Result<Claims, TokenProblem> {
-        if token.len() > 8192 || token.split('.').count() != 3 {
+        if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
             return Err(TokenProblem::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
@@ -279,7 +295,7 @@ impl TokenService {
         };
         let mut validation = Validation::new(self.algorithm);
         validation.algorithms = vec![self.algorithm];
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = LEEWAY.as_secs();
         validation.validate_exp = check_exp;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
@@ -300,7 +316,7 @@ impl TokenService {
                 }
                 _ => TokenProblem::Invalid,
             })?;
-        if claims.iat > unix_now() + LEEWAY_SECS as i64 {
+        if Timestamp::from_unix_seconds(claims.iat) > Timestamp::now() + LEEWAY {
             return Err(TokenProblem::Invalid);
         }
         Ok(claims)
@@ -314,198 +330,122 @@ impl TokenService {
             Ok(true) => Err(TokenProblem::Revoked),
             Err(e) => {
                 // Fail closed: a token whose revocation cannot be checked is not accepted.
-                tracing::error!(error = %e, "could not check token revocation");
+                tracing::error!(error = %crate::error_chain(&e), "could not check token revocation");
                 Err(TokenProblem::Invalid)
             }
         }
     }
 
-    /// Starts a refresh-token family for a face login.
-    pub async fn start_session(
-        &self,
-        user: &UserRecord,
-        access: Issued,
-        audience: &str,
-    ) -> Result<Session, String> {
-        let now = unix_now();
+    /// Starts a session (a refresh-token family) for a face login; returns its first refresh
+    /// token.
+    pub async fn start_session(&self, user: &User, audience: &str) -> Result<String, TokenError> {
+        let now = Timestamp::now();
         let family = uuid::Uuid::new_v4().to_string();
-        let expires_at = now + self.refresh_ttl.as_secs() as i64;
-        let refresh_token = self
-            .new_refresh(user.rowid, &family, audience, now, expires_at)
-            .await?;
-        Ok(Session {
-            access,
-            refresh_token,
-            expires_in: self.ttl.as_secs(),
-        })
+        self.new_refresh(
+            user.generation,
+            &family,
+            audience,
+            now,
+            now + self.refresh_ttl,
+        )
+        .await
+    }
+
+    /// The next refresh token of a session whose previous token was just spent.
+    pub async fn continue_session(&self, spent: &RefreshRecord) -> Result<String, TokenError> {
+        self.new_refresh(
+            spent.user_generation,
+            &spent.family_id,
+            &spent.audience,
+            Timestamp::now(),
+            spent.expires_at,
+        )
+        .await
     }
 
     async fn new_refresh(
         &self,
-        user_rowid: i64,
+        user_generation: i64,
         family: &str,
         audience: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<String, String> {
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<String, TokenError> {
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| format!("no system randomness: {e}"))?;
+        getrandom::fill(&mut raw).map_err(TokenError::Randomness)?;
         let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
         self.store
             .add_refresh_token(NewRefreshToken {
                 token_hash: hash(&token),
                 family_id: family.to_owned(),
-                user_rowid,
+                user_generation,
                 audience: audience.to_owned(),
                 created_at: now,
                 expires_at,
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(token)
     }
 
-    /// `grant_type=refresh_token`: spends the refresh token, returns the next pair.
-    /// `role_of` gives the user's current role.
-    pub async fn refresh(
+    /// Spends a refresh token: its record when it was live, `None` when it is unknown, expired,
+    /// used or revoked. A used one revokes its whole session.
+    pub async fn spend_refresh(
         &self,
         refresh_token: &str,
-        role_of: impl Fn(&UserRecord) -> Role,
-    ) -> Result<Session, GrantError> {
-        let now = unix_now();
-        let server = |e: String| {
-            tracing::error!(error = %e, "refresh failed");
-            GrantError::ServerError
-        };
-        let record = match self
+    ) -> Result<Option<RefreshRecord>, TokenError> {
+        let now = Timestamp::now();
+        match self
             .store
             .use_refresh_token(&hash(refresh_token), now)
-            .await
+            .await?
         {
-            Ok(RefreshUse::Fresh(record)) => record,
-            Ok(RefreshUse::Replayed(record)) => {
+            RefreshUse::Fresh(record) if record.expires_at > now => Ok(Some(record)),
+            RefreshUse::Fresh(_) | RefreshUse::Unknown => Ok(None),
+            RefreshUse::Replayed(record) => {
                 tracing::warn!(family = %record.family_id, user_id = %record.user_id, "a used refresh token was presented again: the session is revoked");
-                return Err(GrantError::InvalidGrant);
+                Ok(None)
             }
-            Ok(RefreshUse::Unknown) => return Err(GrantError::InvalidGrant),
-            Err(e) => return Err(server(e.to_string())),
-        };
-        if record.expires_at <= now {
-            return Err(GrantError::InvalidGrant);
         }
-        let user = match self
+    }
+
+    /// A refresh token's record if it is still live (unused, unrevoked, unexpired).
+    pub async fn live_refresh(&self, token: &str) -> Result<Option<RefreshRecord>, TokenError> {
+        if !is_refresh_token(token) {
+            return Ok(None);
+        }
+        let now = Timestamp::now();
+        Ok(self
             .store
-            .current_user(&record.user_id, record.user_rowid)
-            .await
-        {
-            Ok(Some(user)) => user,
-            Ok(_) => return Err(GrantError::InvalidGrant),
-            Err(e) => return Err(server(e.to_string())),
-        };
-        let access = self
-            .issue(&user, role_of(&user), None, &record.audience)
-            .await
-            .map_err(server)?;
-        let refresh_token = self
-            .new_refresh(
-                user.rowid,
-                &record.family_id,
-                &record.audience,
-                now,
-                record.expires_at,
-            )
-            .await
-            .map_err(server)?;
-        Ok(Session {
-            access,
-            refresh_token,
-            expires_in: self.ttl.as_secs(),
-        })
+            .refresh_token(&hash(token))
+            .await?
+            .filter(|r| r.used_at.is_none() && r.revoked_at.is_none() && r.expires_at > now))
     }
 
     /// RFC 7009: revokes a refresh token (its whole family) or an access token (its `jti`,
     /// until it expires). Unknown and invalid tokens are ignored.
-    pub async fn revoke(&self, token: &str) -> Result<(), String> {
-        let now = unix_now();
-        if token.starts_with(REFRESH_PREFIX) {
-            if let Some(record) = self
-                .store
-                .refresh_token(&hash(token))
-                .await
-                .map_err(|e| e.to_string())?
-            {
+    pub async fn revoke(&self, token: &str) -> Result<(), TokenError> {
+        let now = Timestamp::now();
+        if is_refresh_token(token) {
+            if let Some(record) = self.store.refresh_token(&hash(token)).await? {
                 self.store
                     .revoke_refresh_family(&record.family_id, now)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             }
             return Ok(());
         }
         if let Ok(claims) = self.decode(token, false).await {
-            if claims.exp + LEEWAY_SECS as i64 > now {
-                self.store
-                    .revoke_access_token(&claims.jti, claims.exp + LEEWAY_SECS as i64)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let until = Timestamp::from_unix_seconds(claims.exp) + LEEWAY;
+            if until > now {
+                self.store.revoke_access_token(&claims.jti, until).await?;
             }
         }
         Ok(())
     }
+}
 
-    /// RFC 7662 for either kind of token; a token of a deleted user is inactive.
-    pub async fn introspect(&self, token: &str) -> Introspection {
-        let now = unix_now();
-        if token.starts_with(REFRESH_PREFIX) {
-            let Ok(Some(r)) = self.store.refresh_token(&hash(token)).await else {
-                return Introspection::default();
-            };
-            let live = r.used_at.is_none() && r.revoked_at.is_none() && r.expires_at > now;
-            let user_ok = matches!(
-                self.store.current_user(&r.user_id, r.user_rowid).await,
-                Ok(Some(_))
-            );
-            if !(live && user_ok) {
-                return Introspection::default();
-            }
-            return Introspection {
-                active: true,
-                token_type: Some("refresh_token".into()),
-                sub: Some(r.user_id.to_string()),
-                username: Some(r.user_id.to_string()),
-                aud: Some(r.audience.clone()),
-                client_id: Some(r.audience),
-                iss: Some(self.issuer.clone()),
-                exp: Some(r.expires_at),
-                iat: Some(r.created_at),
-                ..Default::default()
-            };
-        }
-        let Ok(c) = self.validate(token).await else {
-            return Introspection::default();
-        };
-        let Ok(user_id) = crate::domain::UserId::parse(&c.sub) else {
-            return Introspection::default();
-        };
-        if !matches!(self.store.current_user(&user_id, c.ugen).await, Ok(Some(_))) {
-            return Introspection::default();
-        }
-        Introspection {
-            active: true,
-            token_type: Some("access_token".into()),
-            username: Some(c.sub.clone()),
-            sub: Some(c.sub),
-            aud: c.aud,
-            iss: Some(c.iss),
-            exp: Some(c.exp),
-            iat: Some(c.iat),
-            nbf: Some(c.nbf),
-            jti: Some(c.jti),
-            client_id: c.client_id,
-            role: Some(c.role),
-            amr: Some(c.amr),
-            similarity: c.similarity,
-        }
-    }
+/// Whether `token` has the form of this issuer's refresh tokens.
+pub fn is_refresh_token(token: &str) -> bool {
+    token.starts_with(REFRESH_PREFIX)
 }
 
 fn hash(token: &str) -> String {
@@ -513,11 +453,4 @@ fn hash(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }

@@ -1,7 +1,10 @@
 //! The token signing secret: `SECRET_KEY` when the operator sets one, otherwise a random key
 //! generated on first start and kept in the data folder, readable by the owner only.
 
-use std::{io::Write, path::Path};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 
@@ -9,28 +12,46 @@ use crate::config::Secret;
 
 const SECRET_FILE: &str = "jwt_secret.key";
 
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "{} is damaged (too short); delete it to generate a new key (issued tokens will stop \
+         working) or set SECRET_KEY",
+        .0.display()
+    )]
+    Damaged(PathBuf),
+    #[error("the system has no randomness to offer")]
+    Randomness(#[source] getrandom::Error),
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Loads the generated secret from `data_dir`, creating it on first use.
-pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, String> {
+pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, SecretError> {
     let path = data_dir.join(SECRET_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let key = text.trim();
             if key.len() < 43 {
-                return Err(format!(
-                    "{} is damaged (too short); delete it to generate a new key (issued tokens \
-                     will stop working) or set SECRET_KEY",
-                    path.display()
-                ));
+                return Err(SecretError::Damaged(path));
             }
             warn_if_shared(&path);
             Ok(Secret::new(key))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut raw = [0u8; 64];
-            getrandom::fill(&mut raw).map_err(|e| format!("no system randomness: {e}"))?;
+            getrandom::fill(&mut raw).map_err(SecretError::Randomness)?;
             let key = URL_SAFE_NO_PAD.encode(raw);
-            write_private(&path, key.as_bytes())
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            write_private(&path, key.as_bytes()).map_err(|source| SecretError::Io {
+                action: "writing",
+                path: path.clone(),
+                source,
+            })?;
             tracing::warn!(
                 path = %path.display(),
                 "SECRET_KEY is not set: generated a signing key and stored it (mode 0600); keep \
@@ -38,7 +59,11 @@ pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, String> {
             );
             Ok(Secret::new(key))
         }
-        Err(e) => Err(format!("reading {}: {e}", path.display())),
+        Err(source) => Err(SecretError::Io {
+            action: "reading",
+            path,
+            source,
+        }),
     }
 }
 

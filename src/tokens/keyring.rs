@@ -17,17 +17,20 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use p256::{elliptic_curve::sec1::ToEncodedPoint, pkcs8::EncodePrivateKey};
 use sha2::{Digest, Sha256};
 
-use super::tokens::unix_now;
-use crate::store::{Store, StoredKey};
+use super::TokenError;
+use crate::{
+    clock::Timestamp,
+    store::{KeyStore, StoredKey},
+};
 
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
 const RELOAD_ON_MISS_EVERY: Duration = Duration::from_secs(2);
 
 /// A new P-256 key with its JWK and RFC 7638 thumbprint as `kid`.
-pub fn generate_es256() -> Result<StoredKey, String> {
+pub fn generate_es256() -> Result<StoredKey, TokenError> {
     let secret = loop {
         let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| format!("no system randomness: {e}"))?;
+        getrandom::fill(&mut raw).map_err(TokenError::Randomness)?;
         // Fails only for the (astronomically rare) scalars outside the curve order.
         if let Ok(key) = p256::SecretKey::from_slice(&raw) {
             break key;
@@ -35,7 +38,7 @@ pub fn generate_es256() -> Result<StoredKey, String> {
     };
     let point = secret.public_key().to_encoded_point(false);
     let (Some(x), Some(y)) = (point.x(), point.y()) else {
-        return Err("could not encode the public key".into());
+        return Err(TokenError::KeyEncoding("no affine point".into()));
     };
     let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
     // RFC 7638: the hash of the required members, in lexicographic order, without spaces.
@@ -47,22 +50,25 @@ pub fn generate_es256() -> Result<StoredKey, String> {
     });
     let der = secret
         .to_pkcs8_der()
-        .map_err(|e| format!("encoding the private key: {e}"))?;
+        .map_err(|e| TokenError::KeyEncoding(e.to_string()))?;
     Ok(StoredKey {
         kid,
         alg: "ES256".into(),
         private_der: der.as_bytes().to_vec(),
         public_jwk: jwk.to_string(),
-        created_at: unix_now(),
+        created_at: Timestamp::now(),
         retired_at: None,
     })
 }
 
 /// Whether a key may still verify tokens: live, or retired less than a token lifetime ago.
-fn is_published(key: &StoredKey, token_ttl: Duration, now: i64) -> bool {
+fn is_published(key: &StoredKey, token_ttl: Duration, now: Timestamp) -> bool {
     key.retired_at
-        .is_none_or(|retired| retired + token_ttl.as_secs() as i64 + 60 > now)
+        .is_none_or(|retired| retired + token_ttl + RETIRED_GRACE > now)
 }
+
+/// How long after its last token can have expired a retired key is still published.
+const RETIRED_GRACE: Duration = Duration::from_secs(60);
 
 struct Loaded {
     signing: Option<(String, Arc<EncodingKey>)>,
@@ -71,7 +77,7 @@ struct Loaded {
 }
 
 pub struct KeyRing {
-    store: Arc<dyn Store>,
+    store: Arc<dyn KeyStore>,
     token_ttl: Duration,
     loaded: RwLock<Loaded>,
     last_reload: Mutex<Instant>,
@@ -79,15 +85,12 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads the keys, creating the first one if the store has none that signs.
-    pub async fn open(store: Arc<dyn Store>, token_ttl: Duration) -> Result<Self, String> {
-        let keys = store.signing_keys().await.map_err(|e| e.to_string())?;
+    pub async fn open(store: Arc<dyn KeyStore>, token_ttl: Duration) -> Result<Self, TokenError> {
+        let keys = store.signing_keys().await?;
         if keys.iter().all(|k| k.retired_at.is_some()) {
             let key = generate_es256()?;
             tracing::info!(kid = %key.kid, "generated the first ES256 signing key");
-            store
-                .add_signing_key(key, unix_now())
-                .await
-                .map_err(|e| e.to_string())?;
+            store.add_signing_key(key, Timestamp::now()).await?;
         }
         let ring = Self {
             store,
@@ -104,37 +107,40 @@ impl KeyRing {
     }
 
     /// Adds a new signing key and retires the current one. Returns the new key.
-    pub async fn rotate(store: &dyn Store) -> Result<StoredKey, String> {
+    pub async fn rotate(store: &dyn KeyStore) -> Result<StoredKey, TokenError> {
         let key = generate_es256()?;
-        store
-            .add_signing_key(key.clone(), unix_now())
-            .await
-            .map_err(|e| e.to_string())?;
+        store.add_signing_key(key.clone(), Timestamp::now()).await?;
         Ok(key)
     }
 
+    /// Until when a retired key stays published.
+    pub fn published_until(key: &StoredKey, token_ttl: Duration) -> Option<Timestamp> {
+        key.retired_at.map(|r| r + token_ttl + RETIRED_GRACE)
+    }
+
     /// Re-reads the key set from the store and forgets keys no token can need any more.
-    pub async fn reload(&self) -> Result<(), String> {
-        let now = unix_now();
-        let cutoff = now - self.token_ttl.as_secs() as i64 - 60;
-        self.store
-            .drop_keys_retired_before(cutoff)
-            .await
-            .map_err(|e| e.to_string())?;
-        let keys = self.store.signing_keys().await.map_err(|e| e.to_string())?;
+    pub async fn reload(&self) -> Result<(), TokenError> {
+        let now = Timestamp::now();
+        let cutoff = now - self.token_ttl - RETIRED_GRACE;
+        self.store.drop_keys_retired_before(cutoff).await?;
+        let keys = self.store.signing_keys().await?;
         let mut loaded = Loaded {
             signing: None,
             verifying: HashMap::new(),
             jwks: Vec::new(),
         };
         for key in keys.iter().filter(|k| is_published(k, self.token_ttl, now)) {
-            let jwk: serde_json::Value = serde_json::from_str(&key.public_jwk)
-                .map_err(|e| format!("stored key {} is damaged: {e}", key.kid))?;
-            let (Some(x), Some(y)) = (jwk["x"].as_str(), jwk["y"].as_str()) else {
-                return Err(format!("stored key {} has no public point", key.kid));
+            let damaged = |reason: String| TokenError::DamagedKey {
+                kid: key.kid.clone(),
+                reason,
             };
-            let decoding = DecodingKey::from_ec_components(x, y)
-                .map_err(|e| format!("stored key {}: {e}", key.kid))?;
+            let jwk: serde_json::Value =
+                serde_json::from_str(&key.public_jwk).map_err(|e| damaged(e.to_string()))?;
+            let (Some(x), Some(y)) = (jwk["x"].as_str(), jwk["y"].as_str()) else {
+                return Err(damaged("no public point".into()));
+            };
+            let decoding =
+                DecodingKey::from_ec_components(x, y).map_err(|e| damaged(e.to_string()))?;
             loaded.verifying.insert(key.kid.clone(), Arc::new(decoding));
             loaded.jwks.push(jwk);
             if key.retired_at.is_none() && loaded.signing.is_none() {
@@ -161,19 +167,16 @@ impl KeyRing {
     pub async fn refresh_if_due(&self) {
         if self.due(RELOAD_EVERY) {
             if let Err(e) = self.reload().await {
-                tracing::warn!(error = %e, "could not reload signing keys");
+                tracing::warn!(error = %crate::error_chain(&e), "could not reload signing keys");
             }
         }
     }
 
     /// The key that signs now, and its `kid`.
-    pub async fn signing_key(&self) -> Result<(String, Arc<EncodingKey>), String> {
+    pub async fn signing_key(&self) -> Result<(String, Arc<EncodingKey>), TokenError> {
         self.refresh_if_due().await;
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        loaded
-            .signing
-            .clone()
-            .ok_or_else(|| "no signing key: run `facelock keys rotate`".to_owned())
+        loaded.signing.clone().ok_or(TokenError::NoSigningKey)
     }
 
     /// The published key named `kid`; an unknown `kid` triggers one early reload.
@@ -187,7 +190,7 @@ impl KeyRing {
             return found;
         }
         if let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "could not reload signing keys");
+            tracing::warn!(error = %crate::error_chain(&e), "could not reload signing keys");
         }
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
         loaded.verifying.get(kid).cloned()
@@ -218,7 +221,7 @@ mod tests {
             DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap())
                 .unwrap();
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        let claims = serde_json::json!({"sub": "a", "exp": unix_now() + 60});
+        let claims = serde_json::json!({"sub": "a", "exp": Timestamp::now().unix_seconds() + 60});
         let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
         v.required_spec_claims.clear();

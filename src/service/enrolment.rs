@@ -1,0 +1,187 @@
+//! Users in and out: registration, the user list, deletion and the engine deletion queue.
+
+use super::{Actor, Error, FaceLock};
+use crate::{
+    domain::{Email, FullName, Page, User, UserId},
+    store::{FaceOwner, NewFace, NewUser},
+};
+
+/// What a registration asks for.
+pub struct Registration {
+    pub user_id: UserId,
+    pub full_name: Option<FullName>,
+    pub email: Option<Email>,
+    pub image: Vec<u8>,
+}
+
+pub struct Registered {
+    pub user: User,
+    pub face_id: String,
+}
+
+/// A page of users and where the next one starts.
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// Users in all.
+    pub total: u64,
+    /// The last user id of this page when another page may follow.
+    pub next_cursor: Option<UserId>,
+}
+
+impl FaceLock {
+    #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn register(&self, req: Registration, actor: Actor<'_>) -> Result<Registered, Error> {
+        let owner = match self.store.user(&req.user_id).await? {
+            Some(user) => {
+                if !actor.may_act_for(&user.user_id) {
+                    return Err(Error::UserExists);
+                }
+                FaceOwner::Existing {
+                    user_id: user.user_id,
+                    generation: user.generation,
+                }
+            }
+            None => {
+                // Otherwise anyone could claim an admin id before its owner enrols.
+                if self.policy.role_of(&req.user_id) == crate::domain::Role::Admin
+                    && !actor.is_admin()
+                {
+                    return Err(Error::Forbidden(
+                        "This user id is an administrator; it is enrolled by an existing \
+                         administrator or with `facelock users add` on the server",
+                    ));
+                }
+                FaceOwner::New(NewUser {
+                    user_id: req.user_id.clone(),
+                    full_name: req.full_name,
+                    email: req.email,
+                })
+            }
+        };
+
+        let upload = self.prepare_image(req.image).await?;
+        let indexed = self.engine.index_face(&req.user_id, upload.clone()).await?;
+        let face_id = indexed.face_id.clone();
+
+        let reference = match self
+            .references
+            .save(
+                &req.user_id,
+                &face_id,
+                upload.decoded.format,
+                upload.bytes.clone(),
+            )
+            .await
+        {
+            Ok(path) => path,
+            Err(e) => {
+                self.undo_engine_face(&face_id).await;
+                return Err(e.into());
+            }
+        };
+
+        let face = NewFace {
+            face_id: face_id.clone(),
+            engine: self.engine.name().to_owned(),
+            model: self.engine.model().to_owned(),
+            reference_path: Some(reference.clone()),
+            descriptor: indexed.descriptor,
+        };
+        match self.store.add_face(owner, face).await {
+            Ok(user) => {
+                tracing::info!(face_id = %face_id, "face registered");
+                Ok(Registered { user, face_id })
+            }
+            Err(e) => {
+                if let Err(io) = self.references.remove(&reference).await {
+                    tracing::error!(error = %crate::error_chain(&io), "could not remove reference image after a failed registration");
+                }
+                self.undo_engine_face(&face_id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn undo_engine_face(&self, face_id: &str) {
+        if let Err(e) = self.engine.delete_faces(&[face_id.to_owned()]).await {
+            // Harmless for logins (they ignore faces the store does not know), but say so.
+            tracing::error!(face_id, error = %crate::error_chain(&e), "could not remove a face from the engine after a failed registration");
+        }
+    }
+
+    /// Deletes a user: the caller must be that user, an admin, or the operator.
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    pub async fn delete_user(&self, actor: Actor<'_>, user_id: &UserId) -> Result<(), Error> {
+        if !actor.may_act_for(user_id) {
+            return Err(Error::Forbidden(
+                "Only the user themself or an admin may delete a user",
+            ));
+        }
+        let faces = self.store.delete_user(user_id).await?;
+        let ids: Vec<String> = faces.iter().map(|f| f.face_id.clone()).collect();
+        self.forget_in_engine(&ids).await;
+        for face in &faces {
+            if let Some(path) = &face.reference_path {
+                if let Err(e) = self.references.remove(path).await {
+                    tracing::warn!(path, error = %crate::error_chain(&e), "could not remove a reference image");
+                }
+            }
+        }
+        tracing::info!(faces = faces.len(), "user deleted");
+        Ok(())
+    }
+
+    async fn forget_in_engine(&self, face_ids: &[String]) {
+        if face_ids.is_empty() {
+            return;
+        }
+        match self.engine.delete_faces(face_ids).await {
+            Ok(()) => {
+                if let Err(e) = self.store.clear_pending_engine_deletions(face_ids).await {
+                    tracing::warn!(error = %crate::error_chain(&e), "could not clear the engine deletion queue");
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %crate::error_chain(&e),
+                faces = face_ids.len(),
+                "the engine could not delete faces yet; they stay queued and are retried"
+            ),
+        }
+    }
+
+    /// Retries engine deletions left over from earlier failures.
+    pub async fn finish_pending_deletions(&self) {
+        match self
+            .store
+            .pending_engine_deletions(self.engine.name())
+            .await
+        {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(faces = ids.len(), "finishing queued engine deletions");
+                self.forget_in_engine(&ids).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "could not read the engine deletion queue")
+            }
+        }
+    }
+
+    /// A page of users, ordered by id: admins and the operator only.
+    pub async fn list_users(&self, actor: Actor<'_>, page: Page) -> Result<UserPage, Error> {
+        if !actor.is_admin() {
+            return Err(Error::Forbidden("Listing users needs an admin token"));
+        }
+        let limit = page.limit as usize;
+        let users = self.store.list_users(page).await?;
+        let total = self.store.count_users().await?;
+        let next_cursor = (users.len() == limit)
+            .then(|| users.last().map(|u| u.user_id.clone()))
+            .flatten();
+        Ok(UserPage {
+            users,
+            total,
+            next_cursor,
+        })
+    }
+}

@@ -1,0 +1,58 @@
+//! What can go wrong in a Face Lock operation, in the domain's words. The HTTP edge maps each
+//! variant to a status and a code in one place; the core never speaks HTTP.
+
+use crate::{
+    domain::InvalidInput,
+    engine::EngineError,
+    images::ImageError,
+    references::ReferenceError,
+    store::StoreError,
+    tokens::{TokenError, TokenProblem},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The photo could not be used, or the engine found no usable face in it.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// No enrolled face is similar enough (or the claimed user does not exist: the same answer,
+    /// so nobody learns who is enrolled).
+    #[error("no matching face")]
+    NoMatch,
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// The bearer token is missing or unusable.
+    #[error("token refused: {0:?}")]
+    Unauthenticated(TokenProblem),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("user not found")]
+    UserNotFound,
+    /// The user id is taken and the caller may not add faces to it.
+    #[error("user already exists")]
+    UserExists,
+    /// A refresh token that is unknown, expired, used or revoked, or of a deleted user.
+    #[error("the refresh token is unknown, expired, already used or revoked")]
+    InvalidGrant,
+    #[error("the store failed")]
+    Store(#[source] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("saving a reference photo")]
+    Reference(#[from] ReferenceError),
+    #[error("a background task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UserExists => Self::UserExists,
+            StoreError::UserNotFound => Self::UserNotFound,
+            other => Self::Store(other),
+        }
+    }
+}

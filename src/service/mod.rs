@@ -1,0 +1,231 @@
+//! The application core: register, log in, refresh, compare, list and delete, independent of
+//! HTTP. Callers are plain values ([`Caller`], [`Actor`]); failures are [`Error`].
+//!
+//! Register and delete touch three places: the engine, the reference files and the database.
+//! Register goes engine -> file -> database and undoes the earlier steps when a later one fails.
+//! Delete commits the database first, together with a queue of faces the engine still has to
+//! forget; the queue is worked off right away and again at every start, so a crash in between
+//! never leaves a face that can log in without a user behind it (login also ignores engine
+//! matches the database does not know).
+
+mod enrolment;
+mod error;
+mod login;
+pub mod policy;
+
+use std::{sync::Arc, time::Duration};
+
+pub use enrolment::{Registered, Registration, UserPage};
+pub use error::Error;
+pub use login::{Comparison, LoginRequest, Session, TokenPair};
+
+use self::policy::Policy;
+use crate::{
+    config::Settings,
+    domain::{Role, User, UserId},
+    engine::{EnrolledFace, FaceEngine, Upload},
+    images::{self, DecodeLimits},
+    references::ReferenceFiles,
+    store::Store,
+    tokens::{Claims, TokenService},
+};
+
+/// An authenticated caller: the user behind a valid bearer token, now.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub role: Role,
+    pub claims: Claims,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The caller is `user_id` or an admin.
+    pub fn may_act_for(&self, user_id: &UserId) -> bool {
+        self.is_admin() || &self.user.user_id == user_id
+    }
+}
+
+/// Who asks for an operation that changes users.
+#[derive(Clone, Copy)]
+pub enum Actor<'a> {
+    /// No bearer token.
+    Anonymous,
+    /// A caller with a valid token.
+    Caller(&'a Caller),
+    /// The operator at the server's command line.
+    Operator,
+}
+
+impl Actor<'_> {
+    fn is_admin(self) -> bool {
+        match self {
+            Actor::Anonymous => false,
+            Actor::Caller(c) => c.is_admin(),
+            Actor::Operator => true,
+        }
+    }
+
+    fn may_act_for(self, user_id: &UserId) -> bool {
+        match self {
+            Actor::Anonymous => false,
+            Actor::Caller(c) => c.may_act_for(user_id),
+            Actor::Operator => true,
+        }
+    }
+}
+
+/// Whether a dependency answers, and why not.
+#[derive(Debug)]
+pub enum DependencyStatus {
+    Up,
+    Down(String),
+}
+
+/// The state of the service's dependencies, for `/health`.
+pub struct Health {
+    pub engine: DependencyStatus,
+    pub store: DependencyStatus,
+}
+
+pub struct FaceLock {
+    policy: Policy,
+    engine: Arc<dyn FaceEngine>,
+    store: Arc<dyn Store>,
+    tokens: TokenService,
+    references: ReferenceFiles,
+    decode_limits: DecodeLimits,
+    /// The store's outside-change marker when the engine last loaded its faces.
+    synced_marker: std::sync::Mutex<Option<i64>>,
+}
+
+impl FaceLock {
+    pub fn new(
+        settings: &Settings,
+        engine: Arc<dyn FaceEngine>,
+        store: Arc<dyn Store>,
+        tokens: TokenService,
+    ) -> Self {
+        Self {
+            policy: Policy::new(settings.engine.min_similarity, settings.admin_users.clone()),
+            engine,
+            store,
+            tokens,
+            references: ReferenceFiles::new(settings.storage.reference_dir.clone()),
+            decode_limits: DecodeLimits {
+                max_pixels: settings.engine.max_image_pixels,
+            },
+            synced_marker: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn tokens(&self) -> &TokenService {
+        &self.tokens
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Starts the engine, loads its index from the store and finishes owed deletions.
+    pub async fn start(&self) -> Result<(), Error> {
+        self.engine.start().await?;
+        self.load_engine().await?;
+        self.finish_pending_deletions().await;
+        Ok(())
+    }
+
+    /// Periodic upkeep: keys and expired tokens, faces changed by other processes, and (when
+    /// `retry_deletions`) engine deletions that failed before.
+    pub async fn maintain(&self, retry_deletions: bool) {
+        self.tokens.maintain().await;
+        self.sync_engine().await;
+        if retry_deletions {
+            self.finish_pending_deletions().await;
+        }
+    }
+
+    /// Reloads the engine's faces when another process (`facelock users add`, another server
+    /// on the same database) has changed the store since the last load.
+    pub async fn sync_engine(&self) {
+        let marker = match self.store.outside_change_marker().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "could not check the store for outside changes");
+                return;
+            }
+        };
+        let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
+        if last != Some(marker) {
+            if let Err(e) = self.load_engine().await {
+                tracing::warn!(error = %crate::error_chain(&e), "could not reload the engine's faces");
+            }
+        }
+    }
+
+    async fn load_engine(&self) -> Result<(), Error> {
+        let marker = self.store.outside_change_marker().await.ok();
+        let faces = self.store.faces_for_engine(self.engine.name()).await?;
+        let model = self.engine.model();
+        let (current, other): (Vec<_>, Vec<_>) = faces.into_iter().partition(|f| f.model == model);
+        if !other.is_empty() {
+            tracing::warn!(
+                faces = other.len(),
+                model,
+                "faces described by another model are not loaded: they cannot be compared"
+            );
+        }
+        let count = current.len();
+        self.engine
+            .load(
+                current
+                    .into_iter()
+                    .map(|f| EnrolledFace {
+                        face_id: f.face_id,
+                        user_id: f.user_id,
+                        descriptor: f.descriptor,
+                    })
+                    .collect(),
+            )
+            .await?;
+        tracing::info!(
+            engine = self.engine.name(),
+            faces = count,
+            "face engine loaded its faces"
+        );
+        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = marker;
+        Ok(())
+    }
+
+    /// Decodes an upload off the async workers, with the configured limits.
+    async fn prepare_image(&self, bytes: Vec<u8>) -> Result<Arc<Upload>, Error> {
+        let limits = self.decode_limits;
+        tokio::task::spawn_blocking(move || {
+            let decoded = images::decode(&bytes, limits)?;
+            Ok(Arc::new(Upload { bytes, decoded }))
+        })
+        .await?
+    }
+
+    pub async fn health(&self) -> Health {
+        const LIMIT: Duration = Duration::from_secs(5);
+        async fn status<E: std::error::Error>(
+            check: impl std::future::Future<Output = Result<(), E>>,
+        ) -> DependencyStatus {
+            match tokio::time::timeout(LIMIT, check).await {
+                Ok(Ok(())) => DependencyStatus::Up,
+                Ok(Err(e)) => DependencyStatus::Down(e.to_string()),
+                Err(_) => DependencyStatus::Down("timed out".to_owned()),
+            }
+        }
+        let (engine, store) = tokio::join!(status(self.engine.health()), status(self.store.ping()));
+        Health { engine, store }
+    }
+}

@@ -1,0 +1,166 @@
+//! Who logs in, decided in one place: the similarity floor a client can only raise, the scope
+//! of a 1:1 check, faces the store knows, and the role a user holds.
+
+use std::collections::BTreeSet;
+
+use crate::{
+    domain::{Role, Similarity, UserId},
+    engine::{FaceMatch, SearchScope},
+    store::FaceRecord,
+};
+
+pub struct Policy {
+    /// The lowest similarity that logs in, whatever a client asks for.
+    floor: Similarity,
+    admins: BTreeSet<UserId>,
+}
+
+impl Policy {
+    pub fn new(floor: f32, admins: BTreeSet<UserId>) -> Self {
+        Self {
+            floor: Similarity::clamped(floor),
+            admins,
+        }
+    }
+
+    /// The similarity a match needs: the client may ask for more than the server's floor,
+    /// never less.
+    pub fn threshold(&self, requested: Option<Similarity>) -> Similarity {
+        match requested {
+            Some(t) if t > self.floor => t,
+            _ => self.floor,
+        }
+    }
+
+    /// The role `user` holds now.
+    pub fn role_of(&self, user: &UserId) -> Role {
+        if self.admins.contains(user) {
+            Role::Admin
+        } else {
+            Role::User
+        }
+    }
+
+    /// The role of a caller whose token claims `claimed`: never more than the token says, nor
+    /// more than the user holds now (an admin removed from the list loses the role at once).
+    pub fn caller_role(&self, user: &UserId, claimed: Role) -> Role {
+        match claimed {
+            Role::Admin => self.role_of(user),
+            Role::User => Role::User,
+        }
+    }
+
+    /// The best candidate that may log in: at or above `threshold`, in scope, and a face the
+    /// store knows for the same user and engine. A face left in the engine by an interrupted
+    /// registration or deletion is not in `known`, so it logs nobody in.
+    pub fn choose<'a>(
+        &self,
+        candidates: &[FaceMatch],
+        known: &'a [FaceRecord],
+        scope: &SearchScope,
+        threshold: Similarity,
+        engine: &str,
+    ) -> Option<(&'a FaceRecord, Similarity)> {
+        let mut best: Option<(&FaceRecord, Similarity)> = None;
+        for candidate in candidates.iter().filter(|c| c.similarity >= threshold) {
+            let in_scope = match scope {
+                SearchScope::All => true,
+                SearchScope::User(user) => &candidate.user_id == user,
+            };
+            let Some(face) = known.iter().find(|f| f.face_id == candidate.face_id) else {
+                tracing::warn!(face_id = %candidate.face_id, "engine matched a face the store does not know");
+                continue;
+            };
+            if in_scope
+                && face.user_id == candidate.user_id
+                && face.engine == engine
+                && best.is_none_or(|(_, s)| candidate.similarity > s)
+            {
+                best = Some((face, candidate.similarity));
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn candidate(face: &str, user: &str, similarity: f32) -> FaceMatch {
+        FaceMatch {
+            face_id: face.into(),
+            user_id: uid(user),
+            similarity: Similarity::clamped(similarity),
+        }
+    }
+
+    fn record(face: &str, user: &str, engine: &str) -> FaceRecord {
+        FaceRecord {
+            face_id: face.into(),
+            user_id: uid(user),
+            user_generation: 1,
+            engine: engine.into(),
+            model: "m".into(),
+            reference_path: None,
+            descriptor: None,
+            created_at: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn a_client_can_raise_the_floor_but_not_lower_it() {
+        let p = Policy::new(90.0, BTreeSet::new());
+        assert_eq!(p.threshold(None).value(), 90.0);
+        assert_eq!(p.threshold(Some(Similarity::clamped(0.0))).value(), 90.0);
+        assert_eq!(p.threshold(Some(Similarity::clamped(95.0))).value(), 95.0);
+    }
+
+    #[test]
+    fn only_known_in_scope_faces_above_the_threshold_log_in() {
+        let p = Policy::new(90.0, BTreeSet::new());
+        let t = p.threshold(None);
+        let candidates = [
+            candidate("ghost", "alice", 99.0),
+            candidate("b1", "bob", 97.0),
+            candidate("a1", "alice", 95.0),
+            candidate("a2", "alice", 80.0),
+        ];
+        let known = [
+            record("a1", "alice", "local"),
+            record("a2", "alice", "local"),
+            record("b1", "bob", "local"),
+        ];
+        let all = p.choose(&candidates, &known, &SearchScope::All, t, "local");
+        assert_eq!(all.map(|(f, _)| f.face_id.as_str()), Some("b1"));
+        let alice = SearchScope::User(uid("alice"));
+        let one = p.choose(&candidates, &known, &alice, t, "local");
+        assert_eq!(one.map(|(f, _)| f.face_id.as_str()), Some("a1"));
+        let strict = p.threshold(Some(Similarity::clamped(96.0)));
+        assert!(p
+            .choose(&candidates, &known, &alice, strict, "local")
+            .is_none());
+        // A face recorded under another engine or another user does not count.
+        let moved = [
+            record("b1", "carol", "local"),
+            record("a1", "alice", "rekognition"),
+        ];
+        assert!(p
+            .choose(&candidates, &moved, &SearchScope::All, t, "local")
+            .is_none());
+    }
+
+    #[test]
+    fn roles_follow_the_admin_list_now() {
+        let p = Policy::new(90.0, [uid("root")].into());
+        assert_eq!(p.role_of(&uid("root")), Role::Admin);
+        assert_eq!(p.caller_role(&uid("root"), Role::User), Role::User);
+        assert_eq!(p.caller_role(&uid("alice"), Role::Admin), Role::User);
+        assert_eq!(p.caller_role(&uid("root"), Role::Admin), Role::Admin);
+    }
+}

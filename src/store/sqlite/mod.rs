@@ -1,0 +1,202 @@
+//! SQLite store: one file in the data folder, WAL mode, migrations embedded in the binary and
+//! applied at start-up. rusqlite is synchronous, so every call runs on the blocking pool.
+//! One file per capability: `users.rs`, `keys.rs`, `tokens.rs`.
+
+mod keys;
+mod tokens;
+mod users;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+
+use super::{Store, StoreError};
+use crate::{clock::Timestamp, domain::UserId};
+
+/// Embedded migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_tokens.sql"),
+    include_str!("migrations/0003_milliseconds.sql"),
+    include_str!("migrations/0004_face_model.sql"),
+];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::backend("creating the database folder", e))?;
+        }
+        let mut conn = Connection::open(path).map_err(backend("opening the database"))?;
+        // The database holds face descriptors and signing keys: owner only.
+        restrict_permissions(path);
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend("configuring the connection"))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::backend("running a database task", e))?
+    }
+}
+
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %e, "could not restrict the database file to its owner");
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(backend("reading the schema version"))? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database schema (version {applied}) is newer than this server knows ({}); \
+             upgrade the server",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(backend("migrating"))?;
+        tx.execute_batch(sql).map_err(backend("migrating"))?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(backend("migrating"))?;
+        tx.commit().map_err(backend("migrating"))?;
+        tracing::info!(migration = index + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+/// Wraps a rusqlite error with what was being done.
+fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::backend(context, e)
+}
+
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms)
+}
+
+/// Ids were validated before they were stored; a row that no longer parses is corruption.
+fn parse_stored_id(raw: &str) -> rusqlite::Result<UserId> {
+    UserId::parse(raw).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(backend("ping"))
+        })
+        .await
+    }
+
+    async fn outside_change_marker(&self) -> Result<i64, StoreError> {
+        // SQLite bumps data_version when another connection commits; our own writes do not.
+        self.run(|conn| {
+            conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(backend("reading data_version"))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        drop(conn);
+        SqliteStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn the_model_migration_names_the_local_model() {
+        assert!(MIGRATIONS[3].contains(crate::engine::local::models::MODEL_ID));
+    }
+
+    #[test]
+    fn a_version_two_database_is_migrated_to_milliseconds_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", (i + 1) as i64)
+                    .unwrap();
+            }
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(
+                "INSERT INTO users (user_id, created_at) VALUES ('alice', 1769860800123);
+                 INSERT INTO faces (face_id, user_rowid, engine, descriptor, created_at)
+                     VALUES ('f1', 1, 'local', x'0000803f', 1769860800123);
+                 INSERT INTO signing_keys VALUES ('k', 'ES256', x'00', '{}', 1769860800, NULL);
+                 INSERT INTO revoked_access_tokens VALUES ('j', 1769860900);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        drop(conn);
+        let _ = SqliteStore::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let (key_created, revoked_until, model): (i64, i64, String) = conn
+            .query_row(
+                "SELECT (SELECT created_at FROM signing_keys), \
+                        (SELECT expires_at FROM revoked_access_tokens), \
+                        (SELECT model FROM faces)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(key_created, 1_769_860_800_000);
+        assert_eq!(revoked_until, 1_769_860_900_000);
+        assert_eq!(model, crate::engine::local::models::MODEL_ID);
+    }
+}

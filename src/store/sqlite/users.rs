@@ -1,0 +1,372 @@
+//! Users, faces and the engine deletion queue in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{backend, parse_stored_id, timestamp, SqliteStore};
+use crate::{
+    clock::Timestamp,
+    domain::{Page, User, UserId},
+    store::{FaceOwner, FaceRecord, NewFace, StoreError, UserStore},
+};
+
+const USER_COLUMNS: &str = "u.id, u.user_id, u.full_name, u.email, u.created_at,
+     (SELECT COUNT(*) FROM faces f WHERE f.user_rowid = u.id)";
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let raw: String = row.get(1)?;
+    Ok(User {
+        generation: row.get(0)?,
+        user_id: parse_stored_id(&raw)?,
+        full_name: row.get(2)?,
+        email: row.get(3)?,
+        registered_at: timestamp(row.get(4)?),
+        face_count: row.get(5)?,
+    })
+}
+
+const FACE_COLUMNS: &str = "f.face_id, u.user_id, u.id, f.engine, f.model, f.reference_path,
+     f.descriptor, f.created_at";
+const FACES_WITH_USERS: &str = "faces f JOIN users u ON u.id = f.user_rowid";
+
+fn face_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FaceRecord> {
+    let raw: String = row.get(1)?;
+    let descriptor: Option<Vec<u8>> = row.get(6)?;
+    Ok(FaceRecord {
+        face_id: row.get(0)?,
+        user_id: parse_stored_id(&raw)?,
+        user_generation: row.get(2)?,
+        engine: row.get(3)?,
+        model: row.get(4)?,
+        reference_path: row.get(5)?,
+        descriptor: descriptor.as_deref().map(decode_descriptor),
+        created_at: timestamp(row.get(7)?),
+    })
+}
+
+fn encode_descriptor(d: &[f32]) -> Vec<u8> {
+    d.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode_descriptor(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn find_user(conn: &Connection, user_id: &str) -> Result<Option<User>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.user_id = ?1"),
+        [user_id],
+        user_from_row,
+    )
+    .optional()
+    .map_err(backend("reading a user"))
+}
+
+fn query_faces(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<FaceRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {FACE_COLUMNS} FROM {FACES_WITH_USERS} WHERE {filter}"
+        ))
+        .map_err(backend("reading faces"))?;
+    let rows = stmt
+        .query_map(params, face_from_row)
+        .map_err(backend("reading faces"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(backend("reading faces"))
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn add_face(&self, owner: FaceOwner, face: NewFace) -> Result<User, StoreError> {
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("adding a face"))?;
+            let now = Timestamp::now().unix_millis();
+            let (generation, user_id) = match &owner {
+                FaceOwner::New(user) => {
+                    if find_user(&tx, user.user_id.as_str())?.is_some() {
+                        return Err(StoreError::UserExists);
+                    }
+                    tx.execute(
+                        "INSERT INTO users (user_id, full_name, email, created_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            user.user_id.as_str(),
+                            user.full_name.as_ref().map(|n| n.as_str()),
+                            user.email.as_ref().map(|e| e.as_str()),
+                            now
+                        ],
+                    )
+                    .map_err(backend("adding a user"))?;
+                    (tx.last_insert_rowid(), user.user_id.clone())
+                }
+                FaceOwner::Existing {
+                    user_id,
+                    generation,
+                } => match find_user(&tx, user_id.as_str())? {
+                    Some(found) if found.generation == *generation => {
+                        (*generation, user_id.clone())
+                    }
+                    _ => return Err(StoreError::UserNotFound),
+                },
+            };
+            tx.execute(
+                "INSERT INTO faces (face_id, user_rowid, engine, model, reference_path,
+                     descriptor, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    face.face_id,
+                    generation,
+                    face.engine,
+                    face.model,
+                    face.reference_path,
+                    face.descriptor.as_deref().map(encode_descriptor),
+                    now
+                ],
+            )
+            .map_err(backend("adding a face"))?;
+            let user = find_user(&tx, user_id.as_str())?.ok_or(StoreError::UserNotFound)?;
+            tx.commit().map_err(backend("adding a face"))?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user(&self, user_id: &UserId) -> Result<Option<User>, StoreError> {
+        let user_id = user_id.clone();
+        self.run(move |conn| find_user(conn, user_id.as_str()))
+            .await
+    }
+
+    async fn list_users(&self, page: Page) -> Result<Vec<User>, StoreError> {
+        self.run(move |conn| {
+            let after = page.after.as_ref().map(|u| u.as_str().to_owned());
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users u
+                     WHERE ?1 IS NULL OR u.user_id > ?1
+                     ORDER BY u.user_id LIMIT ?2"
+                ))
+                .map_err(backend("listing users"))?;
+            let rows = stmt
+                .query_map(params![after, page.limit], user_from_row)
+                .map_err(backend("listing users"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(backend("listing users"))
+        })
+        .await
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(backend("counting users"))
+        })
+        .await
+    }
+
+    async fn faces(&self, face_ids: &[String]) -> Result<Vec<FaceRecord>, StoreError> {
+        if face_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let face_ids = face_ids.to_vec();
+        self.run(move |conn| {
+            let marks = vec!["?"; face_ids.len()].join(",");
+            query_faces(
+                conn,
+                &format!("f.face_id IN ({marks})"),
+                params_from_iter(face_ids.iter()),
+            )
+        })
+        .await
+    }
+
+    async fn faces_for_engine(&self, engine: &str) -> Result<Vec<FaceRecord>, StoreError> {
+        let engine = engine.to_owned();
+        self.run(move |conn| query_faces(conn, "f.engine = ?1 ORDER BY f.created_at", [engine]))
+            .await
+    }
+
+    async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {
+        let user_id = user_id.clone();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("deleting a user"))?;
+            let user = find_user(&tx, user_id.as_str())?.ok_or(StoreError::UserNotFound)?;
+            let faces = query_faces(&tx, "u.id = ?1", [user.generation])?;
+            let now = Timestamp::now().unix_millis();
+            for face in &faces {
+                tx.execute(
+                    "INSERT OR REPLACE INTO pending_engine_deletions (face_id, engine, queued_at)
+                     VALUES (?1, ?2, ?3)",
+                    params![face.face_id, face.engine, now],
+                )
+                .map_err(backend("queueing engine deletions"))?;
+            }
+            tx.execute("DELETE FROM users WHERE id = ?1", [user.generation])
+                .map_err(backend("deleting a user"))?;
+            tx.commit().map_err(backend("deleting a user"))?;
+            Ok(faces)
+        })
+        .await
+    }
+
+    async fn pending_engine_deletions(&self, engine: &str) -> Result<Vec<String>, StoreError> {
+        let engine = engine.to_owned();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT face_id FROM pending_engine_deletions WHERE engine = ?1")
+                .map_err(backend("reading the deletion queue"))?;
+            let rows = stmt
+                .query_map([engine], |r| r.get::<_, String>(0))
+                .map_err(backend("reading the deletion queue"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(backend("reading the deletion queue"))
+        })
+        .await
+    }
+
+    async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError> {
+        let face_ids = face_ids.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(backend("clearing the deletion queue"))?;
+            for id in &face_ids {
+                tx.execute(
+                    "DELETE FROM pending_engine_deletions WHERE face_id = ?1",
+                    [id],
+                )
+                .map_err(backend("clearing the deletion queue"))?;
+            }
+            tx.commit().map_err(backend("clearing the deletion queue"))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewUser;
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    fn face(id: &str) -> NewFace {
+        NewFace {
+            face_id: id.into(),
+            engine: "test".into(),
+            model: "test-model".into(),
+            reference_path: None,
+            descriptor: Some(vec![0.5, -1.25]),
+        }
+    }
+
+    fn new_user(id: &str) -> FaceOwner {
+        FaceOwner::New(NewUser {
+            user_id: uid(id),
+            full_name: None,
+            email: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn faces_users_and_deletion_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let alice = store.add_face(new_user("alice"), face("f1")).await.unwrap();
+        assert_eq!(alice.face_count, 1);
+        assert!(matches!(
+            store.add_face(new_user("alice"), face("f2")).await,
+            Err(StoreError::UserExists)
+        ));
+        let owner = FaceOwner::Existing {
+            user_id: uid("alice"),
+            generation: alice.generation,
+        };
+        assert_eq!(
+            store.add_face(owner, face("f2")).await.unwrap().face_count,
+            2
+        );
+        let found = store
+            .faces(&["f1".into(), "nope".into(), "f2".into()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        let f1 = found.iter().find(|f| f.face_id == "f1").unwrap();
+        assert_eq!(f1.descriptor, Some(vec![0.5, -1.25]));
+        assert_eq!(f1.model, "test-model");
+        assert_eq!(f1.user_generation, alice.generation);
+
+        let deleted = store.delete_user(&uid("alice")).await.unwrap();
+        assert_eq!(deleted.len(), 2);
+        assert!(store.user(&uid("alice")).await.unwrap().is_none());
+        assert!(store.faces(&["f1".into()]).await.unwrap().is_empty());
+        let mut pending = store.pending_engine_deletions("test").await.unwrap();
+        pending.sort();
+        assert_eq!(pending, ["f1", "f2"]);
+        store
+            .clear_pending_engine_deletions(&pending)
+            .await
+            .unwrap();
+        assert!(store
+            .pending_engine_deletions("test")
+            .await
+            .unwrap()
+            .is_empty());
+
+        // A re-created user is a new generation, so faces bound to the old one are refused.
+        let again = store.add_face(new_user("alice"), face("f3")).await.unwrap();
+        assert_ne!(again.generation, alice.generation);
+        let stale = FaceOwner::Existing {
+            user_id: uid("alice"),
+            generation: alice.generation,
+        };
+        assert!(matches!(
+            store.add_face(stale, face("f4")).await,
+            Err(StoreError::UserNotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn keyset_pages_cover_every_user_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        for (i, name) in ["d", "a", "c", "e", "b"].iter().enumerate() {
+            store
+                .add_face(new_user(name), face(&format!("f{i}")))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_users(Page {
+                    limit: 2,
+                    after: after.clone(),
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|u| u.user_id.clone());
+            seen.extend(page.into_iter().map(|u| u.user_id.to_string()));
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        assert_eq!(store.count_users().await.unwrap(), 5);
+    }
+}

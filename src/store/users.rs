@@ -1,0 +1,83 @@
+//! Users, their faces, and the faces an engine still has to forget.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::{
+    clock::Timestamp,
+    domain::{Email, FullName, Page, User, UserId},
+};
+
+/// A face as stored.
+#[derive(Clone, Debug)]
+pub struct FaceRecord {
+    pub face_id: String,
+    pub user_id: UserId,
+    /// The owner's generation ([`User::generation`]).
+    pub user_generation: i64,
+    /// The engine that enrolled the face (`local`, `rekognition`).
+    pub engine: String,
+    /// The model that described it: descriptors of different models are never compared.
+    pub model: String,
+    pub reference_path: Option<String>,
+    pub descriptor: Option<Vec<f32>>,
+    pub created_at: Timestamp,
+}
+
+/// The profile given when a user is first registered.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub user_id: UserId,
+    pub full_name: Option<FullName>,
+    pub email: Option<Email>,
+}
+
+/// A face to record for a user.
+#[derive(Clone, Debug)]
+pub struct NewFace {
+    pub face_id: String,
+    pub engine: String,
+    pub model: String,
+    pub reference_path: Option<String>,
+    pub descriptor: Option<Vec<f32>>,
+}
+
+/// Whether recording a face may create its user.
+#[derive(Clone, Debug)]
+pub enum FaceOwner {
+    /// The user must not exist yet; it is created with the face.
+    New(NewUser),
+    /// The user must exist as this generation (not deleted and re-created meanwhile).
+    Existing { user_id: UserId, generation: i64 },
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Records a face, creating its user when asked to, in one transaction.
+    async fn add_face(&self, owner: FaceOwner, face: NewFace) -> Result<User, StoreError>;
+    async fn user(&self, user_id: &UserId) -> Result<Option<User>, StoreError>;
+    /// The user if it still exists as `generation`: not deleted, nor deleted and registered
+    /// again under the same id. Tokens and sessions are bound to this.
+    async fn current_user(
+        &self,
+        user_id: &UserId,
+        generation: i64,
+    ) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .user(user_id)
+            .await?
+            .filter(|u| u.generation == generation))
+    }
+    async fn list_users(&self, page: Page) -> Result<Vec<User>, StoreError>;
+    async fn count_users(&self) -> Result<u64, StoreError>;
+    /// The stored faces among `face_ids`, in one read; unknown ids are left out.
+    async fn faces(&self, face_ids: &[String]) -> Result<Vec<FaceRecord>, StoreError>;
+    /// Every face enrolled with `engine`, for engines that rebuild an index at start-up.
+    async fn faces_for_engine(&self, engine: &str) -> Result<Vec<FaceRecord>, StoreError>;
+    /// Deletes the user and their faces, and queues the faces for deletion in the engine, in one
+    /// transaction. Returns the deleted faces.
+    async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError>;
+    /// Faces of `engine` whose deletion in the engine is still owed.
+    async fn pending_engine_deletions(&self, engine: &str) -> Result<Vec<String>, StoreError>;
+    async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError>;
+}

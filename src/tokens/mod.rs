@@ -1,0 +1,46 @@
+//! The token issuer: ES256 access tokens (JWT, RFC 9068 profile, RFC 8725 practices) signed with
+//! keys kept in the store and published as a JWKS, or HS tokens with the original's shared
+//! secret; single-use refresh tokens grouped in sessions; revocation.
+//!
+//! It mints and checks tokens and keeps their records; whether the user behind a token still
+//! exists, and what role they have, is the service's decision.
+
+pub mod issuer;
+pub mod keyring;
+pub mod secret;
+
+pub use issuer::{Claims, Introspection, Issued, TokenService};
+
+use crate::store::StoreError;
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    Missing,
+    Malformed,
+    Expired,
+    Invalid,
+    Revoked,
+}
+
+/// How a user proved who they are, as tokens say it (`amr`, RFC 8176).
+pub const AMR_FACE: &str = "face";
+
+/// A failure of the issuer itself (never the caller's token: that is a [`TokenProblem`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing a token")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    #[error("the system has no randomness to offer")]
+    Randomness(#[source] getrandom::Error),
+    #[error("no signing key: run `facelock keys rotate`")]
+    NoSigningKey,
+    #[error("stored signing key {kid} is damaged: {reason}")]
+    DamagedKey { kid: String, reason: String },
+    #[error("encoding a new private key: {0}")]
+    KeyEncoding(String),
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
+}
