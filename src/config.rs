@@ -8,6 +8,10 @@ use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Dura
 
 use crate::domain::UserId;
 
+/// The local engine's similarity floor: descriptor distance 0.6, dlib's threshold, which the
+/// local similarity scale puts at 90 (see the README for the error rates it gives).
+pub const LOCAL_MIN_SIMILARITY: f32 = 90.0;
+
 /// Which face engine answers register, verify and delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
@@ -31,7 +35,7 @@ impl EngineKind {
     /// the local similarity scale puts at 90 too.
     pub fn default_min_similarity(self) -> f32 {
         match self {
-            EngineKind::Local => crate::engine::local::DEFAULT_MIN_SIMILARITY,
+            EngineKind::Local => LOCAL_MIN_SIMILARITY,
             EngineKind::Rekognition => 90.0,
         }
     }

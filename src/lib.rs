@@ -24,6 +24,7 @@ pub mod tokens;
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 pub use routes::{app, openapi, AppState};
+pub use telemetry::error_chain;
 
 use crate::{
     config::{EngineKind, Settings},
@@ -77,22 +78,6 @@ pub enum StartError {
     Tokens(#[from] TokenError),
     #[error("a start-up task failed")]
     Task(#[from] tokio::task::JoinError),
-}
-
-/// An error and its causes on one line: `outer: cause: root cause`.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // `#[error(transparent)]` wrappers repeat their cause's message.
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// Opens the store, starts the engine and loads the signing keys.

@@ -1,4 +1,5 @@
-//! Logging: `RUST_LOG` when set, otherwise info (debug with the original's `DEBUG=True`).
+//! Logging: `RUST_LOG` when set, otherwise info (debug with the original's `DEBUG=True`); and
+//! how an error is written into a log line.
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,4 +11,20 @@ pub fn init(debug: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // `#[error(transparent)]` wrappers repeat their cause's message.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }

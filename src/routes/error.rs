@@ -187,7 +187,7 @@ struct ErrorInfo {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
-            tracing::error!(cause = %crate::error_chain(cause.as_ref()), "internal error");
+            tracing::error!(cause = %crate::telemetry::error_chain(cause.as_ref()), "internal error");
         }
         let status = self.status();
         let info = ErrorInfo {

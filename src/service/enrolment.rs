@@ -94,7 +94,7 @@ impl FaceLock {
             }
             Err(e) => {
                 if let Err(io) = self.references.remove(&reference).await {
-                    tracing::error!(error = %crate::error_chain(&io), "could not remove reference image after a failed registration");
+                    tracing::error!(error = %crate::telemetry::error_chain(&io), "could not remove reference image after a failed registration");
                 }
                 self.undo_engine_face(&face_id).await;
                 Err(e.into())
@@ -105,7 +105,7 @@ impl FaceLock {
     async fn undo_engine_face(&self, face_id: &str) {
         if let Err(e) = self.engine.delete_faces(&[face_id.to_owned()]).await {
             // Harmless for logins (they ignore faces the store does not know), but say so.
-            tracing::error!(face_id, error = %crate::error_chain(&e), "could not remove a face from the engine after a failed registration");
+            tracing::error!(face_id, error = %crate::telemetry::error_chain(&e), "could not remove a face from the engine after a failed registration");
         }
     }
 
@@ -123,7 +123,7 @@ impl FaceLock {
         for face in &faces {
             if let Some(path) = &face.reference_path {
                 if let Err(e) = self.references.remove(path).await {
-                    tracing::warn!(path, error = %crate::error_chain(&e), "could not remove a reference image");
+                    tracing::warn!(path, error = %crate::telemetry::error_chain(&e), "could not remove a reference image");
                 }
             }
         }
@@ -138,11 +138,11 @@ impl FaceLock {
         match self.engine.delete_faces(face_ids).await {
             Ok(()) => {
                 if let Err(e) = self.store.clear_pending_engine_deletions(face_ids).await {
-                    tracing::warn!(error = %crate::error_chain(&e), "could not clear the engine deletion queue");
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not clear the engine deletion queue");
                 }
             }
             Err(e) => tracing::warn!(
-                error = %crate::error_chain(&e),
+                error = %crate::telemetry::error_chain(&e),
                 faces = face_ids.len(),
                 "the engine could not delete faces yet; they stay queued and are retried"
             ),
@@ -162,7 +162,7 @@ impl FaceLock {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %crate::error_chain(&e), "could not read the engine deletion queue")
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read the engine deletion queue")
             }
         }
     }

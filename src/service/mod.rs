@@ -158,14 +158,14 @@ impl FaceLock {
         let marker = match self.store.outside_change_marker().await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %crate::error_chain(&e), "could not check the store for outside changes");
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not check the store for outside changes");
                 return;
             }
         };
         let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
         if last != Some(marker) {
             if let Err(e) = self.load_engine().await {
-                tracing::warn!(error = %crate::error_chain(&e), "could not reload the engine's faces");
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload the engine's faces");
             }
         }
     }

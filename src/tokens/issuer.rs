@@ -217,7 +217,7 @@ impl TokenService {
             ring.refresh_if_due().await;
         }
         if let Err(e) = self.store.purge_expired_tokens(Timestamp::now()).await {
-            tracing::warn!(error = %crate::error_chain(&e), "could not purge expired tokens");
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge expired tokens");
         }
     }
 
@@ -330,7 +330,7 @@ impl TokenService {
             Ok(true) => Err(TokenProblem::Revoked),
             Err(e) => {
                 // Fail closed: a token whose revocation cannot be checked is not accepted.
-                tracing::error!(error = %crate::error_chain(&e), "could not check token revocation");
+                tracing::error!(error = %crate::telemetry::error_chain(&e), "could not check token revocation");
                 Err(TokenProblem::Invalid)
             }
         }

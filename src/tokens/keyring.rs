@@ -167,7 +167,7 @@ impl KeyRing {
     pub async fn refresh_if_due(&self) {
         if self.due(RELOAD_EVERY) {
             if let Err(e) = self.reload().await {
-                tracing::warn!(error = %crate::error_chain(&e), "could not reload signing keys");
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload signing keys");
             }
         }
     }
@@ -190,7 +190,7 @@ impl KeyRing {
             return found;
         }
         if let Err(e) = self.reload().await {
-            tracing::warn!(error = %crate::error_chain(&e), "could not reload signing keys");
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload signing keys");
         }
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
         loaded.verifying.get(kid).cloned()

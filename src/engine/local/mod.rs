@@ -50,9 +50,8 @@ pub fn similarity_from_distance(d: f32) -> f32 {
     s.clamp(0.0, 100.0)
 }
 
-/// The similarity floor of this engine: distance 0.6, dlib's threshold (see the README for the
-/// error rates it gives).
-pub const DEFAULT_MIN_SIMILARITY: f32 = 90.0;
+/// The similarity floor of this engine.
+pub use crate::config::LOCAL_MIN_SIMILARITY as DEFAULT_MIN_SIMILARITY;
 
 struct Enrolled {
     face_id: String,
