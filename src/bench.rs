@@ -15,6 +15,7 @@ use crate::{
         pipeline::{analyze_photo, Models, StageTimes},
         weights::ModelError,
     },
+    files::{self, FileError},
     images::{self, DecodeLimits, ImageError},
 };
 
@@ -23,12 +24,8 @@ use crate::{
 pub enum BenchError {
     #[error(transparent)]
     Models(#[from] ModelError),
-    #[error("reading {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("making the 640x480 frame")]
@@ -136,12 +133,7 @@ pub fn run(
 
     let inputs: Vec<Vec<u8>> = photos
         .iter()
-        .map(|p| {
-            std::fs::read(p).map_err(|source| BenchError::Read {
-                path: p.clone(),
-                source,
-            })
-        })
+        .map(|p| files::read(p))
         .collect::<Result<_, _>>()?;
     // The first photo whose 640x480 crop still shows a face.
     let mut frame = None;

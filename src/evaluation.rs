@@ -2,17 +2,14 @@
 //! false-match and false-non-match rates per similarity threshold, the equal error rate, the
 //! false-non-match rate at fixed false-match rates, and the default operating point.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use crate::{
     engine::local::{
         pipeline::{analyze_photo, distance, Descriptor, Models, StageTimes},
         similarity_from_distance,
     },
+    files::{self, FileError},
     images::{DecodeLimits, ImageError},
 };
 
@@ -21,12 +18,8 @@ use crate::{
 pub enum EvalError {
     #[error("line {line}: {problem}")]
     Csv { line: usize, problem: String },
-    #[error("reading {}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{name}")]
     Image {
         name: String,
@@ -152,7 +145,7 @@ pub fn score_pairs(
                 continue;
             }
             let path = root.join(name);
-            let bytes = std::fs::read(&path).map_err(|source| EvalError::Read { path, source })?;
+            let bytes = files::read(&path)?;
             let analysis = analyze_photo(models, &bytes, LIMITS, &mut StageTimes::default())
                 .map_err(|source| EvalError::Image {
                     name: name.clone(),

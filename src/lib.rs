@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod evaluation;
+pub mod files;
 pub mod images;
 pub mod rate_limit;
 pub mod references;

@@ -9,19 +9,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{domain::UserId, images::Format};
+use crate::{domain::UserId, files::FileError, images::Format};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     #[error("{0:?} is not a file name this server writes")]
     UnsafeName(String),
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("a file task failed")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -55,11 +50,8 @@ impl ReferenceFiles {
         let dir = self.root.join(user.as_str());
         let target = self.root.join(&relative);
         tokio::task::spawn_blocking(move || {
-            write_atomically(&dir, &target, &bytes).map_err(|source| ReferenceError::Io {
-                action: "writing",
-                path: target,
-                source,
-            })
+            write_atomically(&dir, &target, &bytes)
+                .map_err(|source| ReferenceError::from(FileError::new("writing", target, source)))
         })
         .await??;
         Ok(relative)
@@ -80,13 +72,7 @@ impl ReferenceFiles {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(ReferenceError::Io {
-                        action: "removing",
-                        path,
-                        source,
-                    })
-                }
+                Err(source) => return Err(FileError::new("removing", path, source).into()),
             }
             // Fails harmlessly when another face of the user still lives there.
             let _ = std::fs::remove_dir(&dir);

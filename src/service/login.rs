@@ -7,7 +7,7 @@ use super::{Caller, Error, FaceLock};
 use crate::{
     domain::{InvalidInput, Role, Similarity, User, UserId},
     engine::{SearchQuery, SearchScope},
-    tokens::{issuer::is_refresh_token, Introspection, TokenProblem},
+    tokens::{issuer::is_refresh_token, Introspection, Issued, TokenProblem},
 };
 
 /// A face login.
@@ -85,14 +85,10 @@ impl FaceLock {
         let refresh_token = self.tokens.start_session(&user, &audience).await?;
         tracing::info!(user_id = %user.user_id, similarity = similarity.value(), "face verified");
         Ok(Session {
+            tokens: self.pair(access, refresh_token),
             user,
             role,
             similarity,
-            tokens: TokenPair {
-                access_token: access.token,
-                refresh_token,
-                expires_in: self.tokens.access_ttl(),
-            },
         })
     }
 
@@ -114,11 +110,15 @@ impl FaceLock {
             .issue(&user, role, None, &record.audience)
             .await?;
         let refresh_token = self.tokens.continue_session(&record).await?;
-        Ok(TokenPair {
+        Ok(self.pair(access, refresh_token))
+    }
+
+    fn pair(&self, access: Issued, refresh_token: String) -> TokenPair {
+        TokenPair {
             access_token: access.token,
             refresh_token,
             expires_in: self.tokens.access_ttl(),
-        })
+        }
     }
 
     /// The caller behind a bearer token: valid, unrevoked, and its user still the same

@@ -8,7 +8,7 @@ use std::{
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 
-use crate::config::Secret;
+use crate::{config::Secret, files::FileError};
 
 const SECRET_FILE: &str = "jwt_secret.key";
 
@@ -22,13 +22,8 @@ pub enum SecretError {
     Damaged(PathBuf),
     #[error("the system has no randomness to offer")]
     Randomness(#[source] getrandom::Error),
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// Loads the generated secret from `data_dir`, creating it on first use.
@@ -47,11 +42,7 @@ pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, SecretError> {
             let mut raw = [0u8; 64];
             getrandom::fill(&mut raw).map_err(SecretError::Randomness)?;
             let key = URL_SAFE_NO_PAD.encode(raw);
-            write_private(&path, key.as_bytes()).map_err(|source| SecretError::Io {
-                action: "writing",
-                path: path.clone(),
-                source,
-            })?;
+            write_private(&path, key.as_bytes()).map_err(FileError::at("writing", &path))?;
             tracing::warn!(
                 path = %path.display(),
                 "SECRET_KEY is not set: generated a signing key and stored it (mode 0600); keep \
@@ -59,11 +50,7 @@ pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, SecretError> {
             );
             Ok(Secret::new(key))
         }
-        Err(source) => Err(SecretError::Io {
-            action: "reading",
-            path,
-            source,
-        }),
+        Err(source) => Err(FileError::new("reading", path, source).into()),
     }
 }
 

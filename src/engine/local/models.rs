@@ -14,6 +14,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+use crate::files::FileError;
+
 /// Names the descriptor network stored beside every face it described: descriptors of
 /// different models are never compared.
 pub const MODEL_ID: &str = "dlib-resnet-v1@face-api-1.7.15";
@@ -89,21 +91,12 @@ pub enum FetchError {
     Checksum { actual: String },
     #[error("the package did not contain {0:?}")]
     Incomplete(Vec<&'static str>),
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> FetchError + 'a {
-    move |source| FetchError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| FileError::new(action, path, source).into()
 }
 
 /// One fetch at a time within this process.

@@ -9,6 +9,7 @@ use std::{
 use serde::Deserialize;
 
 use super::tensor::{Conv, Depthwise, Separable};
+use crate::files::{self, FileError};
 
 #[derive(Deserialize)]
 struct Group {
@@ -38,12 +39,8 @@ struct Quantization {
 pub enum ModelError {
     #[error(transparent)]
     Fetch(#[from] super::models::FetchError),
-    #[error("reading {}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{} is not a weights manifest", path.display())]
     Manifest {
         path: PathBuf,
@@ -64,10 +61,8 @@ impl Weights {
     /// Loads `<dir>/<model>-weights_manifest.json` and its shards.
     pub fn load(dir: &Path, model: &str) -> Result<Self, ModelError> {
         let manifest_path = dir.join(format!("{model}-weights_manifest.json"));
-        let text = std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Io {
-            path: manifest_path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(FileError::at("reading", &manifest_path))?;
         let groups: Vec<Group> =
             serde_json::from_str(&text).map_err(|source| ModelError::Manifest {
                 path: manifest_path.clone(),
@@ -85,9 +80,7 @@ impl Weights {
                     return Err(invalid(format!("unexpected shard path {shard:?}")));
                 }
                 let path = dir.join(shard);
-                bytes.extend(
-                    std::fs::read(&path).map_err(|source| ModelError::Io { path, source })?,
-                );
+                bytes.extend(files::read(&path)?);
             }
             let mut offset = 0usize;
             for entry in group.weights {
