@@ -78,11 +78,15 @@ impl FaceLock {
             .await?
             .ok_or(Error::NoMatch)?;
         let role = self.policy.role_of(&user.user_id);
+        let session = self.tokens.new_session_id();
         let access = self
             .tokens
-            .issue(&user, role, Some(similarity), &audience)
+            .issue(&user, role, Some(similarity), &audience, &session)
             .await?;
-        let refresh_token = self.tokens.start_session(&user, &audience).await?;
+        let refresh_token = self
+            .tokens
+            .start_session(&user, &audience, &session)
+            .await?;
         tracing::info!(user_id = %user.user_id, similarity = similarity.value(), "face verified");
         Ok(Session {
             tokens: self.pair(access, refresh_token),
@@ -107,7 +111,7 @@ impl FaceLock {
         let role = self.policy.role_of(&user.user_id);
         let access = self
             .tokens
-            .issue(&user, role, None, &record.audience)
+            .issue(&user, role, None, &record.audience, &record.family_id)
             .await?;
         let refresh_token = self.tokens.continue_session(&record).await?;
         Ok(self.pair(access, refresh_token))

@@ -60,7 +60,13 @@ pub trait TokenStore: Send + Sync {
     /// Refuses an access token until `expires_at`.
     async fn revoke_access_token(&self, jti: &str, expires_at: Timestamp)
         -> Result<(), StoreError>;
-    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Whether an access token is refused: its `jti` was revoked, or its session (`sid`, the
+    /// refresh family it belongs to) was, by a logout or a replayed refresh token.
+    async fn is_access_token_revoked(
+        &self,
+        jti: &str,
+        session: Option<&str>,
+    ) -> Result<bool, StoreError>;
     /// Drops revocation and refresh records that can no longer matter.
     async fn purge_expired_tokens(&self, now: Timestamp) -> Result<(), StoreError>;
 }

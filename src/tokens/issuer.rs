@@ -58,6 +58,10 @@ pub struct Claims {
     /// The user's generation: a user deleted and registered again gets a new one, so tokens of
     /// the deleted user stay refused.
     pub ugen: i64,
+    /// The session (the face login and its refresh tokens) this token belongs to: revoking the
+    /// session, or replaying one of its refresh tokens, refuses every access token of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 enum Signer {
@@ -229,6 +233,7 @@ impl TokenService {
         role: Role,
         similarity: Option<Similarity>,
         audience: &str,
+        session: &str,
     ) -> Result<Issued, TokenError> {
         let now = Timestamp::now();
         let claims = Claims {
@@ -244,6 +249,7 @@ impl TokenService {
             amr: vec![AMR_FACE.into()],
             similarity: similarity.map(|s| (s.value() * 100.0).round() / 100.0),
             ugen: user.generation,
+            sid: Some(session.to_owned()),
         };
         let token = match &self.signer {
             Signer::Hmac { encoding, .. } => {
@@ -325,7 +331,11 @@ impl TokenService {
     /// A valid, unrevoked access token's claims.
     pub async fn validate(&self, token: &str) -> Result<Claims, TokenProblem> {
         let claims = self.decode(token, true).await?;
-        match self.store.is_access_token_revoked(&claims.jti).await {
+        match self
+            .store
+            .is_access_token_revoked(&claims.jti, claims.sid.as_deref())
+            .await
+        {
             Ok(false) => Ok(claims),
             Ok(true) => Err(TokenProblem::Revoked),
             Err(e) => {
@@ -336,14 +346,23 @@ impl TokenService {
         }
     }
 
-    /// Starts a session (a refresh-token family) for a face login; returns its first refresh
-    /// token.
-    pub async fn start_session(&self, user: &User, audience: &str) -> Result<String, TokenError> {
+    /// A new session id, for the tokens of one face login.
+    pub fn new_session_id(&self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Starts session `session` (a refresh-token family) for a face login; returns its first
+    /// refresh token.
+    pub async fn start_session(
+        &self,
+        user: &User,
+        audience: &str,
+        session: &str,
+    ) -> Result<String, TokenError> {
         let now = Timestamp::now();
-        let family = uuid::Uuid::new_v4().to_string();
         self.new_refresh(
             user.generation,
-            &family,
+            session,
             audience,
             now,
             now + self.refresh_ttl,

@@ -198,7 +198,7 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire_and_signs_with_the_ne
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_replay_revokes_the_session() {
     let app = TestApp::spawn().await;
-    let (_, r1) = login(&app, "alice", 1).await;
+    let (a1, r1) = login(&app, "alice", 1).await;
     let res = post_form(
         &app,
         "/token",
@@ -226,6 +226,22 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_session() {
     .await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert_eq!(replay.body["error"], "invalid_grant");
+    // Every access token of the session is refused from now on, the first one included.
+    app.get("/users/me/", Some(&a2))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_REVOKED");
+    app.get("/users/me/", Some(&a1))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "TOKEN_REVOKED");
+    let admin = app.admin_token().await;
+    let seen = post_form(&app, "/introspect", &format!("token={a2}"), Some(&admin)).await;
+    assert_eq!(seen.body["active"], false, "{}", seen.body);
+    // Another session of the same user is untouched.
+    let (other, _) = login(&app, "alice", 1).await;
+    assert_eq!(
+        app.get("/users/me/", Some(&other)).await.status,
+        StatusCode::OK
+    );
     let after = post_form(
         &app,
         "/token",

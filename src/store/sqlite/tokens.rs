@@ -133,16 +133,20 @@ impl TokenStore for SqliteStore {
         .await
     }
 
-    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        let jti = jti.to_owned();
+    async fn is_access_token_revoked(
+        &self,
+        jti: &str,
+        session: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (jti, session) = (jti.to_owned(), session.map(str::to_owned));
         self.run(move |conn| {
             conn.query_row(
-                "SELECT 1 FROM revoked_access_tokens WHERE jti = ?1",
-                [jti],
-                |_| Ok(()),
+                "SELECT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = ?1)
+                     OR EXISTS (SELECT 1 FROM refresh_tokens
+                                WHERE family_id = ?2 AND revoked_at IS NOT NULL)",
+                params![jti, session],
+                |r| r.get(0),
             )
-            .optional()
-            .map(|found| found.is_some())
             .map_err(backend("checking a revocation"))
         })
         .await
