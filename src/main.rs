@@ -4,14 +4,16 @@
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
+    time::Duration,
 };
 
 use clap::{Parser, Subcommand};
 use facelock::{
+    clock::Timestamp,
     config::{EngineKind, Settings},
     domain::{Email, FullName, Page, UserId},
-    service::{Actor, Registration},
-    store::KeyStore,
+    service::{self, Actor, AuditKind, Origin, Registration},
+    store::{AuditQuery, AuditStore, KeyStore, LockoutStore},
     tokens::keyring::KeyRing,
 };
 
@@ -37,6 +39,24 @@ enum Command {
     Keys(KeysCommand),
     /// Fetch the local engine's models into FACELOCK_MODELS_DIR (normally done on first start).
     FetchModels,
+    /// Show the audit trail, newest first, one JSON object per line.
+    Audit {
+        /// Only events of this kind (login_failed, account_locked, token_refused, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only events about this user id.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events from this client address.
+        #[arg(long)]
+        address: Option<String>,
+        /// Only events of the last period: 30m, 12h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Accuracy of the local engine on labelled pairs: error rates per threshold, EER, defaults.
     Eval {
         /// CSV of img_a,img_b,same_person (1 or 0); a header line is allowed.
@@ -83,6 +103,8 @@ enum UsersCommand {
     },
     /// List users.
     List,
+    /// Clear the failed logins and the lock of a user id.
+    Unlock { user_id: String },
     /// Delete a user, their faces and reference images.
     Delete { user_id: String },
 }
@@ -104,6 +126,13 @@ async fn main() -> ExitCode {
         Command::Users(cmd) => users(settings, cmd).await,
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::FetchModels => fetch_models(&settings),
+        Command::Audit {
+            kind,
+            user,
+            address,
+            since,
+            limit,
+        } => audit(&settings, kind, user, address, since, limit).await,
         Command::Eval { pairs, root } => eval(&settings, &pairs, &root),
         Command::Bench {
             images,
@@ -149,6 +178,15 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
                 );
             }
             let key = KeyRing::rotate(&store).await?;
+            service::audit::record(
+                &store,
+                AuditKind::KeyRotated,
+                &Origin::operator(),
+                None,
+                Actor::Operator,
+                serde_json::json!({ "kid": key.kid }),
+            )
+            .await;
             println!(
                 "new signing key {} (servers pick it up within 30 s)",
                 key.kid
@@ -196,9 +234,80 @@ fn bench(settings: &Settings, images: &Path, iterations: usize, seconds: u64) ->
     Ok(())
 }
 
+async fn audit(
+    settings: &Settings,
+    kind: Option<String>,
+    user: Option<String>,
+    address: Option<String>,
+    since: Option<String>,
+    limit: u32,
+) -> CliResult {
+    if let Some(kind) = &kind {
+        if AuditKind::parse(kind).is_none() {
+            let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+            return Err(
+                format!("unknown kind {kind:?}; the kinds are {}", known.join(", ")).into(),
+            );
+        }
+    }
+    let since = since
+        .as_deref()
+        .map(parse_period)
+        .transpose()?
+        .map(|period| Timestamp::now() - period);
+    let store = facelock::open_store(settings)?;
+    let query = AuditQuery {
+        kind,
+        user_id: user,
+        address,
+        since,
+        limit: limit.clamp(1, 100_000),
+    };
+    for event in store.audit_events(query).await? {
+        println!("{}", serde_json::to_string(&event)?);
+    }
+    Ok(())
+}
+
+/// Clears a user id's failed logins and lock; works on the store alone.
+async fn unlock(settings: &Settings, user_id: &str) -> CliResult {
+    let store = facelock::open_store(settings)?;
+    let user_id = UserId::parse(user_id)?;
+    let had = store.clear_lockout(&user_id).await?;
+    service::audit::record(
+        &store,
+        AuditKind::LockoutCleared,
+        &Origin::operator(),
+        Some(&user_id),
+        Actor::Operator,
+        serde_json::json!({ "had_failures": had }),
+    )
+    .await;
+    println!(
+        "{user_id}: {}",
+        if had { "unlocked" } else { "was not locked" }
+    );
+    Ok(())
+}
+
+/// `30m`, `12h`, `7d`, `45s`.
+fn parse_period(raw: &str) -> Result<Duration, String> {
+    let bad = || format!("{raw:?} is not a period like 30m, 12h or 7d");
+    let (number, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
 async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
-    let state = facelock::build_state(settings).await?;
-    let service = &state.facelock;
+    // The engine is loaded only by the commands that need it.
+    let core = || facelock::build_facelock(&settings);
     match cmd {
         UsersCommand::Add {
             user_id,
@@ -212,18 +321,25 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
                 email: email.as_deref().map(Email::parse).transpose()?,
                 image: std::fs::read(&image)
                     .map_err(|e| format!("reading {}: {e}", image.display()))?,
+                origin: Origin::operator(),
             };
-            let done = service.register(registration, Actor::Operator).await?;
+            let done = core()
+                .await?
+                .register(registration, Actor::Operator)
+                .await?;
             println!("enrolled face {} for {}", done.face_id, done.user.user_id);
         }
         UsersCommand::List => {
+            let service = core().await?;
             let mut after = None;
             loop {
                 let page = Page {
                     limit: Page::MAX_LIMIT,
                     after,
                 };
-                let page = service.list_users(Actor::Operator, page).await?;
+                let page = service
+                    .list_users(Actor::Operator, page, &Origin::operator())
+                    .await?;
                 for u in &page.users {
                     println!(
                         "{}\tfaces={}\t{}\t{}",
@@ -239,9 +355,15 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
                 }
             }
         }
+        UsersCommand::Unlock { user_id } => unlock(&settings, &user_id).await?,
         UsersCommand::Delete { user_id } => {
-            service
-                .delete_user(Actor::Operator, &UserId::parse(&user_id)?)
+            core()
+                .await?
+                .delete_user(
+                    Actor::Operator,
+                    &UserId::parse(&user_id)?,
+                    &Origin::operator(),
+                )
                 .await?;
             println!("deleted {user_id}");
         }

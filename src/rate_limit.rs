@@ -72,9 +72,96 @@ impl RateLimiter {
     }
 }
 
+/// A per-address delay after failed face logins that name no user (1:N, where no account can be
+/// locked): the first `free` failures cost nothing, each further one makes the address wait
+/// 1 s, 2 s, 4 s ... up to `max`. A success from the address clears it.
+pub struct FailureDelay {
+    free: u32,
+    max: Duration,
+    by_ip: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+struct Failures {
+    count: u32,
+    wait_until: Instant,
+    last: Instant,
+}
+
+impl FailureDelay {
+    pub fn new(free: u32, max: Duration) -> Self {
+        Self {
+            free,
+            max,
+            by_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long `ip` must still wait, if at all.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        match by_ip.get(&ip) {
+            Some(f) if f.wait_until > now => Err(f.wait_until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure from `ip`; returns how long it must now wait.
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if by_ip.len() > 10_000 {
+            by_ip.retain(|_, f| now.duration_since(f.last) < IDLE);
+        }
+        let f = by_ip.entry(ip).or_insert(Failures {
+            count: 0,
+            wait_until: now,
+            last: now,
+        });
+        if now.duration_since(f.last) >= IDLE {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+        let over = f.count.saturating_sub(self.free);
+        let wait = if over == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1u64 << (over - 1).min(16)).min(self.max)
+        };
+        f.wait_until = now + wait;
+        wait
+    }
+
+    pub fn succeeded(&self, ip: IpAddr) {
+        self.by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_beyond_the_free_ones_make_an_address_wait_longer_each_time() {
+        let delay = FailureDelay::new(2, Duration::from_secs(5));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(delay.failed(ip, t0), Duration::ZERO);
+        assert_eq!(delay.failed(ip, t0), Duration::ZERO);
+        assert_eq!(delay.failed(ip, t0), Duration::from_secs(1));
+        assert!(delay.check(ip, t0).is_err());
+        assert!(delay.check(other, t0).is_ok());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(delay.check(ip, t1).is_ok());
+        assert_eq!(delay.failed(ip, t1), Duration::from_secs(2));
+        assert_eq!(delay.failed(ip, t1), Duration::from_secs(4));
+        assert_eq!(delay.failed(ip, t1), Duration::from_secs(5), "capped");
+        delay.succeeded(ip);
+        assert!(delay.check(ip, t1).is_ok());
+    }
 
     #[test]
     fn a_bucket_empties_and_refills() {

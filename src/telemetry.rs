@@ -1,5 +1,8 @@
-//! Logging: `RUST_LOG` when set, otherwise info (debug with the original's `DEBUG=True`); and
-//! how an error is written into a log line.
+//! Logging: `RUST_LOG` when set, otherwise info (debug with the original's `DEBUG=True`), to
+//! stderr so that stdout carries only a command's data; colours only on a terminal. And how an
+//! error is written into a log line.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,7 +13,11 @@ pub fn init(debug: bool) {
         "facelock=info,tower_http=info,warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// An error and its causes on one line: `outer: cause: root cause`.

@@ -88,9 +88,13 @@ pub enum ApiError {
     /// 409 `USER_EXISTS`: the user id is taken and the caller may not add faces to it.
     #[error("A user with this user_id already exists")]
     UserExists,
-    /// 429 `RATE_LIMITED` with `Retry-After`: too many engine requests from this client.
+    /// 429 `RATE_LIMITED` with `Retry-After`: too many engine requests, or too many failed
+    /// logins, from this client.
     #[error("Too many requests; try again later")]
     RateLimited { retry_after_secs: u32 },
+    /// 429 `ACCOUNT_LOCKED` with `Retry-After`: too many failed logins for this user id.
+    #[error("Too many failed logins for this account; try again later")]
+    AccountLocked { retry_after_secs: u32 },
     /// 502 `UPSTREAM_AUTH`: the face service refused our credentials (an operator problem).
     #[error("The face service refused the server's credentials")]
     UpstreamAuth,
@@ -141,7 +145,7 @@ impl ApiError {
             Forbidden(_) => StatusCode::FORBIDDEN,
             UserNotFound => StatusCode::NOT_FOUND,
             UserExists => StatusCode::CONFLICT,
-            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | AccountLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamAuth => StatusCode::BAD_GATEWAY,
             Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,6 +174,7 @@ impl ApiError {
             UserNotFound => "USER_NOT_FOUND",
             UserExists => "USER_EXISTS",
             RateLimited { .. } => "RATE_LIMITED",
+            AccountLocked { .. } => "ACCOUNT_LOCKED",
             UpstreamAuth => "UPSTREAM_AUTH",
             Unavailable { .. } => "ENGINE_UNAVAILABLE",
             Internal(_) => "INTERNAL",
@@ -216,7 +221,8 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::Unavailable { retry_after_secs }
-            | ApiError::RateLimited { retry_after_secs } => {
+            | ApiError::RateLimited { retry_after_secs }
+            | ApiError::AccountLocked { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
@@ -301,11 +307,22 @@ impl From<service::Error> for ApiError {
             E::Forbidden(why) => ApiError::Forbidden(why),
             E::UserNotFound => ApiError::UserNotFound,
             E::UserExists => ApiError::UserExists,
+            E::AccountLocked { retry_after } => ApiError::AccountLocked {
+                retry_after_secs: whole_seconds(retry_after),
+            },
+            E::SlowDown { retry_after } => ApiError::RateLimited {
+                retry_after_secs: whole_seconds(retry_after),
+            },
             // Only the token endpoint meets this, and it answers in OAuth's own shape.
             E::InvalidGrant => ApiError::BadRequest(e.to_string()),
             e @ (E::Store(_) | E::Token(_) | E::Reference(_) | E::Task(_)) => ApiError::internal(e),
         }
     }
+}
+
+/// A wait as `Retry-After` seconds: rounded up, at least 1.
+fn whole_seconds(d: std::time::Duration) -> u32 {
+    (d.as_millis().div_ceil(1000)).clamp(1, u128::from(u32::MAX)) as u32
 }
 
 impl From<InvalidInput> for ApiError {

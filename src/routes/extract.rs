@@ -12,7 +12,35 @@ use axum::{
 };
 
 use super::{error::ApiError, AppState};
-use crate::{service::Caller, tokens::TokenProblem};
+use crate::{
+    service::{Caller, Origin},
+    tokens::TokenProblem,
+};
+
+/// Where the request came from: the socket peer and the request id.
+pub struct RequestOrigin(pub Origin);
+
+fn origin(parts: &Parts) -> Origin {
+    Origin {
+        address: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+        request_id: parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(origin(parts)))
+    }
+}
 
 /// The caller behind a valid bearer token; a missing or bad token is a 401.
 pub struct Authenticated(pub Caller);
@@ -42,7 +70,9 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?.ok_or(ApiError::Unauthorized(TokenProblem::Missing))?;
-        Ok(Self(state.facelock.authenticate(token).await?))
+        Ok(Self(
+            state.facelock.authenticate(token, &origin(parts)).await?,
+        ))
     }
 }
 
@@ -52,7 +82,9 @@ impl FromRequestParts<AppState> for MaybeAuthenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match bearer(parts)? {
             None => Ok(Self(None)),
-            Some(token) => Ok(Self(Some(state.facelock.authenticate(token).await?))),
+            Some(token) => Ok(Self(Some(
+                state.facelock.authenticate(token, &origin(parts)).await?,
+            ))),
         }
     }
 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::{
     error::{ApiError, ErrorBody},
-    extract::{Authenticated, EngineQuota, MaybeAuthenticated},
+    extract::{Authenticated, EngineQuota, MaybeAuthenticated, RequestOrigin},
     forms::{CompareForm, Multipart, RegisterForm, VerifyForm},
     AppState,
 };
@@ -48,6 +48,7 @@ pub struct RegisterResponse {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     MaybeAuthenticated(caller): MaybeAuthenticated,
     _quota: EngineQuota,
     form: Multipart<RegisterForm>,
@@ -58,6 +59,7 @@ pub async fn register(
         full_name: form.full_name.into_inner(),
         email: form.email.into_inner(),
         image: form.face_image.into(),
+        origin,
     };
     let actor = caller.as_ref().map_or(Actor::Anonymous, Actor::Caller);
     let registered = state.facelock.register(registration, actor).await?;
@@ -102,7 +104,7 @@ pub struct VerifyResponse {
         (status = 200, description = "Face matched; token issued", body = VerifyResponse),
         (status = 400, description = "No face, no matching face (`NO_MATCH`), several faces of similar size, or an undecodable image", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
-        (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many requests or failed logins from this client; `ACCOUNT_LOCKED`: too many failed logins for this `user_id`. See Retry-After", body = ErrorBody),
         (status = 415, description = "The file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
@@ -111,6 +113,7 @@ pub struct VerifyResponse {
 )]
 pub async fn verify(
     State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     _quota: EngineQuota,
     form: Multipart<VerifyForm>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
@@ -122,6 +125,7 @@ pub async fn verify(
             min_similarity: form.similarity_threshold.into_inner(),
             claimed: form.user_id.into_inner(),
             audience: form.audience.into_inner(),
+            origin,
         })
         .await?;
     Ok(Json(VerifyResponse {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{
     error::{ApiError, ErrorBody},
-    extract::Authenticated,
+    extract::{Authenticated, RequestOrigin},
     forms::{TokenForm, TokenHandleForm},
     AppState,
 };
@@ -71,6 +71,7 @@ pub struct TokenResponse {
 )]
 pub async fn token(
     State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
@@ -94,7 +95,7 @@ pub async fn token(
             "refresh_token is required",
         );
     };
-    match state.facelock.refresh(&refresh_token).await {
+    match state.facelock.refresh(&refresh_token, &origin).await {
         Ok(pair) => Json(TokenResponse {
             access_token: pair.access_token,
             token_type: "Bearer".into(),
@@ -170,13 +171,14 @@ pub async fn revoke(
 )]
 pub async fn introspect(
     State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     Authenticated(caller): Authenticated,
     form: Result<Form<TokenHandleForm>, FormRejection>,
 ) -> Response {
     let Some(token) = token_param(form) else {
         return missing_token();
     };
-    match state.facelock.introspect(&caller, &token).await {
+    match state.facelock.introspect(&caller, &token, &origin).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }

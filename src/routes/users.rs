@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     error::{ApiError, ErrorBody},
-    extract::Authenticated,
+    extract::{Authenticated, RequestOrigin},
     AppState,
 };
 use crate::{
@@ -104,6 +104,7 @@ pub struct UserList {
 )]
 pub async fn list(
     State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     Authenticated(caller): Authenticated,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<UserList>, ApiError> {
@@ -111,7 +112,7 @@ pub async fn list(
     let page = Page::parse(query.limit, query.cursor.as_deref())?;
     let page = state
         .facelock
-        .list_users(Actor::Caller(&caller), page)
+        .list_users(Actor::Caller(&caller), page, &origin)
         .await?;
     let users: Vec<UserProfile> = page.users.into_iter().map(Into::into).collect();
     Ok(Json(UserList {
@@ -148,13 +149,14 @@ pub struct DeleteResponse {
 )]
 pub async fn delete(
     State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     Authenticated(caller): Authenticated,
     Path(raw): Path<String>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let user_id = UserId::parse(&raw).map_err(|e| ApiError::validation("user_id", e.0))?;
     state
         .facelock
-        .delete_user(Actor::Caller(&caller), &user_id)
+        .delete_user(Actor::Caller(&caller), &user_id, &origin)
         .await?;
     Ok(Json(DeleteResponse {
         success: true,

@@ -1,6 +1,8 @@
 //! Users in and out: registration, the user list, deletion and the engine deletion queue.
 
-use super::{Actor, Error, FaceLock};
+use serde_json::json;
+
+use super::{Actor, AuditKind, Error, FaceLock, Origin};
 use crate::{
     domain::{Email, FullName, Page, User, UserId},
     store::{FaceOwner, NewFace, NewUser},
@@ -12,6 +14,7 @@ pub struct Registration {
     pub full_name: Option<FullName>,
     pub email: Option<Email>,
     pub image: Vec<u8>,
+    pub origin: Origin,
 }
 
 pub struct Registered {
@@ -87,9 +90,20 @@ impl FaceLock {
             reference_path: Some(reference.clone()),
             descriptor: indexed.descriptor,
         };
+        let kind = match owner {
+            FaceOwner::New(_) => AuditKind::UserRegistered,
+            FaceOwner::Existing { .. } => AuditKind::FaceAdded,
+        };
         match self.store.add_face(owner, face).await {
             Ok(user) => {
-                tracing::info!(face_id = %face_id, "face registered");
+                self.audit(
+                    kind,
+                    &req.origin,
+                    Some(&user.user_id),
+                    actor,
+                    json!({ "face_id": face_id, "faces": user.face_count }),
+                )
+                .await;
                 Ok(Registered { user, face_id })
             }
             Err(e) => {
@@ -111,7 +125,12 @@ impl FaceLock {
 
     /// Deletes a user: the caller must be that user, an admin, or the operator.
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
-    pub async fn delete_user(&self, actor: Actor<'_>, user_id: &UserId) -> Result<(), Error> {
+    pub async fn delete_user(
+        &self,
+        actor: Actor<'_>,
+        user_id: &UserId,
+        origin: &Origin,
+    ) -> Result<(), Error> {
         if !actor.may_act_for(user_id) {
             return Err(Error::Forbidden(
                 "Only the user themself or an admin may delete a user",
@@ -127,7 +146,14 @@ impl FaceLock {
                 }
             }
         }
-        tracing::info!(faces = faces.len(), "user deleted");
+        self.audit(
+            AuditKind::UserDeleted,
+            origin,
+            Some(user_id),
+            actor,
+            json!({ "faces": faces.len() }),
+        )
+        .await;
         Ok(())
     }
 
@@ -168,10 +194,23 @@ impl FaceLock {
     }
 
     /// A page of users, ordered by id: admins and the operator only.
-    pub async fn list_users(&self, actor: Actor<'_>, page: Page) -> Result<UserPage, Error> {
+    pub async fn list_users(
+        &self,
+        actor: Actor<'_>,
+        page: Page,
+        origin: &Origin,
+    ) -> Result<UserPage, Error> {
         if !actor.is_admin() {
             return Err(Error::Forbidden("Listing users needs an admin token"));
         }
+        self.audit(
+            AuditKind::UsersListed,
+            origin,
+            None,
+            actor,
+            json!({ "limit": page.limit, "after": page.after }),
+        )
+        .await;
         let limit = page.limit as usize;
         let users = self.store.list_users(page).await?;
         let total = self.store.count_users().await?;

@@ -34,6 +34,12 @@ pub enum Error {
     /// The user id is taken and the caller may not add faces to it.
     #[error("user already exists")]
     UserExists,
+    /// Too many failed logins against this user id: no face is tried until `retry_after`.
+    #[error("the account is locked after too many failed logins")]
+    AccountLocked { retry_after: std::time::Duration },
+    /// Too many failed logins from this address: it must wait `retry_after`.
+    #[error("too many failed logins from this address")]
+    SlowDown { retry_after: std::time::Duration },
     /// A refresh token that is unknown, expired, used or revoked, or of a deleted user.
     #[error("the refresh token is unknown, expired, already used or revoked")]
     InvalidGrant,

@@ -3,11 +3,17 @@
 
 use std::time::Duration;
 
-use super::{Caller, Error, FaceLock};
+use serde_json::json;
+
+use super::{Actor, AuditKind, Caller, Error, FaceLock, Origin};
 use crate::{
+    clock::Timestamp,
     domain::{InvalidInput, Role, Similarity, User, UserId},
     engine::{SearchQuery, SearchScope},
-    tokens::{issuer::is_refresh_token, Introspection, Issued, TokenProblem},
+    tokens::{
+        issuer::{is_refresh_token, Spent},
+        Introspection, Issued, TokenProblem,
+    },
 };
 
 /// A face login.
@@ -19,6 +25,7 @@ pub struct LoginRequest {
     pub claimed: Option<UserId>,
     /// The audience the token is for; the first configured one by default.
     pub audience: Option<String>,
+    pub origin: Origin,
 }
 
 /// An access token and the refresh token that continues its session.
@@ -45,7 +52,8 @@ pub struct Comparison {
 
 impl FaceLock {
     /// Logs a face in: finds the enrolled face it matches (under the policy) and starts a
-    /// session for its user.
+    /// session for its user. A claimed account that failed too often is locked and not tried;
+    /// an address that failed too often at 1:N must wait.
     #[tracing::instrument(skip_all, fields(claimed = req.claimed.as_ref().map(|u| u.as_str())))]
     pub async fn login(&self, req: LoginRequest) -> Result<Session, Error> {
         let audience = self
@@ -54,29 +62,31 @@ impl FaceLock {
             .ok_or_else(|| {
                 InvalidInput::new("audience", "is not one of the configured audiences")
             })?;
+        let origin = &req.origin;
+        match &req.claimed {
+            Some(user) => self.refuse_if_locked(user, origin).await?,
+            None => self.refuse_if_delayed(origin)?,
+        }
         let threshold = self.policy.threshold(req.min_similarity);
-        let upload = self.prepare_image(req.image).await?;
-        let query = SearchQuery {
-            scope: req.claimed.map_or(SearchScope::All, SearchScope::User),
-            min_similarity: threshold,
+        let claimed = req.claimed.clone();
+        let (user, similarity) = match self.match_face(req.image, claimed, threshold).await {
+            Ok(found) => found,
+            Err(Error::NoMatch) => {
+                self.count_failure(req.claimed.as_ref(), origin).await;
+                return Err(Error::NoMatch);
+            }
+            Err(e) => return Err(e),
         };
-        let candidates = self.engine.search(upload, &query).await?;
-        let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
-        let known = self.store.faces(&ids).await?;
-        let Some((face, similarity)) = self.policy.choose(
-            &candidates,
-            &known,
-            &query.scope,
-            threshold,
-            self.engine.name(),
-        ) else {
-            return Err(Error::NoMatch);
-        };
-        let user = self
-            .store
-            .current_user(&face.user_id, face.user_generation)
-            .await?
-            .ok_or(Error::NoMatch)?;
+        if req.claimed.is_none() {
+            // A locked account stays locked whichever way it is reached.
+            self.refuse_if_locked(&user.user_id, origin).await?;
+        }
+        if let Err(e) = self.store.clear_lockout(&user.user_id).await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reset the lockout after a login");
+        }
+        if let Some(address) = origin.address {
+            self.address_failures.succeeded(address);
+        }
         let role = self.policy.role_of(&user.user_id);
         let session = self.tokens.new_session_id();
         let access = self
@@ -87,7 +97,18 @@ impl FaceLock {
             .tokens
             .start_session(&user, &audience, &session)
             .await?;
-        tracing::info!(user_id = %user.user_id, similarity = similarity.value(), "face verified");
+        self.audit(
+            AuditKind::LoginSucceeded,
+            origin,
+            Some(&user.user_id),
+            Actor::Anonymous,
+            json!({
+                "similarity": similarity.value(),
+                "claimed": req.claimed.is_some(),
+                "audience": audience,
+            }),
+        )
+        .await;
         Ok(Session {
             tokens: self.pair(access, refresh_token),
             user,
@@ -96,13 +117,134 @@ impl FaceLock {
         })
     }
 
-    /// `grant_type=refresh_token`: spends the refresh token, returns the session's next pair.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, Error> {
-        let record = self
-            .tokens
-            .spend_refresh(refresh_token)
+    /// The enrolled user whose face best matches the photo, under the policy.
+    async fn match_face(
+        &self,
+        image: Vec<u8>,
+        claimed: Option<UserId>,
+        threshold: Similarity,
+    ) -> Result<(User, Similarity), Error> {
+        let upload = self.prepare_image(image).await?;
+        let query = SearchQuery {
+            scope: claimed.map_or(SearchScope::All, SearchScope::User),
+            min_similarity: threshold,
+        };
+        let candidates = self.engine.search(upload, &query).await?;
+        let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
+        let known = self.store.faces(&ids).await?;
+        let (face, similarity) = self
+            .policy
+            .choose(
+                &candidates,
+                &known,
+                &query.scope,
+                threshold,
+                self.engine.name(),
+            )
+            .ok_or(Error::NoMatch)?;
+        let user = self
+            .store
+            .current_user(&face.user_id, face.user_generation)
             .await?
-            .ok_or(Error::InvalidGrant)?;
+            .ok_or(Error::NoMatch)?;
+        tracing::info!(user_id = %user.user_id, similarity = similarity.value(), "face verified");
+        Ok((user, similarity))
+    }
+
+    async fn refuse_if_locked(&self, user: &UserId, origin: &Origin) -> Result<(), Error> {
+        let now = Timestamp::now();
+        match self.store.locked_until(user).await? {
+            Some(until) if until > now => {
+                self.audit(
+                    AuditKind::LoginRefusedLocked,
+                    origin,
+                    Some(user),
+                    Actor::Anonymous,
+                    json!({ "locked_until": until.rfc3339() }),
+                )
+                .await;
+                Err(Error::AccountLocked {
+                    retry_after: until - now,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn refuse_if_delayed(&self, origin: &Origin) -> Result<(), Error> {
+        let Some(address) = origin.address else {
+            return Ok(());
+        };
+        self.address_failures
+            .check(address, std::time::Instant::now())
+            .map_err(|retry_after| Error::SlowDown { retry_after })
+    }
+
+    /// A failed login: counted against the claimed account (which may lock it), or against
+    /// the address when no user was claimed.
+    async fn count_failure(&self, claimed: Option<&UserId>, origin: &Origin) {
+        self.audit(
+            AuditKind::LoginFailed,
+            origin,
+            claimed,
+            Actor::Anonymous,
+            json!({ "code": "NO_MATCH" }),
+        )
+        .await;
+        let Some(user) = claimed else {
+            if let Some(address) = origin.address {
+                self.address_failures
+                    .failed(address, std::time::Instant::now());
+            }
+            return;
+        };
+        let now = Timestamp::now();
+        let counted = self
+            .store
+            .record_failure(user, now, now - self.lockout_window)
+            .await;
+        let failures = match counted {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::error_chain(&e), "could not count a failed login");
+                return;
+            }
+        };
+        let Some(lock) = self.lockout.lock_for(failures) else {
+            return;
+        };
+        let until = now + lock;
+        if let Err(e) = self.store.lock(user, until).await {
+            tracing::error!(error = %crate::telemetry::error_chain(&e), "could not lock an account");
+            return;
+        }
+        self.audit(
+            AuditKind::AccountLocked,
+            origin,
+            Some(user),
+            Actor::Anonymous,
+            json!({ "failures": failures, "locked_until": until.rfc3339(), "seconds": lock.as_secs() }),
+        )
+        .await;
+    }
+
+    /// `grant_type=refresh_token`: spends the refresh token, returns the session's next pair.
+    pub async fn refresh(&self, refresh_token: &str, origin: &Origin) -> Result<TokenPair, Error> {
+        let record = match self.tokens.spend_refresh(refresh_token).await? {
+            Spent::Live(record) => record,
+            Spent::Invalid => return Err(Error::InvalidGrant),
+            Spent::Replayed(record) => {
+                self.audit(
+                    AuditKind::RefreshReplayed,
+                    origin,
+                    Some(&record.user_id),
+                    Actor::Anonymous,
+                    json!({ "session_revoked": true }),
+                )
+                .await;
+                return Err(Error::InvalidGrant);
+            }
+        };
         let user = self
             .store
             .current_user(&record.user_id, record.user_generation)
@@ -127,7 +269,24 @@ impl FaceLock {
 
     /// The caller behind a bearer token: valid, unrevoked, and its user still the same
     /// generation (not deleted, nor deleted and registered again).
-    pub async fn authenticate(&self, bearer: &str) -> Result<Caller, Error> {
+    pub async fn authenticate(&self, bearer: &str, origin: &Origin) -> Result<Caller, Error> {
+        match self.bearer_caller(bearer).await {
+            Err(Error::Unauthenticated(problem)) => {
+                self.audit(
+                    AuditKind::TokenRefused,
+                    origin,
+                    None,
+                    Actor::Anonymous,
+                    json!({ "reason": format!("{problem:?}").to_ascii_lowercase() }),
+                )
+                .await;
+                Err(Error::Unauthenticated(problem))
+            }
+            other => other,
+        }
+    }
+
+    async fn bearer_caller(&self, bearer: &str) -> Result<Caller, Error> {
         let claims = self
             .tokens
             .validate(bearer)
@@ -152,10 +311,32 @@ impl FaceLock {
 
     /// RFC 7662, for admins: whether a token is active (valid, unrevoked, its user current),
     /// and its claims.
-    pub async fn introspect(&self, caller: &Caller, token: &str) -> Result<Introspection, Error> {
+    pub async fn introspect(
+        &self,
+        caller: &Caller,
+        token: &str,
+        origin: &Origin,
+    ) -> Result<Introspection, Error> {
         if !caller.is_admin() {
             return Err(Error::Forbidden("Introspection needs an admin token"));
         }
+        let answer = self.introspection(token).await?;
+        self.audit(
+            AuditKind::TokenIntrospected,
+            origin,
+            answer
+                .sub
+                .as_ref()
+                .and_then(|s| UserId::parse(s).ok())
+                .as_ref(),
+            Actor::Caller(caller),
+            json!({ "active": answer.active }),
+        )
+        .await;
+        Ok(answer)
+    }
+
+    async fn introspection(&self, token: &str) -> Result<Introspection, Error> {
         if is_refresh_token(token) {
             let Some(r) = self.tokens.live_refresh(token).await? else {
                 return Ok(Introspection::inactive());
@@ -181,7 +362,7 @@ impl FaceLock {
                 ..Default::default()
             });
         }
-        match self.authenticate(token).await {
+        match self.bearer_caller(token).await {
             Ok(bearer) => Ok(Introspection::of_access_token(bearer.claims)),
             Err(Error::Unauthenticated(_)) => Ok(Introspection::inactive()),
             Err(e) => Err(e),

@@ -8,6 +8,7 @@
 //! never leaves a face that can log in without a user behind it (login also ignores engine
 //! matches the database does not know).
 
+pub mod audit;
 mod enrolment;
 mod error;
 mod login;
@@ -15,16 +16,19 @@ pub mod policy;
 
 use std::{sync::Arc, time::Duration};
 
+pub use audit::{AuditKind, Origin};
 pub use enrolment::{Registered, Registration, UserPage};
 pub use error::Error;
 pub use login::{Comparison, LoginRequest, Session, TokenPair};
 
-use self::policy::Policy;
+use self::policy::{LockoutRule, Policy};
 use crate::{
+    clock::Timestamp,
     config::Settings,
     domain::{Role, User, UserId},
     engine::{EnrolledFace, FaceEngine, Upload},
     images::{self, DecodeLimits},
+    rate_limit::FailureDelay,
     references::ReferenceFiles,
     store::Store,
     tokens::{Claims, TokenService},
@@ -93,6 +97,12 @@ pub struct Health {
 
 pub struct FaceLock {
     policy: Policy,
+    lockout: LockoutRule,
+    /// Failures older than this no longer count towards a lockout.
+    lockout_window: Duration,
+    /// Per-address waits after failed 1:N logins (kept in this process).
+    address_failures: FailureDelay,
+    audit_retention: Duration,
     engine: Arc<dyn FaceEngine>,
     store: Arc<dyn Store>,
     tokens: TokenService,
@@ -111,6 +121,17 @@ impl FaceLock {
     ) -> Self {
         Self {
             policy: Policy::new(settings.engine.min_similarity, settings.admin_users.clone()),
+            lockout: LockoutRule {
+                threshold: settings.lockout.threshold,
+                first_lock: settings.lockout.first_lock,
+                max_lock: settings.lockout.max_lock,
+            },
+            lockout_window: settings.lockout.window,
+            address_failures: FailureDelay::new(
+                settings.lockout.free_address_failures,
+                settings.lockout.max_lock,
+            ),
+            audit_retention: settings.lockout.audit_retention,
             engine,
             store,
             tokens,
@@ -146,6 +167,13 @@ impl FaceLock {
     /// `retry_deletions`) engine deletions that failed before.
     pub async fn maintain(&self, retry_deletions: bool) {
         self.tokens.maintain().await;
+        let now = Timestamp::now();
+        if let Err(e) = self.store.purge_lockouts(now - self.lockout_window).await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old lockouts");
+        }
+        if let Err(e) = self.store.purge_audit(now - self.audit_retention).await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old audit events");
+        }
         self.sync_engine().await;
         if retry_deletions {
             self.finish_pending_deletions().await;

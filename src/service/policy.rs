@@ -1,13 +1,34 @@
 //! Who logs in, decided in one place: the similarity floor a client can only raise, the scope
 //! of a 1:1 check, faces the store knows, and the role a user holds.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use crate::{
     domain::{Role, Similarity, UserId},
     engine::{FaceMatch, SearchScope},
     store::FaceRecord,
 };
+
+/// When failed logins lock an account, and for how long.
+#[derive(Clone, Debug)]
+pub struct LockoutRule {
+    pub threshold: u32,
+    pub first_lock: Duration,
+    pub max_lock: Duration,
+}
+
+impl LockoutRule {
+    /// The lock `failures` failed logins earn: none below the threshold, then the first lock,
+    /// doubled for each failure beyond it, up to the longest.
+    pub fn lock_for(&self, failures: u32) -> Option<Duration> {
+        let beyond = failures.checked_sub(self.threshold)?;
+        let doubled = self
+            .first_lock
+            .checked_mul(1u32 << beyond.min(20))
+            .unwrap_or(self.max_lock);
+        Some(doubled.min(self.max_lock))
+    }
+}
 
 pub struct Policy {
     /// The lowest similarity that logs in, whatever a client asks for.
@@ -153,6 +174,22 @@ mod tests {
         assert!(p
             .choose(&candidates, &moved, &SearchScope::All, t, "local")
             .is_none());
+    }
+
+    #[test]
+    fn locks_start_at_the_threshold_and_double_up_to_the_cap() {
+        let rule = LockoutRule {
+            threshold: 5,
+            first_lock: Duration::from_secs(30),
+            max_lock: Duration::from_secs(900),
+        };
+        let secs = |n| rule.lock_for(n).map(|d| d.as_secs());
+        assert_eq!(secs(4), None);
+        assert_eq!(secs(5), Some(30));
+        assert_eq!(secs(6), Some(60));
+        assert_eq!(secs(9), Some(480));
+        assert_eq!(secs(10), Some(900));
+        assert_eq!(secs(1000), Some(900));
     }
 
     #[test]

@@ -1,17 +1,22 @@
 //! The durable store, split by capability: [`UserStore`] (users, their faces and the engine
-//! deletion queue), [`KeyStore`] (token signing keys) and [`TokenStore`] (refresh-token sessions
-//! and revoked access tokens). [`Store`] is all of them plus health, what a backend implements;
+//! deletion queue), [`KeyStore`] (token signing keys), [`TokenStore`] (refresh-token sessions
+//! and revoked access tokens), [`LockoutStore`] (failed logins per account) and [`AuditStore`]
+//! (the audit trail). [`Store`] is all of them plus health, what a backend implements;
 //! each backend keeps one file per capability. It knows nothing of HTTP, images or engines
 //! beyond the records it keeps.
 
+pub mod audit;
 pub mod keys;
+pub mod lockouts;
 pub mod sqlite;
 pub mod tokens;
 pub mod users;
 
 use async_trait::async_trait;
 
+pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use keys::{KeyStore, StoredKey};
+pub use lockouts::LockoutStore;
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
 pub use users::{FaceOwner, FaceRecord, NewFace, NewUser, UserStore};
 
@@ -46,7 +51,7 @@ impl StoreError {
 
 /// Everything a store backend offers.
 #[async_trait]
-pub trait Store: UserStore + KeyStore + TokenStore {
+pub trait Store: UserStore + KeyStore + TokenStore + LockoutStore + AuditStore {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// A number that changes whenever another process commits to the store, so in-memory

@@ -406,25 +406,23 @@ impl TokenService {
         Ok(token)
     }
 
-    /// Spends a refresh token: its record when it was live, `None` when it is unknown, expired,
-    /// used or revoked. A used one revokes its whole session.
-    pub async fn spend_refresh(
-        &self,
-        refresh_token: &str,
-    ) -> Result<Option<RefreshRecord>, TokenError> {
+    /// Spends a refresh token. A used one revokes its whole session.
+    pub async fn spend_refresh(&self, refresh_token: &str) -> Result<Spent, TokenError> {
         let now = Timestamp::now();
-        match self
-            .store
-            .use_refresh_token(&hash(refresh_token), now)
-            .await?
-        {
-            RefreshUse::Fresh(record) if record.expires_at > now => Ok(Some(record)),
-            RefreshUse::Fresh(_) | RefreshUse::Unknown => Ok(None),
-            RefreshUse::Replayed(record) => {
-                tracing::warn!(family = %record.family_id, user_id = %record.user_id, "a used refresh token was presented again: the session is revoked");
-                Ok(None)
-            }
-        }
+        Ok(
+            match self
+                .store
+                .use_refresh_token(&hash(refresh_token), now)
+                .await?
+            {
+                RefreshUse::Fresh(record) if record.expires_at > now => Spent::Live(record),
+                RefreshUse::Fresh(_) | RefreshUse::Unknown => Spent::Invalid,
+                RefreshUse::Replayed(record) => {
+                    tracing::warn!(user_id = %record.user_id, "a used refresh token was presented again: the session is revoked");
+                    Spent::Replayed(record)
+                }
+            },
+        )
     }
 
     /// A refresh token's record if it is still live (unused, unrevoked, unexpired).
@@ -460,6 +458,16 @@ impl TokenService {
         }
         Ok(())
     }
+}
+
+/// What spending a refresh token found.
+pub enum Spent {
+    /// It was live; the session continues.
+    Live(RefreshRecord),
+    /// Unknown or expired.
+    Invalid,
+    /// Used or revoked before: the session is now revoked.
+    Replayed(RefreshRecord),
 }
 
 /// Whether `token` has the form of this issuer's refresh tokens.

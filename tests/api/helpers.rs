@@ -11,7 +11,7 @@ use axum::{
 use facelock::{
     config::{EngineKind, Secret, Settings},
     domain::UserId,
-    service::{Actor, Registration},
+    service::{Actor, Origin, Registration},
     AppState,
 };
 use http_body_util::BodyExt;
@@ -93,6 +93,7 @@ impl TestApp {
                         full_name: None,
                         email: None,
                         image: face_of(ADMIN_PERSON),
+                        origin: Origin::operator(),
                     },
                     Actor::Operator,
                 )
@@ -185,6 +186,30 @@ impl TestApp {
             form = form.text("user_id", u);
         }
         self.post_form("/verify/", form, None).await
+    }
+
+    /// A login (1:1 when `user_id` is given) as if sent from `address`, as a real socket would
+    /// tell the server.
+    pub async fn verify_from(
+        &self,
+        address: &str,
+        image: Vec<u8>,
+        user_id: Option<&str>,
+    ) -> TestResponse {
+        let mut form = Multipart::new().file("face_image", "face.png", image);
+        if let Some(u) = user_id {
+            form = form.text("user_id", u);
+        }
+        let (content_type, body) = form.finish();
+        let peer: std::net::SocketAddr = format!("{address}:40000").parse().unwrap();
+        let mut request = Request::post("/verify/")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.send(request).await
     }
 
     /// Files under the reference folder, relative to it.

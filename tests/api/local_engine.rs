@@ -374,6 +374,7 @@ async fn faces_enrolled_by_another_process_reach_a_running_server() {
                 full_name: None,
                 email: None,
                 image: read(&root, "faces/joe_biden/biden_01.jpg"),
+                origin: facelock::service::Origin::operator(),
             },
             facelock::service::Actor::Operator,
         )

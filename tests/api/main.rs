@@ -5,6 +5,7 @@ mod consistency;
 mod faces;
 mod fake_rekognition;
 mod flow;
+mod hardening;
 mod helpers;
 mod local_engine;
 mod openapi;

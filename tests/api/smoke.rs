@@ -12,7 +12,17 @@ use crate::{
 };
 
 /// A running server; killed when dropped, so a failing test leaves no process behind.
-struct Server(Option<std::process::Child>);
+struct Server(
+    Option<std::process::Child>,
+    std::sync::mpsc::Receiver<String>,
+);
+
+impl Server {
+    /// The log lines written since the last call.
+    fn logs(&self) -> Vec<String> {
+        self.1.try_iter().collect()
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -33,17 +43,17 @@ fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, Strin
         .env("FACELOCK_PORT", "0")
         .env("RUST_LOG", "facelock=info")
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         command.env(k, v);
     }
     let mut child = command.spawn().unwrap();
 
-    let stdout = child.stdout.take().unwrap();
+    let logs = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in BufReader::new(logs).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
@@ -55,7 +65,7 @@ fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, Strin
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
-    (Server(Some(child)), format!("http://{addr}"))
+    (Server(Some(child), rx), format!("http://{addr}"))
 }
 
 /// Stops the server with SIGTERM and checks that it exits cleanly.
@@ -186,6 +196,36 @@ async fn the_default_server_logs_a_real_face_in() {
     let health: serde_json::Value = api.get("/health", None).await.json().await.unwrap();
     assert_eq!(health["engine_name"], "local");
 
+    // Every log line of a request carries the id the client was given.
+    let failed = api
+        .http
+        .post(format!("{}/verify/", api.base))
+        .header("x-request-id", "smoke-request-7")
+        .multipart(reqwest::multipart::Form::new().part(
+            "face_image",
+            reqwest::multipart::Part::bytes(read("faces/kit_harington/kit_harington_01.jpeg")),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 400);
+    std::thread::sleep(Duration::from_millis(200));
+    let lines: Vec<String> = child
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("/verify/"))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("login_failed")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("request_id=smoke-request-7")),
+        "{lines:#?}"
+    );
+
     let res = api
         .post_photo(
             "/register/",
@@ -270,4 +310,25 @@ fn operator_commands_manage_keys_and_users() {
 
     assert!(run(&["users", "delete", "rose"]).contains("deleted rose"));
     assert_eq!(run(&["users", "list"]), "");
+    assert_eq!(run(&["users", "unlock", "rose"]), "rose: was not locked\n");
+
+    // Every command above left its trace, as JSON lines on stdout and nothing else there.
+    let trail = run(&["audit", "--since", "1h"]);
+    let events: Vec<serde_json::Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "user_registered",
+        "users_listed",
+        "key_rotated",
+        "user_deleted",
+        "lockout_cleared",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert!(events.iter().all(|e| e["actor"] == "operator"));
+    let deleted = run(&["audit", "--kind", "user_deleted", "--user", "rose"]);
+    assert_eq!(deleted.lines().count(), 1, "{deleted}");
 }

@@ -2,7 +2,9 @@
 //! applied at start-up. rusqlite is synchronous, so every call runs on the blocking pool.
 //! One file per capability: `users.rs`, `keys.rs`, `tokens.rs`.
 
+mod audit;
 mod keys;
+mod lockouts;
 mod tokens;
 mod users;
 
@@ -23,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_tokens.sql"),
     include_str!("migrations/0003_milliseconds.sql"),
     include_str!("migrations/0004_face_model.sql"),
+    include_str!("migrations/0005_lockouts_audit.sql"),
 ];
 
 #[derive(Clone)]

@@ -1,0 +1,149 @@
+//! The audit trail: what happened, to whom, by whom, from where. Every event is logged and kept
+//! in the store (`facelock audit` queries it). Tokens, photos and descriptors never appear.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use super::{Actor, FaceLock};
+use crate::{
+    clock::Timestamp,
+    domain::UserId,
+    store::{AuditRecord, AuditStore},
+};
+
+/// Where a request came from, recorded with what it did.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// The client's address (the socket peer).
+    pub address: Option<IpAddr>,
+    /// The request id the client was told (`x-request-id`).
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    /// The operator at the server's command line.
+    pub fn operator() -> Self {
+        Self::default()
+    }
+}
+
+/// The kinds of event the trail records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditKind {
+    LoginSucceeded,
+    LoginFailed,
+    /// A login refused without trying the face: the account is locked.
+    LoginRefusedLocked,
+    AccountLocked,
+    LockoutCleared,
+    TokenRefused,
+    /// A used refresh token was presented again; its session is revoked.
+    RefreshReplayed,
+    UserRegistered,
+    FaceAdded,
+    UserDeleted,
+    UsersListed,
+    TokenIntrospected,
+    KeyRotated,
+}
+
+impl AuditKind {
+    pub const ALL: [AuditKind; 13] = [
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::LoginRefusedLocked,
+        Self::AccountLocked,
+        Self::LockoutCleared,
+        Self::TokenRefused,
+        Self::RefreshReplayed,
+        Self::UserRegistered,
+        Self::FaceAdded,
+        Self::UserDeleted,
+        Self::UsersListed,
+        Self::TokenIntrospected,
+        Self::KeyRotated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::LoginRefusedLocked => "login_refused_locked",
+            Self::AccountLocked => "account_locked",
+            Self::LockoutCleared => "lockout_cleared",
+            Self::TokenRefused => "token_refused",
+            Self::RefreshReplayed => "refresh_replayed",
+            Self::UserRegistered => "user_registered",
+            Self::FaceAdded => "face_added",
+            Self::UserDeleted => "user_deleted",
+            Self::UsersListed => "users_listed",
+            Self::TokenIntrospected => "token_introspected",
+            Self::KeyRotated => "key_rotated",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+impl Actor<'_> {
+    /// The name the trail records for whoever acted.
+    pub fn audit_name(self) -> Option<String> {
+        match self {
+            Actor::Anonymous => None,
+            Actor::Caller(c) => Some(c.user.user_id.to_string()),
+            Actor::Operator => Some("operator".into()),
+        }
+    }
+}
+
+impl FaceLock {
+    /// Records an event in the store and the log. A store failure is logged, never fatal: the
+    /// operation it describes has already happened.
+    pub(super) async fn audit(
+        &self,
+        kind: AuditKind,
+        origin: &Origin,
+        user: Option<&UserId>,
+        actor: Actor<'_>,
+        detail: Value,
+    ) {
+        record(self.store.as_ref(), kind, origin, user, actor, detail).await;
+    }
+}
+
+/// Records an event in `store` and the log; for the operator's commands that work on the
+/// store alone.
+pub async fn record(
+    store: &dyn AuditStore,
+    kind: AuditKind,
+    origin: &Origin,
+    user: Option<&UserId>,
+    actor: Actor<'_>,
+    detail: Value,
+) {
+    let record = AuditRecord {
+        at: Timestamp::now(),
+        kind: kind.as_str().to_owned(),
+        user_id: user.map(ToString::to_string),
+        actor: actor.audit_name(),
+        address: origin.address.map(|a| a.to_string()),
+        request_id: origin.request_id.clone(),
+        detail,
+    };
+    tracing::info!(
+        target: "facelock::audit",
+        event = record.kind,
+        user_id = record.user_id,
+        actor = record.actor,
+        address = record.address,
+        request_id = record.request_id,
+        detail = %record.detail,
+        "audit"
+    );
+    if let Err(e) = store.record_event(record).await {
+        tracing::error!(error = %crate::telemetry::error_chain(&e), "could not record an audit event");
+    }
+}

@@ -1,0 +1,230 @@
+//! Brute force and its traces: per-account lockout shared through the store, the per-address
+//! delay of 1:N logins, and the audit trail that records both.
+
+use axum::http::StatusCode;
+use facelock::{
+    domain::UserId,
+    store::{AuditQuery, AuditRecord},
+};
+
+use crate::{fake_rekognition::face_of, helpers::TestApp};
+
+const ALICE: u8 = 1;
+const MALLORY: u8 = 2;
+
+async fn events(app: &TestApp, kind: &str) -> Vec<AuditRecord> {
+    app.state
+        .facelock
+        .store()
+        .audit_events(AuditQuery {
+            kind: Some(kind.into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+fn retry_after(res: &crate::helpers::TestResponse) -> u64 {
+    res.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn five_failures_from_any_addresses_lock_the_account_and_a_success_resets_it() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.register("alice", face_of(ALICE), None).await.status,
+        StatusCode::OK
+    );
+
+    // Four failures, then alice herself: the count starts again.
+    for i in 0..4 {
+        app.verify_from(
+            &format!("127.0.0.{}", 10 + i),
+            face_of(MALLORY),
+            Some("alice"),
+        )
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    }
+    let ok = app
+        .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+
+    // Five failures from five addresses lock the account, for the right face too.
+    for i in 0..5 {
+        app.verify_from(
+            &format!("127.0.0.{}", 20 + i),
+            face_of(MALLORY),
+            Some("alice"),
+        )
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    }
+    let locked = app
+        .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
+        .await;
+    locked.assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+    let wait = retry_after(&locked);
+    assert!((25..=30).contains(&wait), "Retry-After {wait}");
+    // A 1:N login that lands on the locked account is refused as well.
+    app.verify_from("127.0.0.3", face_of(ALICE), None)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+
+    // The lock shows in the audit trail with the addresses that caused it.
+    let locks = events(&app, "account_locked").await;
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0].user_id.as_deref(), Some("alice"));
+    assert_eq!(locks[0].detail["failures"], 5);
+    assert_eq!(locks[0].address.as_deref(), Some("127.0.0.24"));
+    let failed = events(&app, "login_failed").await;
+    assert_eq!(failed.len(), 9);
+    assert!(failed.iter().all(|e| e.request_id.is_some()));
+    assert_eq!(events(&app, "login_refused_locked").await.len(), 2);
+
+    // Once the lock has passed, the next failure locks for twice as long.
+    app.db()
+        .execute("UPDATE lockouts SET locked_until = 0", [])
+        .unwrap();
+    app.verify_from("127.0.0.30", face_of(MALLORY), Some("alice"))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    let again = app
+        .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
+        .await;
+    again.assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+    assert!(
+        (55..=60).contains(&retry_after(&again)),
+        "{}",
+        retry_after(&again)
+    );
+
+    // The operator's unlock lets alice in at once.
+    let store = app.state.facelock.store();
+    assert!(store
+        .clear_lockout(&UserId::parse("alice").unwrap())
+        .await
+        .unwrap());
+    let res = app
+        .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}
+
+#[tokio::test]
+async fn a_lockout_is_shared_by_every_server_on_the_store() {
+    let app = TestApp::spawn().await;
+    app.register("alice", face_of(ALICE), None).await;
+    // A second server on the same data folder.
+    let other = facelock::build_state(app.settings.clone()).await.unwrap();
+    let other = TestApp {
+        router: facelock::app(other.clone()),
+        state: other,
+        ..TestApp::spawn().await
+    };
+    for i in 0..5 {
+        let server = if i % 2 == 0 { &app } else { &other };
+        server
+            .verify_from("127.0.0.9", face_of(MALLORY), Some("alice"))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    }
+    other
+        .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+}
+
+#[tokio::test]
+async fn unknown_user_ids_lock_the_same_way_so_nothing_is_revealed() {
+    let app = TestApp::spawn().await;
+    for _ in 0..5 {
+        app.verify_from("127.0.0.9", face_of(MALLORY), Some("nobody"))
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    }
+    app.verify_from("127.0.0.9", face_of(MALLORY), Some("nobody"))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+}
+
+#[tokio::test]
+async fn failed_one_to_n_logins_slow_down_their_address_only() {
+    let app = TestApp::spawn().await;
+    app.register("alice", face_of(ALICE), None).await;
+    for _ in 0..6 {
+        app.verify_from("127.0.0.40", face_of(MALLORY), None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    }
+    let slowed = app.verify_from("127.0.0.40", face_of(ALICE), None).await;
+    slowed.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert!(retry_after(&slowed) >= 1);
+    // Another address is not affected, and no account was locked by 1:N failures.
+    let res = app.verify_from("127.0.0.41", face_of(ALICE), None).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert!(events(&app, "account_locked").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_audit_trail_records_logins_tokens_and_admin_actions_without_secrets() {
+    let app = TestApp::spawn().await;
+    app.register("alice", face_of(ALICE), None).await;
+    let res = app.verify_from("127.0.0.5", face_of(ALICE), None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let token = res.body["token"].as_str().unwrap().to_owned();
+    let refresh = res.body["refresh_token"].as_str().unwrap().to_owned();
+    app.get("/users/me/", Some("not.a.token"))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN");
+    let admin = app.admin_token().await;
+    assert_eq!(
+        app.get("/users/?limit=5", Some(&admin)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.delete("/users/alice/", Some(&admin)).await.status,
+        StatusCode::OK
+    );
+
+    let ok = events(&app, "login_succeeded").await;
+    let alice = ok
+        .iter()
+        .find(|e| e.user_id.as_deref() == Some("alice"))
+        .unwrap();
+    assert_eq!(alice.address.as_deref(), Some("127.0.0.5"));
+    assert!(alice.detail["similarity"].as_f64().unwrap() >= 90.0);
+    assert!(alice.request_id.as_deref().is_some_and(|r| !r.is_empty()));
+    let refused = events(&app, "token_refused").await;
+    assert_eq!(refused[0].detail["reason"], "malformed");
+    assert_eq!(events(&app, "user_registered").await.len(), 2);
+    let deleted = events(&app, "user_deleted").await;
+    assert_eq!(deleted[0].user_id.as_deref(), Some("alice"));
+    assert_eq!(deleted[0].actor.as_deref(), Some("admin"));
+    assert_eq!(
+        events(&app, "users_listed").await[0].actor.as_deref(),
+        Some("admin")
+    );
+
+    // Nothing secret was written: no token, refresh token or image bytes.
+    let all = app
+        .state
+        .facelock
+        .store()
+        .audit_events(AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&all).unwrap();
+    for secret in [&token, &refresh, &admin] {
+        assert!(!text.contains(secret.as_str()));
+    }
+}
