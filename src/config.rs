@@ -125,6 +125,12 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// Register/verify/compare requests per minute per client IP (also the burst); 0 is off.
     pub rate_limit_per_minute: u32,
+    /// A connection must send a request's headers within this time, also when it sits idle
+    /// between requests; otherwise it is closed.
+    pub header_timeout: Duration,
+    /// Open connections at most; beyond it the oldest idle one is closed. `None`: derived from
+    /// the process's open-file limit.
+    pub max_connections: Option<usize>,
 }
 
 /// Browser origins allowed to call the API (`FACELOCK_CORS_ORIGINS`).
@@ -325,6 +331,23 @@ fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettin
             parse(get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1),
         ),
         rate_limit_per_minute: parse(get, "FACELOCK_RATE_LIMIT_PER_MINUTE", 30)?,
+        header_timeout: Duration::from_secs(
+            parse(get, "FACELOCK_HEADER_TIMEOUT_SECS", 10u64)?.clamp(1, 300),
+        ),
+        max_connections: get("FACELOCK_MAX_CONNECTIONS")
+            .map(|raw| {
+                raw.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "FACELOCK_MAX_CONNECTIONS",
+                            "must be a number of at least 2",
+                        )
+                    })
+            })
+            .transpose()?,
     })
 }
 

@@ -169,10 +169,10 @@ pub async fn serve(
                 .await;
         }
     });
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let server = &state.settings.server;
+    let limits =
+        routes::listener::ConnectionLimits::new(server.header_timeout, server.max_connections);
+    let result = routes::listener::serve(listener, app(state), limits, shutdown).await;
     upkeep.abort();
     result
 }

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 mod faces;
 pub mod forms;
+pub mod listener;
 mod oauth;
 mod system;
 mod users;

@@ -35,7 +35,15 @@ impl Drop for Server {
 
 /// Starts the binary in an empty folder with `env` on port 0; returns it and its base URL.
 fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_facelock"));
+    spawn_server_in(Command::new(env!("CARGO_BIN_EXE_facelock")), dir, env)
+}
+
+/// Like [`spawn_server`], with the binary started by `command` (under `prlimit`, say).
+fn spawn_server_in(
+    mut command: Command,
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (Server, String) {
     command
         .current_dir(dir)
         .env_clear()
@@ -257,6 +265,69 @@ async fn the_default_server_logs_a_real_face_in() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    stop(child);
+}
+
+/// Half-open connections cannot starve the server: at an open-file limit of 1,024, 1,100 clients
+/// that sent half a request line and nothing more leave `/health` answering within a second,
+/// and each of them is closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_half_open_connections_cannot_starve_the_server() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        crate::helpers::skip("prlimit (util-linux) is not installed");
+        return;
+    }
+    let fake = FakeRekognition::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new("prlimit");
+    command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
+    let (child, base) = spawn_server_in(
+        command,
+        dir.path(),
+        &[
+            ("FACELOCK_ENGINE", "rekognition".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", fake.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "AKIDSMOKE".into()),
+            ("AWS_SECRET_ACCESS_KEY", "smoke-secret".into()),
+            ("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()),
+        ],
+    );
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let slow: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
+        (0..1100)
+            .map(|_| {
+                let mut s =
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+                std::io::Write::write_all(&mut s, b"GET /health HT").unwrap();
+                s
+            })
+            .collect()
+    })
+    .await
+    .unwrap();
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The last half-open client is closed once the header timeout passes.
+    let mut last = slow.into_iter().last().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = std::io::Read::read(&mut last, &mut buf);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "expected the connection closed, got {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
     stop(child);
 }
 

@@ -1,0 +1,218 @@
+//! Accepting connections so that slow or idle clients cannot starve the server: every
+//! connection must send a request's headers within the header timeout (also while it idles
+//! between keep-alive requests), open connections are capped below the open-file limit with
+//! the oldest idle one closed to make room, and accept errors back off instead of spinning.
+//! Shutdown stops accepting, lets requests in flight finish and closes idle connections.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use axum::{body::Body, extract::ConnectInfo, Router};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
+use tower::ServiceExt;
+
+/// Files the process keeps for itself (database, models, logs) beside its connections.
+const RESERVED_FILES: usize = 64;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    /// `configured`, or what the open-file limit leaves after the process's own files.
+    pub fn new(header_timeout: Duration, configured: Option<usize>) -> Self {
+        let max_connections = configured.unwrap_or_else(|| {
+            open_file_limit()
+                .unwrap_or(1024)
+                .saturating_sub(RESERVED_FILES)
+                .clamp(16, 65_536)
+        });
+        Self {
+            header_timeout,
+            max_connections,
+        }
+    }
+}
+
+/// The soft limit on open files (Linux; `None` elsewhere).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The open connections, oldest first, and whether each has a request in flight.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<BTreeMap<u64, Connection>>,
+    next_id: AtomicUsize,
+}
+
+struct Connection {
+    in_flight: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+}
+
+impl Connections {
+    fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn add(&self) -> (u64, Arc<AtomicUsize>, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let close = Arc::new(Notify::new());
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id,
+            Connection {
+                in_flight: in_flight.clone(),
+                close: close.clone(),
+            },
+        );
+        (id, in_flight, close)
+    }
+
+    fn remove(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Closes the oldest connection with no request in flight; false when every one is busy.
+    fn close_oldest_idle(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = open
+            .iter()
+            .find(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match idle.and_then(|id| open.remove(&id)) {
+            Some(connection) => {
+                connection.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Connections::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut backoff = Duration::ZERO;
+    tokio::pin!(shutdown);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout_secs = limits.header_timeout.as_secs(),
+        "accepting connections"
+    );
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        while tasks.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            Err(e) => {
+                // Out of file descriptors (or another transient failure): make room and wait
+                // a little, growing, instead of spinning on the error.
+                connections.close_oldest_idle();
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "accept failed");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        if connections.len() >= limits.max_connections && !connections.close_oldest_idle() {
+            // Every connection is busy with a request: this one waits its turn elsewhere.
+            drop(stream);
+            continue;
+        }
+        let (id, in_flight, close) = connections.add();
+        let connections = connections.clone();
+        let mut stopped = stopped.clone();
+        let app = app.clone();
+        tasks.spawn(async move {
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let in_flight = in_flight.clone();
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let response = app.clone().oneshot(request.map(Body::new));
+                async move {
+                    let response = response.await;
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    response
+                }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    _ = connection.as_mut() => break,
+                    () = close.notified() => break,
+                    _ = stopped.changed(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            connections.remove(id);
+        });
+    }
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_idle_connection_makes_room_and_busy_ones_stay() {
+        let c = Connections::default();
+        let (_, busy, _) = c.add();
+        let (_, _, idle_close) = c.add();
+        let (_, _, _) = c.add();
+        busy.fetch_add(1, Ordering::AcqRel);
+        assert!(c.close_oldest_idle());
+        assert_eq!(c.len(), 2);
+        // The busy first connection was skipped; the second (idle) was told to close.
+        let notified = idle_close.notified();
+        tokio::pin!(notified);
+        assert!(futures_now(notified.as_mut()));
+    }
+
+    /// Whether a future is ready at its first poll.
+    fn futures_now(f: std::pin::Pin<&mut impl Future>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        f.poll(&mut cx).is_ready()
+    }
+}
