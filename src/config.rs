@@ -6,7 +6,10 @@
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::domain::UserId;
+use crate::{
+    domain::UserId,
+    store::vault::{default_key_file, MasterKey, MasterKeySource},
+};
 
 /// The local engine's similarity floor: descriptor distance 0.6, dlib's threshold, which the
 /// local similarity scale puts at 90 (see the README for the error rates it gives).
@@ -142,13 +145,16 @@ pub enum CorsOrigins {
     List(Vec<String>),
 }
 
-/// Where the data lives.
+/// Where the data lives, and the key it is sealed with.
 #[derive(Clone, Debug)]
 pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// SQLite database file.
     pub database_path: PathBuf,
+    /// Where servers before 0.2 kept reference photos; their photos move into the store.
     pub reference_dir: PathBuf,
+    /// `FACELOCK_MASTER_KEY`; `None`: a key file in the data folder.
+    pub master_key: Option<MasterKey>,
 }
 
 impl StorageSettings {
@@ -159,6 +165,15 @@ impl StorageSettings {
             database_path: data_dir.join("facelock.db"),
             reference_dir: data_dir.join("reference_faces"),
             data_dir,
+            master_key: None,
+        }
+    }
+
+    /// Where the master key comes from.
+    pub fn master_key_source(&self) -> MasterKeySource {
+        match &self.master_key {
+            Some(key) => MasterKeySource::Given(key.clone()),
+            None => MasterKeySource::File(default_key_file(&self.data_dir)),
         }
     }
 }
@@ -274,6 +289,12 @@ impl Settings {
             reference_dir: PathBuf::from(
                 get("FACELOCK_REFERENCE_DIR").unwrap_or_else(|| "./reference_faces".into()),
             ),
+            master_key: get("FACELOCK_MASTER_KEY")
+                .map(|raw| {
+                    MasterKey::parse(&raw)
+                        .map_err(|e| ConfigError::new("FACELOCK_MASTER_KEY", e.to_string()))
+                })
+                .transpose()?,
             data_dir,
         };
         Ok(Self {

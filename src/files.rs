@@ -1,6 +1,9 @@
 //! The error of a file operation: what was being done, to which file, and why it failed.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {}", path.display())]
@@ -29,4 +32,43 @@ impl FileError {
 /// Reads a whole file, naming it in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>, FileError> {
     std::fs::read(path).map_err(FileError::at("reading", path))
+}
+
+/// Writes `bytes` to `path` atomically with owner-only permissions; an existing file is kept.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    // `hard_link` fails if the target exists, so a concurrent first start cannot overwrite a
+    // key another process already handed out tokens with.
+    let linked = std::fs::hard_link(&tmp.0, path);
+    let _ = std::fs::remove_file(&tmp.0);
+    linked
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let path = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let file = opts.open(&path)?;
+    Ok((path, file))
+}
+
+/// Creates `dir` (and its parents) readable by the owner only, and narrows an existing one.
+pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
+    std::fs::create_dir_all(dir).map_err(FileError::at("creating", dir))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(FileError::at("restricting", dir))?;
+    }
+    Ok(())
 }

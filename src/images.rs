@@ -28,6 +28,13 @@ impl Format {
         }
     }
 
+    /// The format named by [`Format::extension`].
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        [Format::Jpeg, Format::Png, Format::WebP]
+            .into_iter()
+            .find(|f| f.extension() == ext)
+    }
+
     /// Sniffs the format from the leading bytes.
     pub fn sniff(bytes: &[u8]) -> Option<Self> {
         match image::guess_format(bytes).ok()? {
@@ -127,6 +134,39 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageE
     })
 }
 
+/// Longest side of a kept reference photo: enough to describe the face again with a new model.
+pub const MAX_REFERENCE_SIDE: u32 = 2048;
+
+/// The photo as kept for reference: upright, at most [`MAX_REFERENCE_SIDE`] pixels, and
+/// re-encoded so that nothing of the upload but its pixels survives (no EXIF or GPS, no
+/// comments, nothing appended to the file). PNG stays PNG, anything else becomes JPEG.
+pub fn clean_copy(decoded: &DecodedImage) -> Result<(Format, Vec<u8>), ImageError> {
+    let image = &decoded.image;
+    let scaled;
+    let image = if image.width().max(image.height()) > MAX_REFERENCE_SIDE {
+        scaled = image.resize(MAX_REFERENCE_SIDE, MAX_REFERENCE_SIDE, FilterType::Triangle);
+        &scaled
+    } else {
+        image
+    };
+    let mut out = Vec::new();
+    let format = match decoded.format {
+        Format::Png => {
+            image
+                .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+                .map_err(|e| ImageError::Encode(e.to_string()))?;
+            Format::Png
+        }
+        Format::Jpeg | Format::WebP => {
+            JpegEncoder::new_with_quality(&mut out, 92)
+                .encode_image(&image.to_rgb8())
+                .map_err(|e| ImageError::Encode(e.to_string()))?;
+            Format::Jpeg
+        }
+    };
+    Ok((format, out))
+}
+
 /// Bytes for an engine that takes JPEG or PNG up to `max_bytes` and needs no more than
 /// `max_side` pixels on the longest side. The original bytes are passed through when they
 /// already fit; otherwise the upright image is scaled down and re-encoded as JPEG.
@@ -210,6 +250,27 @@ mod tests {
         let bytes = png(100, 100);
         let cut = &bytes[..bytes.len() / 2];
         assert!(matches!(decode(cut, LIMITS), Err(ImageError::Corrupt(_))));
+    }
+
+    #[test]
+    fn clean_copies_keep_the_pixels_and_drop_everything_else() {
+        let mut jpeg = Vec::new();
+        DynamicImage::new_rgb8(64, 48)
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        // A comment segment and bytes appended after the image end.
+        jpeg.splice(2..2, b"\xff\xfe\x00\x0ehidden-note!".iter().copied());
+        jpeg.extend_from_slice(b"APPENDED-SECRET");
+        let decoded = decode(&jpeg, LIMITS).unwrap();
+        let (format, clean) = clean_copy(&decoded).unwrap();
+        assert_eq!(format, Format::Jpeg);
+        for secret in [&b"hidden-note"[..], b"APPENDED-SECRET"] {
+            assert!(!clean.windows(secret.len()).any(|w| w == secret));
+        }
+        let again = decode(&clean, LIMITS).unwrap();
+        assert_eq!((again.image.width(), again.image.height()), (64, 48));
+        let (format, _) = clean_copy(&decode(&png(40, 40), LIMITS).unwrap()).unwrap();
+        assert_eq!(format, Format::Png);
     }
 
     #[test]

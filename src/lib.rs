@@ -14,8 +14,8 @@ pub mod engine;
 pub mod evaluation;
 pub mod files;
 pub mod images;
+pub mod legacy_photos;
 pub mod rate_limit;
-pub mod references;
 pub mod routes;
 pub mod service;
 pub mod store;
@@ -36,7 +36,11 @@ use crate::{
     },
     rate_limit::RateLimiter,
     service::FaceLock,
-    store::{sqlite::SqliteStore, Store, StoreError},
+    store::{
+        sqlite::SqliteStore,
+        vault::{MasterKeySource, VaultError},
+        MasterKey, Store, StoreError,
+    },
     tokens::{secret, TokenError, TokenService},
 };
 
@@ -95,10 +99,6 @@ pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
 /// The application core on the configured store and engine.
 pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError> {
     let data_dir = &settings.storage.data_dir;
-    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
     let store = Arc::new(open_store(settings)?);
     let engine: Arc<dyn FaceEngine> = match settings.engine.kind {
         EngineKind::Local => {
@@ -141,13 +141,50 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
     Ok(facelock)
 }
 
-/// The configured store, migrated and ready.
+/// The configured store, migrated, unsealed with the master key and ready.
 pub fn open_store(settings: &Settings) -> Result<SqliteStore, StartError> {
-    let path = &settings.storage.database_path;
-    SqliteStore::open(path).map_err(|source| StartError::Database {
+    let storage = &settings.storage;
+    files::create_private_dir(&storage.data_dir).map_err(|e| StartError::DataDir {
+        path: storage.data_dir.clone(),
+        source: e.source,
+    })?;
+    let source = storage.master_key_source();
+    let path = &storage.database_path;
+    let opened = MasterKey::load(&source)
+        .map_err(StoreError::from)
+        .and_then(|master| SqliteStore::open(path, &master));
+    let opened = match (opened, &source) {
+        // A master key rotation that stopped after the store took the new key and before the
+        // key file was replaced: the new key waits beside the old one.
+        (Err(StoreError::Vault(VaultError::WrongMasterKey)), MasterKeySource::File(file)) => {
+            finish_master_rotation(file, path)
+        }
+        (opened, _) => opened,
+    };
+    opened.map_err(|source| StartError::Database {
         path: path.clone(),
         source,
     })
+}
+
+/// The file a master key rotation writes the new key to before the store takes it.
+pub fn pending_master_key_file(key_file: &std::path::Path) -> PathBuf {
+    key_file.with_extension("key.new")
+}
+
+fn finish_master_rotation(
+    key_file: &std::path::Path,
+    database: &std::path::Path,
+) -> Result<SqliteStore, StoreError> {
+    let pending = pending_master_key_file(key_file);
+    let new = MasterKey::load(&MasterKeySource::Given(MasterKey::parse(
+        &std::fs::read_to_string(&pending).map_err(|_| VaultError::WrongMasterKey)?,
+    )?))?;
+    let store = SqliteStore::open(database, &new)?;
+    std::fs::rename(&pending, key_file)
+        .map_err(|e| VaultError::from(files::FileError::new("replacing", key_file, e)))?;
+    tracing::warn!(key = %key_file.display(), "finished an interrupted master key rotation");
+    Ok(store)
 }
 
 /// Serves `state` on `listener` until `shutdown` completes; in-flight requests are finished.

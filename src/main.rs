@@ -13,7 +13,9 @@ use facelock::{
     config::{EngineKind, Settings},
     domain::{Email, FullName, Page, UserId},
     service::{self, Actor, AuditKind, Origin, Registration},
-    store::{AuditQuery, AuditStore, KeyStore, LockoutStore},
+    store::{
+        vault::MasterKeySource, AuditQuery, AuditStore, KeyStore, LockoutStore, MasterKey, Store,
+    },
     tokens::keyring::KeyRing,
 };
 
@@ -84,6 +86,10 @@ enum Command {
 enum KeysCommand {
     /// Add a new signing key; the current one keeps verifying until its tokens expire.
     Rotate,
+    /// Replace the master key that encrypts the store (descriptors, photos, signing keys).
+    /// With a key file, the file is replaced; with FACELOCK_MASTER_KEY, the new key is printed
+    /// and every server must be given it before it restarts.
+    RotateMaster,
     /// List the keys and their state.
     List,
 }
@@ -192,6 +198,7 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
                 key.kid
             );
         }
+        KeysCommand::RotateMaster => rotate_master(&settings, &store).await?,
         KeysCommand::List => {
             let ttl = settings.tokens.access_token_ttl;
             for key in store.signing_keys().await? {
@@ -206,6 +213,42 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
             }
         }
     }
+    Ok(())
+}
+
+async fn rotate_master(settings: &Settings, store: &impl Store) -> CliResult {
+    let source = settings.storage.master_key_source();
+    let old = MasterKey::load(&source)?;
+    let new = MasterKey::generate()?;
+    match &source {
+        MasterKeySource::File(path) => {
+            // The new key is on disk before the store takes it, so a crash in between loses
+            // nothing: the next start finds it and finishes the rotation.
+            let pending = facelock::pending_master_key_file(path);
+            let _ = std::fs::remove_file(&pending);
+            facelock::files::write_private(&pending, new.to_base64().as_bytes())?;
+            store.reseal_data_key(&old, &new).await?;
+            std::fs::rename(&pending, path)?;
+            println!("master key rotated; {} holds the new key", path.display());
+        }
+        MasterKeySource::Given(_) => {
+            store.reseal_data_key(&old, &new).await?;
+            println!("{}", new.to_base64());
+            eprintln!(
+                "master key rotated: set FACELOCK_MASTER_KEY to the key printed above for every \
+                 server before it restarts; the old key no longer opens the store"
+            );
+        }
+    }
+    service::audit::record(
+        store,
+        AuditKind::KeyRotated,
+        &Origin::operator(),
+        None,
+        Actor::Operator,
+        serde_json::json!({ "key": "master" }),
+    )
+    .await;
     Ok(())
 }
 

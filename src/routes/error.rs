@@ -315,7 +315,9 @@ impl From<service::Error> for ApiError {
             },
             // Only the token endpoint meets this, and it answers in OAuth's own shape.
             E::InvalidGrant => ApiError::BadRequest(e.to_string()),
-            e @ (E::Store(_) | E::Token(_) | E::Reference(_) | E::Task(_)) => ApiError::internal(e),
+            e @ (E::Store(_) | E::Token(_) | E::LegacyPhoto(_) | E::Task(_)) => {
+                ApiError::internal(e)
+            }
         }
     }
 }

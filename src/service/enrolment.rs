@@ -5,7 +5,9 @@ use serde_json::json;
 use super::{Actor, AuditKind, Error, FaceLock, Origin};
 use crate::{
     domain::{Email, FullName, Page, User, UserId},
-    store::{FaceOwner, NewFace, NewUser},
+    engine::Upload,
+    images,
+    store::{FaceOwner, NewFace, NewUser, ReferencePhoto},
 };
 
 /// What a registration asks for.
@@ -66,28 +68,19 @@ impl FaceLock {
         let indexed = self.engine.index_face(&req.user_id, upload.clone()).await?;
         let face_id = indexed.face_id.clone();
 
-        let reference = match self
-            .references
-            .save(
-                &req.user_id,
-                &face_id,
-                upload.decoded.format,
-                upload.bytes.clone(),
-            )
-            .await
-        {
-            Ok(path) => path,
+        let photo = match self.clean_photo(upload).await {
+            Ok(photo) => photo,
             Err(e) => {
                 self.undo_engine_face(&face_id).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
-
+        // The user, the face, its descriptor and its photo commit together, or none does.
         let face = NewFace {
             face_id: face_id.clone(),
             engine: self.engine.name().to_owned(),
             model: self.engine.model().to_owned(),
-            reference_path: Some(reference.clone()),
+            photo,
             descriptor: indexed.descriptor,
         };
         let kind = match owner {
@@ -107,13 +100,17 @@ impl FaceLock {
                 Ok(Registered { user, face_id })
             }
             Err(e) => {
-                if let Err(io) = self.references.remove(&reference).await {
-                    tracing::error!(error = %crate::telemetry::error_chain(&io), "could not remove reference image after a failed registration");
-                }
                 self.undo_engine_face(&face_id).await;
                 Err(e.into())
             }
         }
+    }
+
+    /// The reference photo kept for a face: re-encoded off the async workers.
+    async fn clean_photo(&self, upload: std::sync::Arc<Upload>) -> Result<ReferencePhoto, Error> {
+        let (format, bytes) =
+            tokio::task::spawn_blocking(move || images::clean_copy(&upload.decoded)).await??;
+        Ok(ReferencePhoto { format, bytes })
     }
 
     async fn undo_engine_face(&self, face_id: &str) {
@@ -136,16 +133,10 @@ impl FaceLock {
                 "Only the user themself or an admin may delete a user",
             ));
         }
+        // The user, faces and photos go in one transaction with the engine's deletion queue.
         let faces = self.store.delete_user(user_id).await?;
         let ids: Vec<String> = faces.iter().map(|f| f.face_id.clone()).collect();
         self.forget_in_engine(&ids).await;
-        for face in &faces {
-            if let Some(path) = &face.reference_path {
-                if let Err(e) = self.references.remove(path).await {
-                    tracing::warn!(path, error = %crate::telemetry::error_chain(&e), "could not remove a reference image");
-                }
-            }
-        }
         self.audit(
             AuditKind::UserDeleted,
             origin,

@@ -5,7 +5,6 @@ use crate::{
     domain::InvalidInput,
     engine::EngineError,
     images::ImageError,
-    references::ReferenceError,
     store::StoreError,
     tokens::{TokenError, TokenProblem},
 };
@@ -47,8 +46,8 @@ pub enum Error {
     Store(#[source] StoreError),
     #[error(transparent)]
     Token(#[from] TokenError),
-    #[error("saving a reference photo")]
-    Reference(#[from] ReferenceError),
+    #[error("moving a reference photo into the store")]
+    LegacyPhoto(#[from] crate::files::FileError),
     #[error("a background task failed")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -29,7 +29,6 @@ use crate::{
     engine::{EnrolledFace, FaceEngine, Upload},
     images::{self, DecodeLimits},
     rate_limit::FailureDelay,
-    references::ReferenceFiles,
     store::Store,
     tokens::{Claims, TokenService},
 };
@@ -106,7 +105,8 @@ pub struct FaceLock {
     engine: Arc<dyn FaceEngine>,
     store: Arc<dyn Store>,
     tokens: TokenService,
-    references: ReferenceFiles,
+    /// Where servers before 0.2 kept reference photos as files.
+    legacy_photos: std::path::PathBuf,
     decode_limits: DecodeLimits,
     /// The store's outside-change marker when the engine last loaded its faces.
     synced_marker: std::sync::Mutex<Option<i64>>,
@@ -135,7 +135,7 @@ impl FaceLock {
             engine,
             store,
             tokens,
-            references: ReferenceFiles::new(settings.storage.reference_dir.clone()),
+            legacy_photos: settings.storage.reference_dir.clone(),
             decode_limits: DecodeLimits {
                 max_pixels: settings.engine.max_image_pixels,
             },
@@ -158,8 +158,47 @@ impl FaceLock {
     /// Starts the engine, loads its index from the store and finishes owed deletions.
     pub async fn start(&self) -> Result<(), Error> {
         self.engine.start().await?;
+        self.move_legacy_photos().await?;
         self.load_engine().await?;
         self.finish_pending_deletions().await;
+        Ok(())
+    }
+
+    /// Moves reference photos that an older server kept as files into the store (cleaned and
+    /// sealed), removes the files and any temporary file a crash left beside them.
+    async fn move_legacy_photos(&self) -> Result<(), Error> {
+        let root = self.legacy_photos.clone();
+        if !root.is_dir() {
+            return Ok(());
+        }
+        let faces = self.store.faces_for_engine(self.engine.name()).await?;
+        let mut moved = 0;
+        for face in faces {
+            let Some(relative) = face.legacy_photo_path else {
+                continue;
+            };
+            if let Some(bytes) = crate::legacy_photos::read(&root, &relative)? {
+                let decoded = images::decode(&bytes, self.decode_limits)?;
+                let (format, bytes) = images::clean_copy(&decoded)?;
+                self.store
+                    .attach_photo(
+                        &face.face_id,
+                        crate::store::ReferencePhoto { format, bytes },
+                    )
+                    .await?;
+                moved += 1;
+            }
+            crate::legacy_photos::remove(&root, &relative)?;
+        }
+        let swept = crate::legacy_photos::sweep_temporary_files(&root);
+        if moved + swept > 0 {
+            tracing::info!(
+                moved,
+                temporary_files_removed = swept,
+                folder = %root.display(),
+                "reference photos moved into the store"
+            );
+        }
         Ok(())
     }
 

@@ -128,7 +128,7 @@ mod tests {
             user_generation: 1,
             engine: engine.into(),
             model: "m".into(),
-            reference_path: None,
+            legacy_photo_path: None,
             descriptor: None,
             created_at: Timestamp::now(),
         }

@@ -11,6 +11,7 @@ pub mod lockouts;
 pub mod sqlite;
 pub mod tokens;
 pub mod users;
+pub mod vault;
 
 use async_trait::async_trait;
 
@@ -18,7 +19,8 @@ pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use keys::{KeyStore, StoredKey};
 pub use lockouts::LockoutStore;
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
-pub use users::{FaceOwner, FaceRecord, NewFace, NewUser, UserStore};
+pub use users::{FaceOwner, FaceRecord, NewFace, NewUser, ReferencePhoto, UserStore};
+pub use vault::{MasterKey, Vault, VaultError};
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -38,6 +40,8 @@ pub enum StoreError {
     /// A stored value no longer parses: damage, or a newer server's data.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
 }
 
 impl StoreError {
@@ -57,4 +61,6 @@ pub trait Store: UserStore + KeyStore + TokenStore + LockoutStore + AuditStore {
     /// A number that changes whenever another process commits to the store, so in-memory
     /// copies (the local engine's index) know when to reload.
     async fn outside_change_marker(&self) -> Result<i64, StoreError>;
+    /// Re-seals the data key under `new` (master key rotation); `old` must open it.
+    async fn reseal_data_key(&self, old: &MasterKey, new: &MasterKey) -> Result<(), StoreError>;
 }

@@ -6,7 +6,15 @@ use super::StoreError;
 use crate::{
     clock::Timestamp,
     domain::{Email, FullName, Page, User, UserId},
+    images::Format,
 };
+
+/// A reference photo: the enrolment photo re-encoded upright, without metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferencePhoto {
+    pub format: Format,
+    pub bytes: Vec<u8>,
+}
 
 /// A face as stored.
 #[derive(Clone, Debug)]
@@ -19,7 +27,9 @@ pub struct FaceRecord {
     pub engine: String,
     /// The model that described it: descriptors of different models are never compared.
     pub model: String,
-    pub reference_path: Option<String>,
+    /// Where a server from before photos moved into the store kept this face's photo, relative
+    /// to the reference folder; `None` once the photo is in the store.
+    pub legacy_photo_path: Option<String>,
     pub descriptor: Option<Vec<f32>>,
     pub created_at: Timestamp,
 }
@@ -38,7 +48,7 @@ pub struct NewFace {
     pub face_id: String,
     pub engine: String,
     pub model: String,
-    pub reference_path: Option<String>,
+    pub photo: ReferencePhoto,
     pub descriptor: Option<Vec<f32>>,
 }
 
@@ -80,4 +90,8 @@ pub trait UserStore: Send + Sync {
     /// Faces of `engine` whose deletion in the engine is still owed.
     async fn pending_engine_deletions(&self, engine: &str) -> Result<Vec<String>, StoreError>;
     async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError>;
+    /// A face's reference photo.
+    async fn reference_photo(&self, face_id: &str) -> Result<Option<ReferencePhoto>, StoreError>;
+    /// Stores the photo of a face whose photo was a file (migration from a folder of photos).
+    async fn attach_photo(&self, face_id: &str, photo: ReferencePhoto) -> Result<(), StoreError>;
 }

@@ -1,14 +1,14 @@
 //! The token signing secret: `SECRET_KEY` when the operator sets one, otherwise a random key
 //! generated on first start and kept in the data folder, readable by the owner only.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 
-use crate::{config::Secret, files::FileError};
+use crate::{
+    config::Secret,
+    files::{write_private, FileError},
+};
 
 const SECRET_FILE: &str = "jwt_secret.key";
 
@@ -52,33 +52,6 @@ pub fn load_or_generate_secret(data_dir: &Path) -> Result<Secret, SecretError> {
         }
         Err(source) => Err(FileError::new("reading", path, source).into()),
     }
-}
-
-/// Writes `bytes` to `path` atomically with owner-only permissions; an existing file is kept.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    // `hard_link` fails if the target exists, so a concurrent first start cannot overwrite a
-    // key another process already handed out tokens with.
-    let linked = std::fs::hard_link(&tmp.0, path);
-    let _ = std::fs::remove_file(&tmp.0);
-    linked
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let path = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    let file = opts.open(&path)?;
-    Ok((path, file))
 }
 
 fn warn_if_shared(path: &Path) {

@@ -34,7 +34,7 @@ async fn no_face_two_faces_and_poor_quality_are_refused_and_leave_nothing() {
         app.fake.face_ids(COLLECTION).is_empty(),
         "the two-face photo was taken back"
     );
-    assert!(app.reference_files().is_empty());
+    assert!(app.reference_photos().is_empty());
     assert_eq!(app.db_count("users"), 0);
 
     app.verify(scene(1, 0, 0), None, None)
@@ -240,7 +240,7 @@ async fn user_ids_cannot_traverse_paths() {
         let res = app.register(bad, face_of(1), None).await;
         res.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
     }
-    assert!(app.reference_files().is_empty());
+    assert!(app.reference_photos().is_empty());
     assert!(!app.dir.path().join("etc").exists());
     let admin = app.admin_token().await;
     for path in ["/users/..%2F..%2Fetc/", "/users/%2e%2e/", "/users/a%5Cb/"] {

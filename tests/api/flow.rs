@@ -20,7 +20,7 @@ async fn register_verify_use_token_list_delete_and_lose_access() {
     let face_id = res.body["face_id"].as_str().unwrap().to_owned();
     assert!(app.fake.face_ids(COLLECTION).contains(&face_id));
     let alice_files: Vec<String> = app
-        .reference_files()
+        .reference_photos()
         .into_iter()
         .filter(|f| f.starts_with("alice/"))
         .collect();
@@ -64,7 +64,7 @@ async fn register_verify_use_token_list_delete_and_lose_access() {
     // Gone everywhere: engine, files, database; the token is dead; the face no longer logs in.
     assert!(!app.fake.face_ids(COLLECTION).contains(&face_id));
     assert!(app
-        .reference_files()
+        .reference_photos()
         .iter()
         .all(|f| !f.starts_with("alice/")));
     app.get("/users/me/", Some(&token))

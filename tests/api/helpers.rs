@@ -212,26 +212,18 @@ impl TestApp {
         self.send(request).await
     }
 
-    /// Files under the reference folder, relative to it.
-    pub fn reference_files(&self) -> Vec<String> {
-        let root = &self.settings.storage.reference_dir;
-        let mut out = Vec::new();
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    out.push(path.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        out.sort();
-        out
+    /// The reference photos in the store, as `<user_id>/<face_id>.<ext>`.
+    pub fn reference_photos(&self) -> Vec<String> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT u.user_id || '/' || p.face_id || '.' || p.format
+                 FROM reference_photos p JOIN faces f ON f.face_id = p.face_id
+                 JOIN users u ON u.id = f.user_rowid ORDER BY 1",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
     }
 
     /// A direct connection to the server's SQLite database.

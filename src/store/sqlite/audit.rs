@@ -94,7 +94,11 @@ mod tests {
     #[tokio::test]
     async fn lockouts_count_forget_and_clear() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("db.sqlite"),
+            &crate::store::sqlite::test_key(),
+        )
+        .unwrap();
         let alice = UserId::parse("alice").unwrap();
         let t0 = Timestamp::from_unix_seconds(1_000_000);
         let old = t0 - Duration::from_secs(3600);
@@ -130,7 +134,11 @@ mod tests {
     #[tokio::test]
     async fn audit_events_filter_newest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("db.sqlite"),
+            &crate::store::sqlite::test_key(),
+        )
+        .unwrap();
         for (i, (kind, user)) in [
             ("login_failed", "a"),
             ("login_succeeded", "a"),

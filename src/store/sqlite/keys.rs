@@ -6,7 +6,7 @@ use rusqlite::{params, TransactionBehavior};
 use super::{backend, timestamp, SqliteStore};
 use crate::{
     clock::Timestamp,
-    store::{KeyStore, StoreError, StoredKey},
+    store::{KeyStore, StoreError, StoredKey, Vault},
 };
 
 const KEY_COLUMNS: &str = "kid, alg, private_der, public_jwk, created_at, retired_at";
@@ -22,9 +22,16 @@ fn key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
     })
 }
 
+/// The key with its private part opened.
+fn open_key(vault: &Vault, mut key: StoredKey) -> Result<StoredKey, StoreError> {
+    key.private_der = vault.open(&key.kid, &key.private_der)?;
+    Ok(key)
+}
+
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn add_signing_key(&self, key: StoredKey, now: Timestamp) -> Result<(), StoreError> {
+        let sealed = self.vault.seal(&key.kid, &key.private_der)?;
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -41,7 +48,7 @@ impl KeyStore for SqliteStore {
                 params![
                     key.kid,
                     key.alg,
-                    key.private_der,
+                    sealed,
                     key.public_jwk,
                     key.created_at.unix_millis()
                 ],
@@ -53,7 +60,8 @@ impl KeyStore for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        self.run(|conn| {
+        let vault = self.vault.clone();
+        self.run(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at DESC, rowid DESC"
@@ -62,8 +70,8 @@ impl KeyStore for SqliteStore {
             let rows = stmt
                 .query_map([], key_from_row)
                 .map_err(backend("reading signing keys"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(backend("reading signing keys"))
+            rows.map(|row| open_key(&vault, row.map_err(backend("reading signing keys"))?))
+                .collect()
         })
         .await
     }

@@ -14,9 +14,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use rusqlite::Connection;
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Store, StoreError};
+use super::{MasterKey, Store, StoreError, Vault};
 use crate::{clock::Timestamp, domain::UserId};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many have run.
@@ -26,16 +26,19 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_milliseconds.sql"),
     include_str!("migrations/0004_face_model.sql"),
     include_str!("migrations/0005_lockouts_audit.sql"),
+    include_str!("migrations/0006_sealed_photos.sql"),
 ];
 
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    vault: Arc<Vault>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the database at `path`, brings its schema up to date, opens
+    /// its data key with `master` and seals whatever an older server left in plaintext.
+    pub fn open(path: &Path, master: &MasterKey) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::backend("creating the database folder", e))?;
@@ -51,8 +54,11 @@ impl SqliteStore {
         )
         .map_err(backend("configuring the connection"))?;
         migrate(&mut conn)?;
+        let vault = open_vault(&mut conn, master)?;
+        seal_plaintext(&mut conn, &vault)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            vault: Arc::new(vault),
         })
     }
 
@@ -104,6 +110,68 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The store's data key, created and sealed under `master` on first open.
+fn open_vault(conn: &mut Connection, master: &MasterKey) -> Result<Vault, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend("opening the vault"))?;
+    let stored: Option<Vec<u8>> = tx
+        .query_row("SELECT data_key FROM vault WHERE id = 1", [], |r| r.get(0))
+        .optional()
+        .map_err(backend("opening the vault"))?;
+    let vault = match stored {
+        Some(sealed) => Vault::open_with(master, &sealed)?,
+        None => {
+            let (vault, sealed) = Vault::create(master)?;
+            tx.execute("INSERT INTO vault (id, data_key) VALUES (1, ?1)", [sealed])
+                .map_err(backend("opening the vault"))?;
+            vault
+        }
+    };
+    tx.commit().map_err(backend("opening the vault"))?;
+    Ok(vault)
+}
+
+/// Seals descriptors and signing keys written in plaintext by a server from before encryption
+/// at rest, in one transaction.
+fn seal_plaintext(conn: &mut Connection, vault: &Vault) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend("sealing plaintext"))?;
+    let mut sealed = 0usize;
+    for (table, id_column, value_column) in [
+        ("faces", "face_id", "descriptor"),
+        ("signing_keys", "kid", "private_der"),
+    ] {
+        let rows: Vec<(String, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT {id_column}, {value_column} FROM {table}
+                     WHERE {value_column} IS NOT NULL"
+                ))
+                .map_err(backend("sealing plaintext"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend("sealing plaintext"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(backend("sealing plaintext"))?
+        };
+        for (id, value) in rows.into_iter().filter(|(_, v)| !Vault::is_sealed(v)) {
+            tx.execute(
+                &format!("UPDATE {table} SET {value_column} = ?2 WHERE {id_column} = ?1"),
+                params![id, vault.seal(&id, &value)?],
+            )
+            .map_err(backend("sealing plaintext"))?;
+            sealed += 1;
+        }
+    }
+    tx.commit().map_err(backend("sealing plaintext"))?;
+    if sealed > 0 {
+        tracing::info!(values = sealed, "sealed plaintext descriptors and keys");
+    }
+    Ok(())
+}
+
 /// Wraps a rusqlite error with what was being done.
 fn backend(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::backend(context, e)
@@ -138,6 +206,29 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn reseal_data_key(&self, old: &MasterKey, new: &MasterKey) -> Result<(), StoreError> {
+        let (old, new) = (old.clone(), new.clone());
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend("re-sealing the data key"))?;
+            let sealed: Vec<u8> = tx
+                .query_row("SELECT data_key FROM vault WHERE id = 1", [], |r| r.get(0))
+                .map_err(backend("re-sealing the data key"))?;
+            let resealed = Vault::reseal_key(&old, &new, &sealed)?;
+            tx.execute("UPDATE vault SET data_key = ?1 WHERE id = 1", [resealed])
+                .map_err(backend("re-sealing the data key"))?;
+            tx.commit().map_err(backend("re-sealing the data key"))
+        })
+        .await
+    }
+}
+
+/// A master key for tests of the store.
+#[cfg(test)]
+pub(crate) fn test_key() -> MasterKey {
+    MasterKey::parse(&"A".repeat(43)).unwrap()
 }
 
 #[cfg(test)]
@@ -148,14 +239,19 @@ mod tests {
     fn reopening_keeps_data_and_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, &test_key()).unwrap());
         let conn = Connection::open(&path).unwrap();
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
         drop(conn);
-        SqliteStore::open(&path).unwrap();
+        SqliteStore::open(&path, &test_key()).unwrap();
+        let other = MasterKey::generate().unwrap();
+        assert!(matches!(
+            SqliteStore::open(&path, &other),
+            Err(StoreError::Vault(crate::store::VaultError::WrongMasterKey))
+        ));
     }
 
     #[test]
@@ -185,21 +281,37 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
+        let store = SqliteStore::open(&path, &test_key()).unwrap();
         let conn = Connection::open(&path).unwrap();
-        drop(conn);
-        let _ = SqliteStore::open(&path).unwrap();
-        let conn = Connection::open(&path).unwrap();
-        let (key_created, revoked_until, model): (i64, i64, String) = conn
+        let (key_created, revoked_until, model, descriptor, der): (
+            i64,
+            i64,
+            String,
+            Vec<u8>,
+            Vec<u8>,
+        ) = conn
             .query_row(
                 "SELECT (SELECT created_at FROM signing_keys), \
                         (SELECT expires_at FROM revoked_access_tokens), \
-                        (SELECT model FROM faces)",
+                        (SELECT model FROM faces), (SELECT descriptor FROM faces), \
+                        (SELECT private_der FROM signing_keys)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .unwrap();
         assert_eq!(key_created, 1_769_860_800_000);
         assert_eq!(revoked_until, 1_769_860_900_000);
         assert_eq!(model, crate::engine::local::models::MODEL_ID);
+        // The plaintext is sealed now, and still reads back as it was.
+        assert!(Vault::is_sealed(&descriptor) && Vault::is_sealed(&der));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use crate::store::{KeyStore, UserStore};
+            let faces = store.faces(&["f1".into()]).await.unwrap();
+            assert_eq!(faces[0].descriptor, Some(vec![1.0]));
+            assert_eq!(store.signing_keys().await.unwrap()[0].private_der, [0]);
+        });
     }
 }

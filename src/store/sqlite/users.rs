@@ -7,7 +7,8 @@ use super::{backend, parse_stored_id, timestamp, SqliteStore};
 use crate::{
     clock::Timestamp,
     domain::{Page, User, UserId},
-    store::{FaceOwner, FaceRecord, NewFace, StoreError, UserStore},
+    images::Format,
+    store::{FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault},
 };
 
 const USER_COLUMNS: &str = "u.id, u.user_id, u.full_name, u.email, u.created_at,
@@ -29,19 +30,22 @@ const FACE_COLUMNS: &str = "f.face_id, u.user_id, u.id, f.engine, f.model, f.ref
      f.descriptor, f.created_at";
 const FACES_WITH_USERS: &str = "faces f JOIN users u ON u.id = f.user_rowid";
 
-fn face_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FaceRecord> {
+/// A face row with its descriptor still sealed.
+fn face_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(FaceRecord, Option<Vec<u8>>)> {
     let raw: String = row.get(1)?;
-    let descriptor: Option<Vec<u8>> = row.get(6)?;
-    Ok(FaceRecord {
-        face_id: row.get(0)?,
-        user_id: parse_stored_id(&raw)?,
-        user_generation: row.get(2)?,
-        engine: row.get(3)?,
-        model: row.get(4)?,
-        reference_path: row.get(5)?,
-        descriptor: descriptor.as_deref().map(decode_descriptor),
-        created_at: timestamp(row.get(7)?),
-    })
+    Ok((
+        FaceRecord {
+            face_id: row.get(0)?,
+            user_id: parse_stored_id(&raw)?,
+            user_generation: row.get(2)?,
+            engine: row.get(3)?,
+            model: row.get(4)?,
+            legacy_photo_path: row.get(5)?,
+            descriptor: None,
+            created_at: timestamp(row.get(7)?),
+        },
+        row.get(6)?,
+    ))
 }
 
 fn encode_descriptor(d: &[f32]) -> Vec<u8> {
@@ -67,6 +71,7 @@ fn find_user(conn: &Connection, user_id: &str) -> Result<Option<User>, StoreErro
 
 fn query_faces(
     conn: &Connection,
+    vault: &Vault,
     filter: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<FaceRecord>, StoreError> {
@@ -78,13 +83,20 @@ fn query_faces(
     let rows = stmt
         .query_map(params, face_from_row)
         .map_err(backend("reading faces"))?;
-    rows.collect::<Result<_, _>>()
-        .map_err(backend("reading faces"))
+    rows.map(|row| {
+        let (mut face, sealed) = row.map_err(backend("reading faces"))?;
+        face.descriptor = sealed
+            .map(|s| vault.open(&face.face_id, &s).map(|d| decode_descriptor(&d)))
+            .transpose()?;
+        Ok(face)
+    })
+    .collect()
 }
 
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn add_face(&self, owner: FaceOwner, face: NewFace) -> Result<User, StoreError> {
+        let vault = self.vault.clone();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -118,21 +130,25 @@ impl UserStore for SqliteStore {
                     _ => return Err(StoreError::UserNotFound),
                 },
             };
+            let descriptor = face
+                .descriptor
+                .as_deref()
+                .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
+                .transpose()?;
             tx.execute(
-                "INSERT INTO faces (face_id, user_rowid, engine, model, reference_path,
-                     descriptor, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     face.face_id,
                     generation,
                     face.engine,
                     face.model,
-                    face.reference_path,
-                    face.descriptor.as_deref().map(encode_descriptor),
+                    descriptor,
                     now
                 ],
             )
             .map_err(backend("adding a face"))?;
+            insert_photo(&tx, &vault, &face.face_id, &face.photo)?;
             let user = find_user(&tx, user_id.as_str())?.ok_or(StoreError::UserNotFound)?;
             tx.commit().map_err(backend("adding a face"))?;
             Ok(user)
@@ -179,10 +195,12 @@ impl UserStore for SqliteStore {
             return Ok(Vec::new());
         }
         let face_ids = face_ids.to_vec();
+        let vault = self.vault.clone();
         self.run(move |conn| {
             let marks = vec!["?"; face_ids.len()].join(",");
             query_faces(
                 conn,
+                &vault,
                 &format!("f.face_id IN ({marks})"),
                 params_from_iter(face_ids.iter()),
             )
@@ -192,18 +210,27 @@ impl UserStore for SqliteStore {
 
     async fn faces_for_engine(&self, engine: &str) -> Result<Vec<FaceRecord>, StoreError> {
         let engine = engine.to_owned();
-        self.run(move |conn| query_faces(conn, "f.engine = ?1 ORDER BY f.created_at", [engine]))
-            .await
+        let vault = self.vault.clone();
+        self.run(move |conn| {
+            query_faces(
+                conn,
+                &vault,
+                "f.engine = ?1 ORDER BY f.created_at",
+                [engine],
+            )
+        })
+        .await
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {
         let user_id = user_id.clone();
+        let vault = self.vault.clone();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend("deleting a user"))?;
             let user = find_user(&tx, user_id.as_str())?.ok_or(StoreError::UserNotFound)?;
-            let faces = query_faces(&tx, "u.id = ?1", [user.generation])?;
+            let faces = query_faces(&tx, &vault, "u.id = ?1", [user.generation])?;
             let now = Timestamp::now().unix_millis();
             for face in &faces {
                 tx.execute(
@@ -253,6 +280,66 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn reference_photo(&self, face_id: &str) -> Result<Option<ReferencePhoto>, StoreError> {
+        let face_id = face_id.to_owned();
+        let vault = self.vault.clone();
+        self.run(move |conn| {
+            let row: Option<(String, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT format, photo FROM reference_photos WHERE face_id = ?1",
+                    [&face_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(backend("reading a reference photo"))?;
+            row.map(|(format, sealed)| {
+                Ok(ReferencePhoto {
+                    format: Format::from_extension(&format)
+                        .ok_or_else(|| StoreError::Corrupt(format!("photo format {format:?}")))?,
+                    bytes: vault.open(&face_id, &sealed)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn attach_photo(&self, face_id: &str, photo: ReferencePhoto) -> Result<(), StoreError> {
+        let face_id = face_id.to_owned();
+        let vault = self.vault.clone();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(backend("attaching a reference photo"))?;
+            insert_photo(&tx, &vault, &face_id, &photo)?;
+            tx.execute(
+                "UPDATE faces SET reference_path = NULL WHERE face_id = ?1",
+                [&face_id],
+            )
+            .map_err(backend("attaching a reference photo"))?;
+            tx.commit().map_err(backend("attaching a reference photo"))
+        })
+        .await
+    }
+}
+
+fn insert_photo(
+    conn: &Connection,
+    vault: &Vault,
+    face_id: &str,
+    photo: &ReferencePhoto,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO reference_photos (face_id, format, photo) VALUES (?1, ?2, ?3)",
+        params![
+            face_id,
+            photo.format.extension(),
+            vault.seal(face_id, &photo.bytes)?
+        ],
+    )
+    .map(|_| ())
+    .map_err(backend("storing a reference photo"))
 }
 
 #[cfg(test)]
@@ -269,9 +356,16 @@ mod tests {
             face_id: id.into(),
             engine: "test".into(),
             model: "test-model".into(),
-            reference_path: None,
+            photo: ReferencePhoto {
+                format: Format::Jpeg,
+                bytes: format!("photo of {id}").into_bytes(),
+            },
             descriptor: Some(vec![0.5, -1.25]),
         }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("db.sqlite"), &super::super::test_key()).unwrap()
     }
 
     fn new_user(id: &str) -> FaceOwner {
@@ -285,7 +379,7 @@ mod tests {
     #[tokio::test]
     async fn faces_users_and_deletion_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = open(&dir);
         let alice = store.add_face(new_user("alice"), face("f1")).await.unwrap();
         assert_eq!(alice.face_count, 1);
         assert!(matches!(
@@ -309,11 +403,26 @@ mod tests {
         assert_eq!(f1.descriptor, Some(vec![0.5, -1.25]));
         assert_eq!(f1.model, "test-model");
         assert_eq!(f1.user_generation, alice.generation);
+        let photo = store.reference_photo("f1").await.unwrap().unwrap();
+        assert_eq!(photo.bytes, b"photo of f1");
+        // At rest, neither the descriptor nor the photo is readable.
+        let conn = Connection::open(dir.path().join("db.sqlite")).unwrap();
+        let (descriptor, sealed): (Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT descriptor, (SELECT photo FROM reference_photos WHERE face_id = 'f1')
+                 FROM faces WHERE face_id = 'f1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(Vault::is_sealed(&descriptor) && Vault::is_sealed(&sealed));
+        assert!(!sealed.windows(11).any(|w| w == b"photo of f1"));
 
         let deleted = store.delete_user(&uid("alice")).await.unwrap();
         assert_eq!(deleted.len(), 2);
         assert!(store.user(&uid("alice")).await.unwrap().is_none());
         assert!(store.faces(&["f1".into()]).await.unwrap().is_empty());
+        assert!(store.reference_photo("f1").await.unwrap().is_none());
         let mut pending = store.pending_engine_deletions("test").await.unwrap();
         pending.sort();
         assert_eq!(pending, ["f1", "f2"]);
@@ -343,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn keyset_pages_cover_every_user_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = open(&dir);
         for (i, name) in ["d", "a", "c", "e", "b"].iter().enumerate() {
             store
                 .add_face(new_user(name), face(&format!("f{i}")))
