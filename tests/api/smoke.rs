@@ -403,3 +403,155 @@ fn operator_commands_manage_keys_and_users() {
     let deleted = run(&["audit", "--kind", "user_deleted", "--user", "rose"]);
     assert_eq!(deleted.lines().count(), 1, "{deleted}");
 }
+
+/// kill -9 in the middle of concurrent registrations and deletions: after a restart the
+/// database, the data folder and the engine agree. Every user left has its face and photo and
+/// logs in; every deletion that was answered is complete; no file is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_registrations_and_deletions_leaves_everything_in_agreement() {
+    let Some(root) = shared_faces() else { return };
+    let Some(models) = models_dir() else { return };
+    let photos: Vec<Vec<u8>> = facelock::bench::photos_under(&root.join("faces"))
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("FACELOCK_MODELS_DIR", models.display().to_string()),
+        ("FACELOCK_RATE_LIMIT_PER_MINUTE", "0".to_owned()),
+    ];
+    let (child, base) = spawn_server(dir.path(), &env);
+    let api = std::sync::Arc::new(Api::new(base));
+
+    // Four clients each register users and delete every other one, until the kill.
+    let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (api, photos, deleted) = (api.clone(), photos.clone(), deleted.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let user = format!("w{w}u{i}");
+                    let photo = photos[(w * 7 + i) % photos.len()].clone();
+                    let Ok(res) = api
+                        .http
+                        .post(format!("{}/register/", api.base))
+                        .multipart(
+                            reqwest::multipart::Form::new()
+                                .text("user_id", user.clone())
+                                .part("face_image", reqwest::multipart::Part::bytes(photo)),
+                        )
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if res.status() != 200 || i % 2 == 1 {
+                        continue;
+                    }
+                    let Ok(login) = api
+                        .http
+                        .post(format!("{}/verify/", api.base))
+                        .multipart(
+                            reqwest::multipart::Form::new()
+                                .text("user_id", user.clone())
+                                .part(
+                                    "face_image",
+                                    reqwest::multipart::Part::bytes(
+                                        photos[(w * 7 + i) % photos.len()].clone(),
+                                    ),
+                                ),
+                        )
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    let token = login.json::<serde_json::Value>().await.unwrap_or_default()
+                        ["token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    match api
+                        .http
+                        .delete(format!("{}/users/{user}/", api.base))
+                        .bearer_auth(token)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => deleted.lock().unwrap().push(user),
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(child); // SIGKILL, mid-request
+    eprintln!(
+        "killed after {} answered deletions",
+        deleted.lock().unwrap().len()
+    );
+    for w in workers {
+        let _ = w.await;
+    }
+    let deleted = deleted.lock().unwrap().clone();
+    assert!(!deleted.is_empty(), "the workload ran before the kill");
+
+    // The database: every face has its photo, every user a face.
+    let db = rusqlite::Connection::open(dir.path().join("data/facelock.db")).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM faces f LEFT JOIN reference_photos p USING (face_id) WHERE p.face_id IS NULL"),
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM faces f WHERE f.user_rowid = u.id)"),
+        0
+    );
+    let users: Vec<String> = {
+        let mut stmt = db.prepare("SELECT user_id FROM users").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    assert!(!users.is_empty());
+    drop(db);
+
+    // The data folder holds the database and the key, nothing half-written.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    for f in &files {
+        assert!(
+            f.starts_with("facelock.db") || f == "master.key",
+            "unexpected file {f} in {files:?}"
+        );
+    }
+
+    // The engine, rebuilt at restart, agrees with the database.
+    let (child, base) = spawn_server(dir.path(), &env);
+    let api = Api::new(base);
+    for user in &users {
+        let (w, i) = user[1..].split_once('u').unwrap();
+        let (w, i): (usize, usize) = (w.parse().unwrap(), i.parse().unwrap());
+        let (status, body) = api
+            .verify(
+                &[("user_id", user.as_str())],
+                photos[(w * 7 + i) % photos.len()].clone(),
+            )
+            .await;
+        assert_eq!(
+            status, 200,
+            "{user} cannot log in after the restart: {body}"
+        );
+    }
+    for user in &deleted {
+        assert!(
+            !users.contains(user),
+            "{user} was deleted but is still stored"
+        );
+    }
+    stop(child);
+}
