@@ -379,6 +379,13 @@ fn operator_commands_manage_keys_and_users() {
     );
     assert!(listed.contains("retired, published until"));
 
+    // A new master key: the store still opens, and only under the new key.
+    let key_file = dir.path().join("data/master.key");
+    let before = std::fs::read_to_string(&key_file).unwrap();
+    assert!(run(&["keys", "rotate-master"]).contains("master key rotated"));
+    assert_ne!(std::fs::read_to_string(&key_file).unwrap(), before);
+    assert!(run(&["users", "list"]).starts_with("rose\tfaces=1"));
+
     assert!(run(&["users", "delete", "rose"]).contains("deleted rose"));
     assert_eq!(run(&["users", "list"]), "");
     assert_eq!(run(&["users", "unlock", "rose"]), "rose: was not locked\n");
@@ -400,6 +407,8 @@ fn operator_commands_manage_keys_and_users() {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     assert!(events.iter().all(|e| e["actor"] == "operator"));
+    // The signing key and the master key.
+    assert_eq!(kinds.iter().filter(|k| **k == "key_rotated").count(), 2);
     let deleted = run(&["audit", "--kind", "user_deleted", "--user", "rose"]);
     assert_eq!(deleted.lines().count(), 1, "{deleted}");
 }
