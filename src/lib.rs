@@ -177,9 +177,8 @@ fn finish_master_rotation(
     database: &std::path::Path,
 ) -> Result<SqliteStore, StoreError> {
     let pending = pending_master_key_file(key_file);
-    let new = MasterKey::load(&MasterKeySource::Given(MasterKey::parse(
-        &std::fs::read_to_string(&pending).map_err(|_| VaultError::WrongMasterKey)?,
-    )?))?;
+    let text = std::fs::read_to_string(&pending).map_err(|_| VaultError::WrongMasterKey)?;
+    let new = MasterKey::parse(&text)?;
     let store = SqliteStore::open(database, &new)?;
     std::fs::rename(&pending, key_file)
         .map_err(|e| VaultError::from(files::FileError::new("replacing", key_file, e)))?;

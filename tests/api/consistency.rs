@@ -96,6 +96,45 @@ async fn photos_an_older_server_kept_as_files_move_into_the_store() {
     assert!(decoded.image.width() >= 32);
 }
 
+/// A master key rotation that stopped after the store took the new key, before the key file
+/// was replaced: the next start finds the new key beside the old one and finishes the job.
+#[tokio::test]
+async fn an_interrupted_master_key_rotation_is_finished_at_the_next_start() {
+    use facelock::store::MasterKey;
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let key_file = app.settings.storage.data_dir.join("master.key");
+    let old = MasterKey::parse(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    let new = MasterKey::generate().unwrap();
+    let pending = facelock::pending_master_key_file(&key_file);
+    facelock::files::write_private(&pending, new.to_base64().as_bytes()).unwrap();
+    app.state
+        .facelock
+        .store()
+        .reseal_data_key(&old, &new)
+        .await
+        .unwrap();
+    // Crash here: the key file still holds the old key.
+
+    let restarted = facelock::build_state(app.settings.clone()).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        new.to_base64()
+    );
+    assert!(!pending.exists());
+    let router = facelock::app(restarted.clone());
+    let again = TestApp {
+        router,
+        state: restarted,
+        ..app
+    };
+    assert_eq!(
+        again.get("/users/me/", Some(&token)).await.status,
+        StatusCode::OK,
+        "the signing keys still open"
+    );
+}
+
 #[tokio::test]
 async fn descriptors_photos_and_signing_keys_are_sealed_at_rest() {
     let app = TestApp::spawn_with(|s| {

@@ -186,5 +186,20 @@ mod tests {
             .unwrap();
         assert_eq!(of_a.len(), 1);
         assert_eq!(of_a[0].detail["n"], 1);
+
+        // Retention: events older than the cut-off go.
+        store
+            .purge_audit(Timestamp::from_unix_seconds(102))
+            .await
+            .unwrap();
+        let left = store
+            .audit_events(AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].user_id.as_deref(), Some("b"));
     }
 }
