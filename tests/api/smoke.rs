@@ -76,6 +76,17 @@ fn spawn_server_in(
     (Server(Some(child), rx), format!("http://{addr}"))
 }
 
+/// The environment of a server on the Rekognition engine, answered by `fake`.
+fn rekognition_env(fake: &FakeRekognition) -> Vec<(&'static str, String)> {
+    vec![
+        ("FACELOCK_ENGINE", "rekognition".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT_URL", fake.endpoint()),
+        ("AWS_ACCESS_KEY_ID", "AKIDSMOKE".into()),
+        ("AWS_SECRET_ACCESS_KEY", "smoke-secret".into()),
+    ]
+}
+
 /// Stops the server with SIGTERM and checks that it exits cleanly.
 fn stop(mut server: Server) {
     let Some(mut child) = server.0.take() else {
@@ -149,16 +160,7 @@ impl Api {
 async fn the_binary_serves_register_verify_and_shuts_down_gracefully() {
     let fake = FakeRekognition::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (child, base) = spawn_server(
-        dir.path(),
-        &[
-            ("FACELOCK_ENGINE", "rekognition".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL", fake.endpoint()),
-            ("AWS_ACCESS_KEY_ID", "AKIDSMOKE".into()),
-            ("AWS_SECRET_ACCESS_KEY", "smoke-secret".into()),
-        ],
-    );
+    let (child, base) = spawn_server(dir.path(), &rekognition_env(&fake));
     let api = Api::new(base);
     let health: serde_json::Value = api.get("/health", None).await.json().await.unwrap();
     assert_eq!(health["status"], "healthy");
@@ -281,18 +283,9 @@ async fn idle_half_open_connections_cannot_starve_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new("prlimit");
     command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
-    let (child, base) = spawn_server_in(
-        command,
-        dir.path(),
-        &[
-            ("FACELOCK_ENGINE", "rekognition".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL", fake.endpoint()),
-            ("AWS_ACCESS_KEY_ID", "AKIDSMOKE".into()),
-            ("AWS_SECRET_ACCESS_KEY", "smoke-secret".into()),
-            ("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()),
-        ],
-    );
+    let mut env = rekognition_env(&fake);
+    env.push(("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()));
+    let (child, base) = spawn_server_in(command, dir.path(), &env);
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let slow: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
         (0..1100)
