@@ -188,6 +188,9 @@ pub struct EngineSettings {
     pub min_similarity: f32,
     /// Images whose width times height exceed this are refused before they are decoded.
     pub max_image_pixels: u64,
+    /// Whether a face that already belongs to another user may be enrolled again under a new
+    /// id (off: 409 `FACE_ALREADY_ENROLLED`).
+    pub allow_duplicate_faces: bool,
     pub rekognition: RekognitionSettings,
 }
 
@@ -312,12 +315,7 @@ impl Settings {
                     UserId::parse(id).map_err(|e| ConfigError::new("FACELOCK_ADMIN_USERS", e.0))
                 })
                 .collect::<Result<_, _>>()?,
-            debug: get("DEBUG").is_some_and(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            }),
+            debug: flag(&get, "DEBUG"),
         })
     }
 
@@ -410,6 +408,7 @@ fn engine_settings(get: &impl Fn(&str) -> Option<String>) -> Result<EngineSettin
         models_dir: PathBuf::from(get("FACELOCK_MODELS_DIR").unwrap_or_else(|| "./models".into())),
         min_similarity,
         max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
+        allow_duplicate_faces: flag(get, "FACELOCK_ALLOW_DUPLICATE_FACES"),
         rekognition,
     })
 }
@@ -554,6 +553,16 @@ fn is_origin(o: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
         && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// A yes/no variable: `1`, `true`, `yes` or `on` (any case) are yes.
+fn flag(get: &impl Fn(&str) -> Option<String>, key: &str) -> bool {
+    get(key).is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
 }
 
 fn parse<T: std::str::FromStr>(

@@ -85,6 +85,9 @@ pub enum ApiError {
     /// 404 `USER_NOT_FOUND`.
     #[error("User not found")]
     UserNotFound,
+    /// 409 `FACE_ALREADY_ENROLLED`: the face belongs to another user.
+    #[error("This face is already enrolled for another user")]
+    FaceAlreadyEnrolled,
     /// 409 `USER_EXISTS`: the user id is taken and the caller may not add faces to it.
     #[error("A user with this user_id already exists")]
     UserExists,
@@ -144,7 +147,7 @@ impl ApiError {
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
             UserNotFound => StatusCode::NOT_FOUND,
-            UserExists => StatusCode::CONFLICT,
+            UserExists | FaceAlreadyEnrolled => StatusCode::CONFLICT,
             RateLimited { .. } | AccountLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamAuth => StatusCode::BAD_GATEWAY,
             Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -173,6 +176,7 @@ impl ApiError {
             Forbidden(_) => "FORBIDDEN",
             UserNotFound => "USER_NOT_FOUND",
             UserExists => "USER_EXISTS",
+            FaceAlreadyEnrolled => "FACE_ALREADY_ENROLLED",
             RateLimited { .. } => "RATE_LIMITED",
             AccountLocked { .. } => "ACCOUNT_LOCKED",
             UpstreamAuth => "UPSTREAM_AUTH",
@@ -307,6 +311,7 @@ impl From<service::Error> for ApiError {
             E::Forbidden(why) => ApiError::Forbidden(why),
             E::UserNotFound => ApiError::UserNotFound,
             E::UserExists => ApiError::UserExists,
+            E::FaceAlreadyEnrolled => ApiError::FaceAlreadyEnrolled,
             E::AccountLocked { retry_after } => ApiError::AccountLocked {
                 retry_after_secs: whole_seconds(retry_after),
             },

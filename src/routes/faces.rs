@@ -37,7 +37,7 @@ pub struct RegisterResponse {
         (status = 400, description = "No face, several faces, a face too poor to enrol (code names the reason), or an undecodable image", body = ErrorBody),
         (status = 401, description = "A bearer token was sent and is not valid", body = ErrorBody),
         (status = 403, description = "The user id is an administrator's and the caller is not an admin", body = ErrorBody),
-        (status = 409, description = "The user id exists and the caller may not add faces to it", body = ErrorBody),
+        (status = 409, description = "`USER_EXISTS`: the user id exists and the caller may not add faces to it; `FACE_ALREADY_ENROLLED`: the face belongs to another user", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
         (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
         (status = 415, description = "The file is not a JPEG, PNG or WebP image", body = ErrorBody),

@@ -42,6 +42,8 @@ pub enum AuditKind {
     RefreshReplayed,
     UserRegistered,
     FaceAdded,
+    /// An enrolment refused: the face is another user's.
+    DuplicateFaceRefused,
     UserDeleted,
     UsersListed,
     TokenIntrospected,
@@ -49,7 +51,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 13] = [
+    pub const ALL: [AuditKind; 14] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginRefusedLocked,
@@ -59,6 +61,7 @@ impl AuditKind {
         Self::RefreshReplayed,
         Self::UserRegistered,
         Self::FaceAdded,
+        Self::DuplicateFaceRefused,
         Self::UserDeleted,
         Self::UsersListed,
         Self::TokenIntrospected,
@@ -76,6 +79,7 @@ impl AuditKind {
             Self::RefreshReplayed => "refresh_replayed",
             Self::UserRegistered => "user_registered",
             Self::FaceAdded => "face_added",
+            Self::DuplicateFaceRefused => "duplicate_face_refused",
             Self::UserDeleted => "user_deleted",
             Self::UsersListed => "users_listed",
             Self::TokenIntrospected => "token_introspected",

@@ -3,9 +3,11 @@
 use serde_json::json;
 
 use super::{Actor, AuditKind, Error, FaceLock, Origin};
+use std::sync::Arc;
+
 use crate::{
     domain::{Email, FullName, Page, User, UserId},
-    engine::Upload,
+    engine::{EngineError, SearchQuery, SearchScope, Upload},
     images,
     store::{FaceOwner, NewFace, NewUser, ReferencePhoto},
 };
@@ -65,6 +67,10 @@ impl FaceLock {
         };
 
         let upload = self.prepare_image(req.image).await?;
+        if !self.allow_duplicate_faces {
+            self.refuse_duplicate(&req.user_id, upload.clone(), &req.origin, actor)
+                .await?;
+        }
         let indexed = self.engine.index_face(&req.user_id, upload.clone()).await?;
         let face_id = indexed.face_id.clone();
 
@@ -106,8 +112,47 @@ impl FaceLock {
         }
     }
 
+    /// Refuses a photo whose face already belongs to another user: otherwise anyone could
+    /// enrol someone else's face under a new id, and that person's 1:N logins could come back
+    /// as the new id.
+    async fn refuse_duplicate(
+        &self,
+        user: &UserId,
+        upload: Arc<Upload>,
+        origin: &Origin,
+        actor: Actor<'_>,
+    ) -> Result<(), Error> {
+        let query = SearchQuery {
+            scope: SearchScope::All,
+            min_similarity: self.policy.threshold(None),
+        };
+        let candidates = match self.engine.search(upload, &query).await {
+            Ok(candidates) => candidates,
+            // Enrolment gives these their own, more precise answer.
+            Err(EngineError::NoFace | EngineError::AmbiguousFaces) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
+        let known = self.store.faces(&ids).await?;
+        let Some((face, similarity)) =
+            self.policy
+                .duplicate_of(&candidates, &known, self.engine.name(), user)
+        else {
+            return Ok(());
+        };
+        self.audit(
+            AuditKind::DuplicateFaceRefused,
+            origin,
+            Some(user),
+            actor,
+            json!({ "enrolled_as": face.user_id, "similarity": similarity.value() }),
+        )
+        .await;
+        Err(Error::FaceAlreadyEnrolled)
+    }
+
     /// The reference photo kept for a face: re-encoded off the async workers.
-    async fn clean_photo(&self, upload: std::sync::Arc<Upload>) -> Result<ReferencePhoto, Error> {
+    async fn clean_photo(&self, upload: Arc<Upload>) -> Result<ReferencePhoto, Error> {
         let (format, bytes) =
             tokio::task::spawn_blocking(move || images::clean_copy(&upload.decoded)).await??;
         Ok(ReferencePhoto { format, bytes })

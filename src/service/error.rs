@@ -30,6 +30,9 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("user not found")]
     UserNotFound,
+    /// The face already belongs to another user.
+    #[error("this face is already enrolled for another user")]
+    FaceAlreadyEnrolled,
     /// The user id is taken and the caller may not add faces to it.
     #[error("user already exists")]
     UserExists,

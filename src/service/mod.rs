@@ -102,6 +102,7 @@ pub struct FaceLock {
     /// Per-address waits after failed 1:N logins (kept in this process).
     address_failures: FailureDelay,
     audit_retention: Duration,
+    allow_duplicate_faces: bool,
     engine: Arc<dyn FaceEngine>,
     store: Arc<dyn Store>,
     tokens: TokenService,
@@ -132,6 +133,7 @@ impl FaceLock {
                 settings.lockout.max_lock,
             ),
             audit_retention: settings.lockout.audit_retention,
+            allow_duplicate_faces: settings.engine.allow_duplicate_faces,
             engine,
             store,
             tokens,

@@ -71,6 +71,23 @@ impl Policy {
         }
     }
 
+    /// The best candidate, at or above the floor, whose face belongs to someone other than
+    /// `user`: enrolling this photo under `user` would give two people one face.
+    pub fn duplicate_of<'a>(
+        &self,
+        candidates: &[FaceMatch],
+        known: &'a [FaceRecord],
+        engine: &str,
+        user: &UserId,
+    ) -> Option<(&'a FaceRecord, Similarity)> {
+        let others: Vec<FaceMatch> = candidates
+            .iter()
+            .filter(|c| &c.user_id != user)
+            .cloned()
+            .collect();
+        self.choose(&others, known, &SearchScope::All, self.floor, engine)
+    }
+
     /// The best candidate that may log in: at or above `threshold`, in scope, and a face the
     /// store knows for the same user and engine. A face left in the engine by an interrupted
     /// registration or deletion is not in `known`, so it logs nobody in.
@@ -190,6 +207,19 @@ mod tests {
         assert_eq!(secs(9), Some(480));
         assert_eq!(secs(10), Some(900));
         assert_eq!(secs(1000), Some(900));
+    }
+
+    #[test]
+    fn a_face_of_another_user_is_a_duplicate_and_ones_own_is_not() {
+        let p = Policy::new(90.0, BTreeSet::new());
+        let known = [record("a1", "alice", "local"), record("b1", "bob", "local")];
+        let own_best = [candidate("a1", "alice", 98.0), candidate("b1", "bob", 91.0)];
+        let dup = p.duplicate_of(&own_best, &known, "local", &uid("alice"));
+        assert_eq!(dup.map(|(f, _)| f.face_id.as_str()), Some("b1"));
+        let only_own = [candidate("a1", "alice", 98.0), candidate("b1", "bob", 85.0)];
+        assert!(p
+            .duplicate_of(&only_own, &known, "local", &uid("alice"))
+            .is_none());
     }
 
     #[test]

@@ -333,3 +333,36 @@ async fn repeated_attempts_are_rate_limited_before_reaching_the_engine() {
         "the engine was not called"
     );
 }
+
+#[tokio::test]
+async fn a_face_enrolled_for_one_user_is_refused_for_another_but_not_for_its_owner() {
+    let app = TestApp::spawn().await;
+    assert_eq!(
+        app.register("alice", face_of(1), None).await.status,
+        StatusCode::OK
+    );
+    let indexed = |app: &TestApp| {
+        app.fake
+            .calls()
+            .iter()
+            .filter(|c| *c == "IndexFaces")
+            .count()
+    };
+    let before = indexed(&app);
+    app.register("mallory", face_of(1), None)
+        .await
+        .assert_error(StatusCode::CONFLICT, "FACE_ALREADY_ENROLLED");
+    assert_eq!(indexed(&app), before, "refused before anything is indexed");
+    assert_eq!(app.db_count("users"), 1);
+
+    // alice may add the same face to her own account.
+    let token = app.login(face_of(1)).await;
+    let res = app.register("alice", face_of(1), Some(&token)).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+
+    // A deployment that wants it can allow one face under several ids.
+    let open = TestApp::spawn_with(|s| s.engine.allow_duplicate_faces = true).await;
+    open.register("alice", face_of(1), None).await;
+    let res = open.register("mallory", face_of(1), None).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}

@@ -265,12 +265,36 @@ async fn crowded_empty_and_broken_photos_get_clear_answers() {
         .await
         .assert_error(StatusCode::BAD_REQUEST, "AMBIGUOUS_FACES");
 
+    // These show people enrolled above or each other: each is enrolled alone, then removed,
+    // so that none is refused as a duplicate.
     let adversarial = root.join("adversarial/derived");
+    let admin_face = read(&root, "faces/alex_lacamoire/alex_lacamoire_01.jpg");
+    app.state
+        .facelock
+        .register(
+            facelock::service::Registration {
+                user_id: facelock::domain::UserId::parse("admin").unwrap(),
+                full_name: None,
+                email: None,
+                image: admin_face.clone(),
+                origin: facelock::service::Origin::operator(),
+            },
+            facelock::service::Actor::Operator,
+        )
+        .await
+        .unwrap();
+    let admin = app.login(admin_face).await;
+    assert_eq!(
+        app.delete("/users/kit/", Some(&admin)).await.status,
+        StatusCode::OK
+    );
     for (i, name) in FACE_BEARING_ADVERSARIAL.iter().enumerate() {
         let res = app
             .register(&format!("adv{i}"), read(&adversarial, name), None)
             .await;
         assert_eq!(res.status, StatusCode::OK, "{name}: {}", res.body);
+        let gone = app.delete(&format!("/users/adv{i}/"), Some(&admin)).await;
+        assert_eq!(gone.status, StatusCode::OK, "{}", gone.body);
     }
     for name in [
         "zero_bytes.jpg",
@@ -389,4 +413,37 @@ async fn faces_enrolled_by_another_process_reach_a_running_server() {
     let res = app.verify(photo(), None, None).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.body["user_id"], "biden");
+}
+
+#[tokio::test]
+async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
+    let Some(root) = shared_faces() else { return };
+    let Some(app) = local_app().await else { return };
+    let res = app
+        .register(
+            "obama",
+            read(&root, "faces/barack_obama/obama_01.jpg"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    // Another photo of the same man, under another id.
+    app.register(
+        "mallory",
+        read(&root, "faces/barack_obama/obama_02.jpg"),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "FACE_ALREADY_ENROLLED");
+    assert_eq!(app.db_count("users"), 1);
+    // His 1:N login still answers with his own id.
+    let res = app
+        .verify(read(&root, "faces/barack_obama/obama_03.jpg"), None, None)
+        .await;
+    assert_eq!(res.body["user_id"], "obama");
+    // Someone else is welcome.
+    let res = app
+        .register("biden", read(&root, "faces/joe_biden/biden_01.jpg"), None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
