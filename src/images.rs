@@ -60,6 +60,17 @@ pub enum ImageError {
         height: u32,
         max_pixels: u64,
     },
+    #[error(
+        "the image would take {bytes} bytes decoded ({width}x{height} pixels of {bytes_per_pixel} \
+         bytes); at most {max_bytes} are accepted"
+    )]
+    TooMuchMemory {
+        width: u32,
+        height: u32,
+        bytes_per_pixel: u64,
+        bytes: u64,
+        max_bytes: u64,
+    },
     #[error("the image is {width}x{height} pixels, too small to hold a face")]
     TooSmall { width: u32, height: u32 },
     #[error("could not re-encode the image: {0}")]
@@ -74,6 +85,19 @@ pub struct DecodeLimits {
 
 /// Smallest side accepted: below this no detector finds a face, so say so plainly.
 pub const MIN_SIDE: u32 = 32;
+
+/// Decoded images are scaled down to this longest side at once: more pixels help neither the
+/// detector (which sees 416) nor a kept photo, and a request waiting for the engine then holds
+/// a few megabytes, not a hundred.
+pub const MAX_WORKING_SIDE: u32 = 2048;
+
+impl DecodeLimits {
+    /// The memory a decoded image may take: the pixel limit in 8-bit RGB. A 16-bit or RGBA
+    /// image of as many pixels needs more and is refused before it is decoded.
+    pub fn max_decoded_bytes(self) -> u64 {
+        self.max_pixels.saturating_mul(3)
+    }
+}
 
 /// An upload that decoded cleanly, upright.
 pub struct DecodedImage {
@@ -97,8 +121,8 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageE
         Format::WebP => ImageFormat::WebP,
     });
     let mut decoder_limits = Limits::default();
-    // Enough for the pixel limit as 16-bit RGBA plus the decoder's own buffers.
-    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    // The decoded budget plus room for the decoder's own buffers.
+    decoder_limits.max_alloc = Some(limits.max_decoded_bytes().saturating_add(64 << 20));
     reader.limits(decoder_limits);
     let mut decoder = reader
         .into_decoder()
@@ -114,6 +138,16 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageE
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(ImageError::TooSmall { width, height });
     }
+    let bytes = decoder.total_bytes();
+    if bytes > limits.max_decoded_bytes() {
+        return Err(ImageError::TooMuchMemory {
+            width,
+            height,
+            bytes_per_pixel: u64::from(decoder.color_type().bytes_per_pixel()),
+            bytes,
+            max_bytes: limits.max_decoded_bytes(),
+        });
+    }
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -127,6 +161,9 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageE
     })?;
     let reoriented = orientation != image::metadata::Orientation::NoTransforms;
     image.apply_orientation(orientation);
+    if image.width().max(image.height()) > MAX_WORKING_SIDE {
+        image = image.resize(MAX_WORKING_SIDE, MAX_WORKING_SIDE, FilterType::Triangle);
+    }
     Ok(DecodedImage {
         format,
         image,
@@ -243,6 +280,42 @@ mod tests {
             decode(&png(2000, 1000), LIMITS),
             Err(ImageError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn the_budget_counts_bytes_per_pixel_before_decoding() {
+        // 2000 x 2000 is under a 5 MP limit in pixels, not in 16-bit RGBA bytes.
+        let mut bomb = Vec::new();
+        image::ImageBuffer::<image::Rgba<u16>, Vec<u16>>::new(2000, 2000)
+            .write_to(&mut Cursor::new(&mut bomb), ImageFormat::Png)
+            .unwrap();
+        assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+        let limits = DecodeLimits {
+            max_pixels: 5_000_000,
+        };
+        assert!(matches!(
+            decode(&bomb, limits),
+            Err(ImageError::TooMuchMemory {
+                bytes_per_pixel: 8,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn huge_photos_are_scaled_down_at_once() {
+        let big = png(4000, 1000);
+        let decoded = decode(
+            &big,
+            DecodeLimits {
+                max_pixels: 10_000_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (decoded.image.width(), decoded.image.height()),
+            (MAX_WORKING_SIDE, 512)
+        );
     }
 
     #[test]

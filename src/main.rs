@@ -115,8 +115,33 @@ enum UsersCommand {
     Delete { user_id: String },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("facelock: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives every thread that allocates its own malloc arena (up to 8 per core) and keeps
+/// freed memory in each: inference on the blocking pool's threads then doubled the resident
+/// memory of a busy server (223 MiB against 109 MiB with two arenas, 8 concurrent verifies).
+/// Must run before any thread exists.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+async fn run() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     let settings = match Settings::from_env() {

@@ -373,7 +373,9 @@ impl From<ImageError> for ApiError {
         match e {
             ImageError::Empty => ApiError::validation("face_image", "the uploaded file is empty"),
             ImageError::UnknownFormat => ApiError::UnsupportedImage,
-            ImageError::TooLarge { .. } => ApiError::ImageTooLarge(e.to_string()),
+            ImageError::TooLarge { .. } | ImageError::TooMuchMemory { .. } => {
+                ApiError::ImageTooLarge(e.to_string())
+            }
             ImageError::Corrupt(_) | ImageError::TooSmall { .. } => {
                 ApiError::InvalidImage(e.to_string())
             }

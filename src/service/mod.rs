@@ -109,6 +109,8 @@ pub struct FaceLock {
     /// Where servers before 0.2 kept reference photos as files.
     legacy_photos: std::path::PathBuf,
     decode_limits: DecodeLimits,
+    /// One decode per core at a time.
+    decode_permits: Arc<tokio::sync::Semaphore>,
     /// The store's outside-change marker when the engine last loaded its faces.
     synced_marker: std::sync::Mutex<Option<i64>>,
 }
@@ -141,6 +143,9 @@ impl FaceLock {
             decode_limits: DecodeLimits {
                 max_pixels: settings.engine.max_image_pixels,
             },
+            decode_permits: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             synced_marker: std::sync::Mutex::new(None),
         }
     }
@@ -273,10 +278,20 @@ impl FaceLock {
         Ok(())
     }
 
-    /// Decodes an upload off the async workers, with the configured limits.
+    /// Decodes an upload off the async workers, with the configured limits, one decode per
+    /// core at a time: a decode holds the image's full size in memory until it is scaled down.
+    /// The permit travels with the blocking work, so a request that times out cannot let more
+    /// decodes run at once.
     async fn prepare_image(&self, bytes: Vec<u8>) -> Result<Arc<Upload>, Error> {
         let limits = self.decode_limits;
+        let permit = self
+            .decode_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Engine(crate::engine::EngineError::internal(e)))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let decoded = images::decode(&bytes, limits)?;
             Ok(Arc::new(Upload { bytes, decoded }))
         })

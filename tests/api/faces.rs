@@ -366,3 +366,19 @@ async fn a_face_enrolled_for_one_user_is_refused_for_another_but_not_for_its_own
     let res = open.register("mallory", face_of(1), None).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
+
+#[tokio::test]
+async fn a_decompression_bomb_is_refused_from_its_header() {
+    let app = TestApp::spawn().await;
+    // 311 KB of PNG, under the 40 MP pixel limit, that would decode to 320 MB.
+    let bomb = crate::helpers::png_bomb(6324);
+    assert!(bomb.len() < 400_000, "{} bytes", bomb.len());
+    let started = std::time::Instant::now();
+    let res = app.verify(bomb, None, None).await;
+    res.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE");
+    assert!(res.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("bytes decoded"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

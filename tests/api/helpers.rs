@@ -361,3 +361,45 @@ pub fn models_dir() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// A PNG of `side` x `side` 16-bit RGBA pixels, all zero: a few hundred kilobytes that
+/// would decode to `side * side * 8` bytes.
+pub fn png_bomb(side: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    };
+    let mut header = side.to_be_bytes().to_vec();
+    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&[16, 6, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &header);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let row = vec![0u8; 1 + side as usize * 8];
+    for _ in 0..side {
+        z.write_all(&row).unwrap();
+    }
+    chunk(&mut out, b"IDAT", &z.finish().unwrap());
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

@@ -69,7 +69,25 @@ pub struct LocalEngine {
     models: Arc<Models>,
     index: RwLock<Vec<Enrolled>>,
     /// One permit per core: inference jobs beyond that wait instead of thrashing.
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+}
+
+/// Says "still wanted" to blocking work until the waiting future is dropped (its request timed
+/// out or its client went away).
+#[derive(Default)]
+struct Waiting(Arc<std::sync::atomic::AtomicBool>);
+
+impl Waiting {
+    fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+        self.0.clone()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl LocalEngine {
@@ -81,24 +99,37 @@ impl LocalEngine {
         Ok(Self {
             models: Arc::new(models),
             index: RwLock::new(Vec::new()),
-            permits: Semaphore::new(cores),
+            permits: Arc::new(Semaphore::new(cores)),
         })
     }
 
+    /// Runs the pipeline on the inference pool. The permit travels with the blocking work, so
+    /// a request that times out cannot let more jobs run than there are cores; and the work
+    /// stops at its next stage once nobody waits for it any more.
     async fn analyze(&self, image: Arc<Upload>) -> Result<Analysis, EngineError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(EngineError::internal)?;
         let models = self.models.clone();
         let span = tracing::Span::current();
+        let waiting = Waiting::default();
+        let wanted = waiting.flag();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let _entered = span.enter();
-            models.analyze(&image.decoded.image.to_rgb8(), &mut StageTimes::default())
+            let abandoned = || !wanted.load(std::sync::atomic::Ordering::Acquire);
+            models.analyze_unless(
+                &image.decoded.image.to_rgb8(),
+                &mut StageTimes::default(),
+                &abandoned,
+            )
         })
         .await
-        .map_err(EngineError::internal)
+        .map_err(EngineError::internal)?
+        .ok_or_else(|| EngineError::internal("abandoned"))
     }
 
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Enrolled>> {

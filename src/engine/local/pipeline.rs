@@ -94,19 +94,37 @@ impl Models {
 
     /// The faces that count and the dominant face's descriptor and quality.
     pub fn analyze(&self, rgb: &RgbImage, times: &mut StageTimes) -> Analysis {
+        self.analyze_unless(rgb, times, &|| false)
+            .expect("never stopped")
+    }
+
+    /// [`Models::analyze`], stopping between stages (`None`) once `stop` says the result is no
+    /// longer wanted.
+    pub fn analyze_unless(
+        &self,
+        rgb: &RgbImage,
+        times: &mut StageTimes,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Analysis> {
+        if stop() {
+            return None;
+        }
         let faces = salient(self.find_faces_above(rgb, MIN_DETECTION_SCORE, times));
+        if stop() {
+            return None;
+        }
         let started = std::time::Instant::now();
         let dominant = faces.first().map(|face| {
             let chip = self.chip(rgb, face);
             (self.describe_chip(&chip), Metrics::measure(face, &chip))
         });
         times.descriptor += started.elapsed();
-        Analysis {
+        Some(Analysis {
             faces,
             width: rgb.width(),
             height: rgb.height(),
             dominant,
-        }
+        })
     }
 
     /// Every face in the photo, largest first, background faces included.
