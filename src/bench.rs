@@ -74,20 +74,72 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// One photo through every stage; returns the stage times.
-fn run_once(models: &Models, bytes: &[u8]) -> Result<[Duration; 5], BenchError> {
+const STAGES: [&str; 6] = [
+    "decode",
+    "detect",
+    "landmarks",
+    "descriptor",
+    "turning a photo on its side",
+    "end to end",
+];
+
+/// One photo through every stage; returns the times of [`STAGES`].
+fn run_once(models: &Models, bytes: &[u8]) -> Result<[Duration; 6], BenchError> {
     let start = Instant::now();
     let mut times = StageTimes::default();
     std::hint::black_box(analyze_photo(models, bytes, LIMITS, &mut times)?);
     let total = start.elapsed();
-    let decode = total.saturating_sub(times.detect + times.landmarks + times.descriptor);
+    let decode =
+        total.saturating_sub(times.detect + times.landmarks + times.descriptor + times.rotate);
     Ok([
         decode,
         times.detect,
         times.landmarks,
         times.descriptor,
+        times.rotate,
         total,
     ])
+}
+
+/// Runs `bytes` `rounds` times and prints a table of each stage's median and p95.
+fn stage_table(
+    out: &mut String,
+    title: &str,
+    models: &Models,
+    inputs: &[&[u8]],
+    rounds: usize,
+) -> Result<(), BenchError> {
+    let mut stages: [Vec<Duration>; 6] = Default::default();
+    for _ in 0..rounds {
+        for bytes in inputs {
+            for (all, t) in stages.iter_mut().zip(run_once(models, bytes)?) {
+                all.push(t);
+            }
+        }
+    }
+    let _ = writeln!(out, "\n{title:<38}   median ms   p95 ms");
+    for (name, samples) in STAGES.iter().zip(stages.iter_mut()) {
+        let _ = writeln!(
+            out,
+            "  {name:<38} {:>8.1} {:>8.1}",
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.95))
+        );
+    }
+    Ok(())
+}
+
+/// `bytes` re-encoded with its pixels turned 90 degrees and no EXIF tag to say so.
+fn turned(bytes: &[u8]) -> Result<Vec<u8>, BenchError> {
+    let img = images::decode(bytes, LIMITS)?.image.rotate90();
+    let mut out = Vec::new();
+    img.to_rgb8()
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .map_err(BenchError::Frame)?;
+    Ok(out)
 }
 
 /// A 640x480 JPEG made from `bytes` (scaled to cover, centre-cropped): the typical login frame.
@@ -150,52 +202,32 @@ pub fn run(
     for bytes in &inputs {
         run_once(&models, bytes)?;
     }
-    let mut stages: [Vec<Duration>; 5] = Default::default();
-    for _ in 0..iterations {
-        for bytes in &inputs {
-            for (all, t) in stages.iter_mut().zip(run_once(&models, bytes)?) {
-                all.push(t);
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\nper photo (fixture sizes 330-2333 px)   median ms   p95 ms"
-    );
-    for (name, samples) in ["decode", "detect", "landmarks", "descriptor", "end to end"]
-        .iter()
-        .zip(stages.iter_mut())
-    {
-        let median = percentile(samples, 0.5);
-        let p95 = percentile(samples, 0.95);
-        let _ = writeln!(out, "  {name:<38} {:>8.1} {:>8.1}", ms(median), ms(p95));
-    }
+    let all: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    stage_table(
+        &mut out,
+        "per photo (fixture sizes 330-2333 px)",
+        &models,
+        &all,
+        iterations,
+    )?;
 
     if let Some(frame) = &frame {
-        let mut e2e = Vec::new();
-        let mut per_stage: [Vec<Duration>; 5] = Default::default();
-        for _ in 0..iterations.max(1) * 10 {
-            let t = run_once(&models, frame)?;
-            e2e.push(t[4]);
-            for (all, t) in per_stage.iter_mut().zip(t) {
-                all.push(t);
-            }
-        }
-        let _ = writeln!(
-            out,
-            "\n640x480 frame (one face)               median ms   p95 ms"
-        );
-        for (name, samples) in ["decode", "detect", "landmarks", "descriptor", "end to end"]
-            .iter()
-            .zip(per_stage.iter_mut())
-        {
-            let _ = writeln!(
-                out,
-                "  {name:<38} {:>8.1} {:>8.1}",
-                ms(percentile(samples, 0.5)),
-                ms(percentile(samples, 0.95))
-            );
-        }
+        let rounds = iterations.max(1) * 10;
+        stage_table(
+            &mut out,
+            "640x480 frame (one face)",
+            &models,
+            &[frame],
+            rounds,
+        )?;
+        let sideways = turned(frame)?;
+        stage_table(
+            &mut out,
+            "the same frame turned 90 degrees",
+            &models,
+            &[&sideways],
+            rounds,
+        )?;
 
         // Throughput: one worker per core, each verifying frames for the given time.
         let deadline = Instant::now() + Duration::from_secs(seconds);

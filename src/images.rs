@@ -162,7 +162,9 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageE
     let reoriented = orientation != image::metadata::Orientation::NoTransforms;
     image.apply_orientation(orientation);
     if image.width().max(image.height()) > MAX_WORKING_SIDE {
-        image = image.resize(MAX_WORKING_SIDE, MAX_WORKING_SIDE, FilterType::Triangle);
+        // Area sampling in integers: a fraction of a filtered resize's time, and as good for
+        // a pure reduction.
+        image = image.thumbnail(MAX_WORKING_SIDE, MAX_WORKING_SIDE);
     }
     Ok(DecodedImage {
         format,

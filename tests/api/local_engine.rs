@@ -70,6 +70,12 @@ fn every_photo_yields_the_right_number_of_faces() {
     for p in photos(&root.join("no_face")) {
         assert_eq!(count(&p), 0, "{}", p.display());
     }
+    // Pixels turned on their side, no EXIF to say so: found by turning the photo back.
+    for (name, turned) in [("rotated_90cw.jpg", 270), ("rotated_180.jpg", 180)] {
+        let analysis = analyze(models, &root.join("adversarial/derived").join(name));
+        assert_eq!(analysis.faces.len(), 1, "{name}");
+        assert_eq!(analysis.turned, turned, "{name}");
+    }
     for name in FACE_BEARING_ADVERSARIAL
         .iter()
         .chain(&["huge_6000x4000.jpg"])
@@ -436,6 +442,16 @@ async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
     .await
     .assert_error(StatusCode::CONFLICT, "FACE_ALREADY_ENROLLED");
     assert_eq!(app.db_count("users"), 1);
+    // A photo of him lying on its side (no EXIF tag) logs him in too.
+    let res = app
+        .verify(
+            read(&root, "adversarial/derived/rotated_90cw.jpg"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["user_id"], "obama");
     // His 1:N login still answers with his own id.
     let res = app
         .verify(read(&root, "faces/barack_obama/obama_03.jpg"), None, None)

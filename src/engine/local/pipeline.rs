@@ -54,6 +54,9 @@ pub struct Analysis {
     pub height: u32,
     /// Descriptor and quality of the dominant (largest) face, when there is one.
     pub dominant: Option<(Descriptor, Metrics)>,
+    /// Degrees (clockwise) the photo was turned to find its faces: 0 when they stood upright.
+    /// Face positions, width and height are those of the turned photo.
+    pub turned: u16,
 }
 
 impl Analysis {
@@ -69,6 +72,8 @@ pub struct StageTimes {
     pub detect: std::time::Duration,
     pub landmarks: std::time::Duration,
     pub descriptor: std::time::Duration,
+    /// Turning a photo with no upright face.
+    pub rotate: std::time::Duration,
 }
 
 /// Decodes an uploaded photo and analyses it: the one path from bytes to a descriptor, used by
@@ -109,7 +114,31 @@ impl Models {
         if stop() {
             return None;
         }
-        let faces = salient(self.find_faces_above(rgb, MIN_DETECTION_SCORE, times));
+        let mut faces = salient(self.find_faces_above(rgb, MIN_DETECTION_SCORE, times));
+        // A photo whose pixels lie on their side (a phone held sideways, no EXIF tag): the
+        // detector only knows upright faces, so turn the photo until one stands up.
+        let mut turned = None;
+        if faces.is_empty() {
+            for degrees in [90, 270, 180] {
+                if stop() {
+                    return None;
+                }
+                let started = std::time::Instant::now();
+                let candidate = match degrees {
+                    90 => image::imageops::rotate90(rgb),
+                    270 => image::imageops::rotate270(rgb),
+                    _ => image::imageops::rotate180(rgb),
+                };
+                times.rotate += started.elapsed();
+                let found = salient(self.find_faces_above(&candidate, MIN_DETECTION_SCORE, times));
+                if !found.is_empty() {
+                    faces = found;
+                    turned = Some((degrees, candidate));
+                    break;
+                }
+            }
+        }
+        let rgb = turned.as_ref().map_or(rgb, |(_, image)| image);
         if stop() {
             return None;
         }
@@ -124,6 +153,7 @@ impl Models {
             width: rgb.width(),
             height: rgb.height(),
             dominant,
+            turned: turned.map_or(0, |(degrees, _)| degrees),
         })
     }
 
