@@ -463,3 +463,109 @@ async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 }
+
+/// Close-up framing, as a login camera, an ID photo or an avatar sees a face: every identity
+/// photo cropped around its dlib box with margins 0, 0.15, 0.3 and 0.6 of the box, at full
+/// size and 150 and 100 px wide, in colour and grayscale (336 images). At least 99% must yield
+/// exactly one face, the right one: its landmarks' box overlaps dlib's box (IoU >= 0.5).
+#[test]
+fn close_up_crops_yield_exactly_the_right_face() {
+    let Some((root, models)) = fixtures() else {
+        return;
+    };
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
+            .unwrap();
+    let limits = DecodeLimits {
+        max_pixels: 40_000_000,
+    };
+    let (mut total, mut right) = (0, 0);
+    let mut misses: HashMap<String, usize> = HashMap::new();
+    let mut details = Vec::new();
+    for (path, info) in reference["images"].as_object().unwrap() {
+        let bytes = std::fs::read(root.join(path)).unwrap();
+        let photo = facelock::images::decode(&bytes, limits).unwrap().image;
+        // The photo may have been scaled down on decoding; dlib's box is in its own pixels.
+        let k = photo.width() as f32 / info["width"].as_f64().unwrap() as f32;
+        let b: Vec<f32> = info["box_ltrb"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32 * k)
+            .collect();
+        let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
+        for margin in [0.0f32, 0.15, 0.3, 0.6] {
+            let x0 = (b[0] - margin * bw).max(0.0);
+            let y0 = (b[1] - margin * bh).max(0.0);
+            let x1 = (b[2] + margin * bw).min(photo.width() as f32);
+            let y1 = (b[3] + margin * bh).min(photo.height() as f32);
+            let crop = photo.crop_imm(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
+            for width in [None, Some(150u32), Some(100)] {
+                let sized = match width {
+                    None => crop.clone(),
+                    Some(w) => crop.resize(w, u32::MAX, image::imageops::FilterType::Triangle),
+                };
+                let s = sized.width() as f32 / crop.width() as f32;
+                let expected = [
+                    (b[0] - x0) * s,
+                    (b[1] - y0) * s,
+                    (b[2] - x0) * s,
+                    (b[3] - y0) * s,
+                ];
+                for gray in [false, true] {
+                    let rgb = if gray {
+                        image::DynamicImage::ImageLuma8(sized.to_luma8()).to_rgb8()
+                    } else {
+                        sized.to_rgb8()
+                    };
+                    let analysis = models.analyze(&rgb, &mut StageTimes::default());
+                    total += 1;
+                    let ok = analysis.faces.len() == 1 && analysis.turned == 0 && {
+                        let lm = &analysis.faces[0].landmarks;
+                        let xs = lm.iter().map(|p| p.0);
+                        let ys = lm.iter().map(|p| p.1);
+                        let found = [
+                            xs.clone().fold(f32::MAX, f32::min),
+                            ys.clone().fold(f32::MAX, f32::min),
+                            xs.fold(f32::MIN, f32::max),
+                            ys.fold(f32::MIN, f32::max),
+                        ];
+                        iou(found, expected) >= 0.5
+                    };
+                    if ok {
+                        right += 1;
+                    } else {
+                        details.push(format!(
+                            "{path} margin {margin} {width:?} gray={gray}: {} faces, turned {}",
+                            analysis.faces.len(),
+                            analysis.turned
+                        ));
+                        let key = format!(
+                            "margin {margin} {} {}",
+                            width.map_or("full".into(), |w| format!("{w}px")),
+                            if gray { "gray" } else { "colour" }
+                        );
+                        *misses.entry(key).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut misses: Vec<_> = misses.into_iter().collect();
+    misses.sort();
+    eprintln!("close-up crops: {right}/{total} right; misses by condition: {misses:?}");
+    assert_eq!(total, 336);
+    assert!(
+        right * 100 >= total * 99,
+        "{right}/{total}: {misses:?}\n{}",
+        details.join("\n")
+    );
+}
+
+fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}

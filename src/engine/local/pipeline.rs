@@ -111,14 +111,43 @@ impl Models {
         times: &mut StageTimes,
         stop: &dyn Fn() -> bool,
     ) -> Option<Analysis> {
+        let find = |image: &RgbImage, times: &mut StageTimes| {
+            salient(self.find_faces_above(image, MIN_DETECTION_SCORE, times))
+        };
         if stop() {
             return None;
         }
-        let mut faces = salient(self.find_faces_above(rgb, MIN_DETECTION_SCORE, times));
-        // A photo whose pixels lie on their side (a phone held sideways, no EXIF tag): the
-        // detector only knows upright faces, so turn the photo until one stands up.
-        let mut turned = None;
+        let mut faces = find(rgb, times);
+        // Where the faces were found: the photo itself, or a padded or turned copy of it.
+        let mut seen: Option<(View, RgbImage)> = None;
+        // A close-up (a login camera, an ID photo, a cropped avatar): the detector was trained
+        // on faces with a margin around them, so give the photo one, of a few widths while it
+        // is unsure, and keep the view it is surest of.
+        // A photo with several faces, or one well-framed face, is not a close-up.
+        for border in PADDINGS {
+            let view = seen.as_ref().map_or(rgb, |(_, canvas)| canvas);
+            let unsure_close_up = match faces.as_slice() {
+                [] => true,
+                [face] => face.detection.score < CONFIDENT_SCORE && looks_close(face, view),
+                _ => false,
+            };
+            if !unsure_close_up {
+                break;
+            }
+            if stop() {
+                return None;
+            }
+            let pad = (rgb.width().max(rgb.height()) as f32 * border) as u32;
+            let canvas = pad_image(rgb, pad);
+            let found = find(&canvas, times);
+            if best_score(&found) > best_score(&faces) {
+                faces = found;
+                seen = Some((View::Padded(pad), canvas));
+            }
+        }
         if faces.is_empty() {
+            // A photo whose pixels lie on their side (a phone held sideways, no EXIF tag): the
+            // detector only knows upright faces, so turn the photo until one stands up.
             for degrees in [90, 270, 180] {
                 if stop() {
                     return None;
@@ -130,30 +159,40 @@ impl Models {
                     _ => image::imageops::rotate180(rgb),
                 };
                 times.rotate += started.elapsed();
-                let found = salient(self.find_faces_above(&candidate, MIN_DETECTION_SCORE, times));
+                let found = find(&candidate, times);
                 if !found.is_empty() {
                     faces = found;
-                    turned = Some((degrees, candidate));
+                    seen = Some((View::Turned(degrees), candidate));
                     break;
                 }
             }
         }
-        let rgb = turned.as_ref().map_or(rgb, |(_, image)| image);
+        let image = seen.as_ref().map_or(rgb, |(_, image)| image);
         if stop() {
             return None;
         }
         let started = std::time::Instant::now();
         let dominant = faces.first().map(|face| {
-            let chip = self.chip(rgb, face);
+            let chip = self.chip(image, face);
             (self.describe_chip(&chip), Metrics::measure(face, &chip))
         });
         times.descriptor += started.elapsed();
+        let (mut width, mut height, mut turned) = (image.width(), image.height(), 0);
+        match seen.as_ref().map(|(view, _)| *view) {
+            Some(View::Padded(pad)) => {
+                // Back to the photo's own pixels.
+                faces.iter_mut().for_each(|f| f.shift(-(pad as f32)));
+                (width, height) = (rgb.width(), rgb.height());
+            }
+            Some(View::Turned(degrees)) => turned = degrees,
+            None => {}
+        }
         Some(Analysis {
             faces,
-            width: rgb.width(),
-            height: rgb.height(),
+            width,
+            height,
             dominant,
-            turned: turned.map_or(0, |(degrees, _)| degrees),
+            turned,
         })
     }
 
@@ -230,6 +269,65 @@ impl Models {
     /// The descriptor of an aligned chip.
     pub fn describe_chip(&self, chip: &[u8]) -> Descriptor {
         self.recognizer.describe(chip)
+    }
+}
+
+/// Below this, the detector may have mistaken something for a face or missed one a margin
+/// would show it: the photo is looked at again with a border.
+const CONFIDENT_SCORE: f32 = 0.7;
+/// Borders tried around an unsure photo, as fractions of its longer side.
+const PADDINGS: [f32; 3] = [0.5, 0.25, 1.0];
+
+/// Whether a face is large in its photo or reaches its edge, as in a close-up, where the
+/// detector may have boxed part of the face, or something else, for lack of a margin.
+fn looks_close(face: &Face, img: &RgbImage) -> bool {
+    let d = &face.detection;
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let edge = 0.05 * w.min(h);
+    d.width() > 0.4 * w
+        || d.height() > 0.4 * h
+        || d.left < edge
+        || d.top < edge
+        || d.right > w - edge
+        || d.bottom > h - edge
+}
+
+fn best_score(faces: &[Face]) -> f32 {
+    faces.iter().map(|f| f.detection.score).fold(0.0, f32::max)
+}
+
+/// How the photo was looked at to find its faces.
+#[derive(Clone, Copy)]
+enum View {
+    /// With a border of this many pixels on every side.
+    Padded(u32),
+    /// Turned this many degrees clockwise.
+    Turned(u16),
+}
+
+/// `img` in the middle of a canvas `pad` pixels larger on every side, filled with the
+/// detector's mean colour (which it sees as zero).
+fn pad_image(img: &RgbImage, pad: u32) -> RgbImage {
+    let mut canvas = RgbImage::from_pixel(
+        img.width() + 2 * pad,
+        img.height() + 2 * pad,
+        image::Rgb([122, 117, 104]),
+    );
+    image::imageops::replace(&mut canvas, img, i64::from(pad), i64::from(pad));
+    canvas
+}
+
+impl Face {
+    /// Moves the face by `d` pixels on both axes.
+    fn shift(&mut self, d: f32) {
+        let det = &mut self.detection;
+        (det.left, det.top, det.right, det.bottom) =
+            (det.left + d, det.top + d, det.right + d, det.bottom + d);
+        for p in &mut self.landmarks {
+            (p.0, p.1) = (p.0 + d, p.1 + d);
+        }
+        self.transform.tx += d;
+        self.transform.ty += d;
     }
 }
 
