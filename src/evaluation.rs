@@ -18,6 +18,8 @@ use crate::{
 pub enum EvalError {
     #[error("line {line}: {problem}")]
     Csv { line: usize, problem: String },
+    #[error("the file holds no labelled pairs: there is nothing to measure")]
+    NoPairs,
     #[error(transparent)]
     File(#[from] FileError),
     #[error("{name}")]
@@ -41,6 +43,33 @@ pub struct ScoredPair {
     pub same: bool,
     /// 0-100, or `None` when a photo had no usable face.
     pub similarity: Option<f32>,
+    /// The subset the pair belongs to (`all` when the file names none).
+    pub subset: String,
+    /// dlib's verdict on the same pair, when the file gives its distance.
+    pub dlib: Option<DlibVerdict>,
+}
+
+/// dlib's own result for a pair: a descriptor distance (match below 0.6), or no face.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DlibVerdict {
+    Distance(f32),
+    NoFace,
+}
+
+impl DlibVerdict {
+    fn matches(self) -> bool {
+        matches!(self, Self::Distance(d) if d < 0.6)
+    }
+}
+
+/// One line of a pairs file: `img_a,img_b,same_person[,subset[,dlib distance or noface]]`.
+#[derive(Clone, Debug)]
+pub struct LabelledPair {
+    pub a: String,
+    pub b: String,
+    pub same: bool,
+    pub subset: String,
+    pub dlib: Option<DlibVerdict>,
 }
 
 /// Rates at one threshold: a pair matches when its similarity is at least the threshold.
@@ -52,7 +81,7 @@ pub struct RatePoint {
 }
 
 /// Reads `img_a,img_b,same_person[,...]` lines (a header line is skipped).
-pub fn read_pairs(csv: &str) -> Result<Vec<(String, String, bool)>, EvalError> {
+pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
     let mut out = Vec::new();
     for (n, line) in csv.lines().enumerate() {
         let line = line.trim();
@@ -77,7 +106,30 @@ pub fn read_pairs(csv: &str) -> Result<Vec<(String, String, bool)>, EvalError> {
                 })
             }
         };
-        out.push((fields[0].to_owned(), fields[1].to_owned(), same));
+        let dlib = match fields.get(4).copied() {
+            None | Some("") => None,
+            Some("noface") => Some(DlibVerdict::NoFace),
+            Some(d) => Some(DlibVerdict::Distance(d.parse().map_err(|_| {
+                EvalError::Csv {
+                    line: n + 1,
+                    problem: format!("dlib distance {d:?} is neither a number nor noface"),
+                }
+            })?)),
+        };
+        out.push(LabelledPair {
+            a: fields[0].to_owned(),
+            b: fields[1].to_owned(),
+            same,
+            subset: fields
+                .get(3)
+                .filter(|s| !s.is_empty())
+                .map_or("all", |s| s)
+                .to_owned(),
+            dlib,
+        });
+    }
+    if out.is_empty() {
+        return Err(EvalError::NoPairs);
     }
     Ok(out)
 }
@@ -136,36 +188,45 @@ pub fn fnmr_at_fmr(curve: &[RatePoint], fmr: f64) -> Option<RatePoint> {
 pub fn score_pairs(
     models: &Models,
     root: &Path,
-    pairs: &[(String, String, bool)],
+    pairs: &[LabelledPair],
 ) -> Result<Vec<ScoredPair>, EvalError> {
     let mut descriptors: BTreeMap<&str, Option<Descriptor>> = BTreeMap::new();
-    for (a, b, _) in pairs {
+    for LabelledPair { a, b, .. } in pairs {
         for name in [a, b] {
             if descriptors.contains_key(name.as_str()) {
                 continue;
             }
             let path = root.join(name);
             let bytes = files::read(&path)?;
-            let analysis = analyze_photo(models, &bytes, LIMITS, &mut StageTimes::default())
-                .map_err(|source| EvalError::Image {
-                    name: name.clone(),
-                    source,
-                })?;
+            let mut times = StageTimes::default();
+            let analysis = match analyze_photo(models, &bytes, LIMITS, &mut times) {
+                // Lab sets come as GIF or PGM, which uploads are not: read them here.
+                Err(ImageError::UnknownFormat) => image::load_from_memory(&bytes)
+                    .map(|img| models.analyze(&img.to_rgb8(), &mut times))
+                    .map_err(|e| ImageError::Corrupt(e.to_string())),
+                other => other,
+            }
+            .map_err(|source| EvalError::Image {
+                name: name.clone(),
+                source,
+            })?;
             descriptors.insert(name, analysis.descriptor().copied());
         }
     }
     Ok(pairs
         .iter()
-        .map(|(a, b, same)| {
-            let similarity = match (&descriptors[a.as_str()], &descriptors[b.as_str()]) {
+        .map(|p| {
+            let similarity = match (&descriptors[p.a.as_str()], &descriptors[p.b.as_str()]) {
                 (Some(x), Some(y)) => Some(similarity_from_distance(distance(x, y))),
                 _ => None,
             };
             ScoredPair {
-                a: a.clone(),
-                b: b.clone(),
-                same: *same,
+                a: p.a.clone(),
+                b: p.b.clone(),
+                same: p.same,
                 similarity,
+                subset: p.subset.clone(),
+                dlib: p.dlib,
             }
         })
         .collect())
@@ -234,14 +295,104 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
         .filter(|p| (score(p) >= default_threshold) != p.same)
         .collect();
     let _ = writeln!(out, "pairs decided wrongly at the default: {}", wrong.len());
-    for p in wrong {
+    for p in wrong.iter().take(20) {
         let _ = writeln!(
             out,
             "  {} {} same={} similarity={:?}",
             p.a, p.b, p.same, p.similarity
         );
     }
+    if wrong.len() > 20 {
+        let _ = writeln!(out, "  ... and {} more", wrong.len() - 20);
+    }
+    subset_table(&mut out, pairs, default_threshold);
     out
+}
+
+/// Each subset and all of them: pairs, pairs without a face, error rates at the default
+/// floor, EER and FNMR at FMR <= 1e-3; and dlib's figures on the same pairs when known.
+fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
+    let mut subsets: Vec<&str> = pairs.iter().map(|p| p.subset.as_str()).collect();
+    subsets.sort();
+    subsets.dedup();
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>14}   dlib: {:>8} {:>8} {:>8}",
+        "subset",
+        "pairs",
+        "no face",
+        "FMR",
+        "FNMR",
+        "EER",
+        "FNMR@FMR<=1e-3",
+        "no face",
+        "FMR",
+        "FNMR"
+    );
+    let all = std::iter::once("all").filter(|_| subsets.len() > 1);
+    for name in subsets.iter().copied().chain(all) {
+        let group: Vec<ScoredPair> = pairs
+            .iter()
+            .filter(|p| name == "all" || p.subset == name)
+            .cloned()
+            .collect();
+        let genuine: Vec<f32> = group.iter().filter(|p| p.same).map(score).collect();
+        let impostor: Vec<f32> = group.iter().filter(|p| !p.same).map(score).collect();
+        let at = rates_at(&genuine, &impostor, floor);
+        let curve = rate_curve(&group, 0.5);
+        let eer = equal_error_rate(&curve).map_or(f64::NAN, |(_, e)| e);
+        let strict = fnmr_at_fmr(&curve, 1e-3).map_or(f64::NAN, |p| p.fnmr);
+        let no_face = group.iter().filter(|p| p.similarity.is_none()).count();
+        let dlib = dlib_rates(&group);
+        let _ = write!(
+            out,
+            "{:<12} {:>6} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>14.4}",
+            name,
+            group.len(),
+            no_face,
+            at.fmr,
+            at.fnmr,
+            eer,
+            strict
+        );
+        match dlib {
+            Some((no_face, fmr, fnmr)) => {
+                let _ = writeln!(out, "         {no_face:>8} {fmr:>8.4} {fnmr:>8.4}");
+            }
+            None => {
+                let _ = writeln!(out);
+            }
+        }
+    }
+}
+
+/// dlib's pairs without a face, FMR and FNMR at its 0.6 threshold, when every pair has its
+/// verdict.
+fn dlib_rates(group: &[ScoredPair]) -> Option<(usize, f64, f64)> {
+    let verdicts: Vec<(bool, DlibVerdict)> = group
+        .iter()
+        .map(|p| p.dlib.map(|d| (p.same, d)))
+        .collect::<Option<_>>()?;
+    let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let genuine = verdicts.iter().filter(|(same, _)| *same).count();
+    let impostor = verdicts.len() - genuine;
+    let false_match = verdicts
+        .iter()
+        .filter(|(same, d)| !same && d.matches())
+        .count();
+    let false_non_match = verdicts
+        .iter()
+        .filter(|(same, d)| *same && !d.matches())
+        .count();
+    let no_face = verdicts
+        .iter()
+        .filter(|(_, d)| *d == DlibVerdict::NoFace)
+        .count();
+    Some((
+        no_face,
+        frac(false_match, impostor),
+        frac(false_non_match, genuine),
+    ))
 }
 
 #[cfg(test)]
@@ -254,6 +405,8 @@ mod tests {
             b: "b".into(),
             same,
             similarity: Some(similarity),
+            subset: "all".into(),
+            dlib: None,
         }
     }
 
@@ -281,7 +434,15 @@ mod tests {
             read_pairs("img_a,img_b,same_person,dlib\na.jpg,b.jpg,1,0.3\nc.jpg,d.jpg,0,0.9\n")
                 .unwrap();
         assert_eq!(pairs.len(), 2);
-        assert!(pairs[0].2 && !pairs[1].2);
+        assert!(pairs[0].same && !pairs[1].same);
         assert!(read_pairs("a,b,maybe\nx,y,2").is_err());
+        assert!(matches!(
+            read_pairs("img_a,img_b,same_person\n"),
+            Err(EvalError::NoPairs)
+        ));
+        let with_dlib = read_pairs("a.jpg,b.jpg,1,wild,0.41\nc.jpg,d.jpg,0,yale,noface\n").unwrap();
+        assert_eq!(with_dlib[0].subset, "wild");
+        assert_eq!(with_dlib[0].dlib, Some(DlibVerdict::Distance(0.41)));
+        assert_eq!(with_dlib[1].dlib, Some(DlibVerdict::NoFace));
     }
 }
