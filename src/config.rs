@@ -231,6 +231,15 @@ pub struct LockoutSettings {
     pub audit_retention: Duration,
 }
 
+/// How log lines are written (`FACELOCK_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event (colours only on a terminal).
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
 /// Every setting, built once at start-up.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -241,6 +250,7 @@ pub struct Settings {
     pub lockout: LockoutSettings,
     pub admin_users: BTreeSet<UserId>,
     pub debug: bool,
+    pub log_format: LogFormat,
 }
 
 /// A setting that could not be used; the message names the variable and what to do.
@@ -316,6 +326,16 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
             debug: flag(&get, "DEBUG"),
+            log_format: match get("FACELOCK_LOG_FORMAT").as_deref().map(str::trim) {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "FACELOCK_LOG_FORMAT",
+                        format!("{other:?} is not a log format; use text or json"),
+                    ))
+                }
+            },
         })
     }
 

@@ -32,7 +32,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve {
+        /// Address to listen on (overrides FACELOCK_HOST), e.g. 0.0.0.0 for other machines.
+        #[arg(long)]
+        host: Option<std::net::IpAddr>,
+        /// Port to listen on (overrides FACELOCK_PORT).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Manage users directly in the data folder.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -151,9 +158,23 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    facelock::telemetry::init(settings.debug);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+    facelock::telemetry::init(settings.debug, settings.log_format);
+    let command = cli.command.unwrap_or(Command::Serve {
+        host: None,
+        port: None,
+    });
+    let result = match command {
+        Command::Serve { host, port } => {
+            let mut settings = settings;
+            let listen = &mut settings.server.listen;
+            if let Some(host) = host {
+                listen.set_ip(host);
+            }
+            if let Some(port) = port {
+                listen.set_port(port);
+            }
+            serve(settings).await
+        }
         Command::Users(cmd) => users(settings, cmd).await,
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::FetchModels => fetch_models(&settings),

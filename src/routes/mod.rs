@@ -108,6 +108,8 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(users::delete))
         .routes(routes!(system::root))
         .routes(routes!(system::health))
+        .routes(routes!(system::live))
+        .routes(routes!(system::ready))
         .routes(routes!(system::api_docs))
         .split_for_parts()
 }

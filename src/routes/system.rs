@@ -71,6 +71,39 @@ impl From<DependencyStatus> for DependencyHealth {
     )
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
+    dependencies(&state).await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Alive {
+    /// Always `alive`.
+    pub status: String,
+}
+
+/// Liveness probe: the process answers. Never looks at the engine or the store, so an outage
+/// of AWS does not make an orchestrator restart every server.
+#[utoipa::path(get, path = "/health/live", tag = "system", responses((status = 200, body = Alive)))]
+pub async fn live() -> Json<Alive> {
+    Json(Alive {
+        status: "alive".into(),
+    })
+}
+
+/// Readiness probe: the engine and the store answer, so requests can be served.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = HealthResponse),
+        (status = 503, description = "A dependency is down", body = HealthResponse),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<HealthResponse>) {
+    dependencies(&state).await
+}
+
+async fn dependencies(state: &AppState) -> (StatusCode, Json<HealthResponse>) {
     let health = state.facelock.health().await;
     let healthy = matches!(
         (&health.engine, &health.store),

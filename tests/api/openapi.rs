@@ -26,6 +26,8 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/users/{user_id}/", "delete"),
         ("/", "get"),
         ("/health", "get"),
+        ("/health/live", "get"),
+        ("/health/ready", "get"),
         ("/api-docs", "get"),
     ];
     for (path, method) in expected {

@@ -84,6 +84,13 @@ async fn refused_credentials_are_502_and_unhealthy() {
         app.get("/health", None).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Not ready, but alive: an orchestrator must not restart servers for an AWS outage.
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["engine"]["status"], "down");
+    let live = app.get("/health/live", None).await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert_eq!(live.body["status"], "alive");
     assert_eq!(app.db_count("users"), 0);
 }
 

@@ -557,3 +557,46 @@ async fn a_kill_during_registrations_and_deletions_leaves_everything_in_agreemen
     }
     stop(child);
 }
+
+/// `serve --host --port` win over the environment, and FACELOCK_LOG_FORMAT=json writes one JSON
+/// object per log line, request id included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flags_override_the_environment_and_logs_can_be_json() {
+    let fake = FakeRekognition::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_facelock"));
+    command.args(["serve", "--host", "127.0.0.1", "--port", "0"]);
+    let mut env = rekognition_env(&fake);
+    env.push(("FACELOCK_HOST", "10.255.255.1".into()));
+    env.push(("FACELOCK_LOG_FORMAT", "json".into()));
+    let (child, base) = spawn_server_in(command, dir.path(), &env);
+    let api = Api::new(base);
+    let ready = api.get("/health/ready", None).await;
+    assert_eq!(ready.status(), 200);
+    // A failed login writes an audit event inside the request.
+    let res = api
+        .http
+        .post(format!("{}/verify/", api.base))
+        .header("x-request-id", "json-log-1")
+        .multipart(
+            reqwest::multipart::Form::new()
+                .part("face_image", reqwest::multipart::Part::bytes(face_of(2))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = child.logs();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("json-log-1")), "{lines:#?}");
+    stop(child);
+}
