@@ -131,21 +131,22 @@ fn stage_table(
 
 /// `bytes` re-encoded with its pixels turned 90 degrees and no EXIF tag to say so.
 fn turned(bytes: &[u8]) -> Result<Vec<u8>, BenchError> {
-    let img = images::decode(bytes, LIMITS)?.image.rotate90();
-    let mut out = Vec::new();
-    img.to_rgb8()
-        .write_to(
-            &mut std::io::Cursor::new(&mut out),
-            image::ImageFormat::Jpeg,
-        )
-        .map_err(BenchError::Frame)?;
-    Ok(out)
+    reencode(bytes, |img| img.rotate90())
 }
 
 /// A 640x480 JPEG made from `bytes` (scaled to cover, centre-cropped): the typical login frame.
 pub fn vga_frame(bytes: &[u8]) -> Result<Vec<u8>, BenchError> {
-    let img = images::decode(bytes, LIMITS)?.image;
-    let img = img.resize_to_fill(640, 480, image::imageops::FilterType::Triangle);
+    reencode(bytes, |img| {
+        img.resize_to_fill(640, 480, image::imageops::FilterType::Triangle)
+    })
+}
+
+/// `bytes` decoded, changed by `change` and encoded as JPEG.
+fn reencode(
+    bytes: &[u8],
+    change: impl FnOnce(image::DynamicImage) -> image::DynamicImage,
+) -> Result<Vec<u8>, BenchError> {
+    let img = change(images::decode(bytes, LIMITS)?.image);
     let mut out = Vec::new();
     img.to_rgb8()
         .write_to(

@@ -175,22 +175,18 @@ fn read(root: &Path, rel: &str) -> Vec<u8> {
     std::fs::read(root.join(rel)).unwrap()
 }
 
+/// Enrols `user` with the shared photo at `rel`, asserting that it worked.
+async fn enrol(app: &TestApp, root: &Path, user: &str, rel: &str) {
+    let res = app.register(user, read(root, rel), None).await;
+    assert_eq!(res.status, StatusCode::OK, "{user}: {}", res.body);
+}
+
 #[tokio::test]
 async fn register_verify_token_delete_over_http_with_real_photos() {
     let Some(root) = shared_faces() else { return };
     let Some(app) = local_app().await else { return };
-    let res = app
-        .register(
-            "obama",
-            read(&root, "faces/barack_obama/obama_01.jpg"),
-            None,
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    let res = app
-        .register("biden", read(&root, "faces/joe_biden/biden_01.jpg"), None)
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    enrol(&app, &root, "obama", "faces/barack_obama/obama_01.jpg").await;
+    enrol(&app, &root, "biden", "faces/joe_biden/biden_01.jpg").await;
 
     // Another photo of the same person logs in; someone else does not.
     let res = app
@@ -425,14 +421,7 @@ async fn faces_enrolled_by_another_process_reach_a_running_server() {
 async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
     let Some(root) = shared_faces() else { return };
     let Some(app) = local_app().await else { return };
-    let res = app
-        .register(
-            "obama",
-            read(&root, "faces/barack_obama/obama_01.jpg"),
-            None,
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    enrol(&app, &root, "obama", "faces/barack_obama/obama_01.jpg").await;
     // Another photo of the same man, under another id.
     app.register(
         "mallory",
@@ -458,10 +447,7 @@ async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
         .await;
     assert_eq!(res.body["user_id"], "obama");
     // Someone else is welcome.
-    let res = app
-        .register("biden", read(&root, "faces/joe_biden/biden_01.jpg"), None)
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    enrol(&app, &root, "biden", "faces/joe_biden/biden_01.jpg").await;
 }
 
 /// Close-up framing, as a login camera, an ID photo or an avatar sees a face: every identity
