@@ -24,6 +24,12 @@ fn fixtures() -> Option<(std::path::PathBuf, &'static Models)> {
     Some((root, MODELS.get_or_init(|| Models::load(&dir).unwrap())))
 }
 
+/// The independent dlib reference: boxes, landmarks and descriptors of the identity photos.
+fn dlib_reference(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
+        .unwrap()
+}
+
 /// A photo through the engine's own path: decode, detect, landmarks, descriptor.
 fn analyze(models: &Models, path: &Path) -> Analysis {
     let bytes = std::fs::read(path).unwrap();
@@ -93,9 +99,7 @@ fn all_pairs_are_decided_right_and_agree_with_the_dlib_reference() {
     let Some((root, models)) = fixtures() else {
         return;
     };
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
-            .unwrap();
+    let reference = dlib_reference(&root);
     let mut ours: HashMap<String, Descriptor> = HashMap::new();
     let mut to_reference = Vec::new();
     for (path, info) in reference["images"].as_object().unwrap() {
@@ -459,9 +463,7 @@ fn close_up_crops_yield_exactly_the_right_face() {
     let Some((root, models)) = fixtures() else {
         return;
     };
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
-            .unwrap();
+    let reference = dlib_reference(&root);
     let limits = DecodeLimits {
         max_pixels: 40_000_000,
     };
