@@ -107,3 +107,35 @@ async fn unknown_routes_and_methods_get_the_json_error_shape() {
         .await
         .assert_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
 }
+
+/// The published document, pinned: any change to the API's description shows as a diff of
+/// `tests/api/snapshots/openapi.json`. After an intended change, run the tests once with
+/// `UPDATE_SNAPSHOTS=1` and commit the new file with the change.
+#[tokio::test]
+async fn the_published_document_matches_its_snapshot() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json", None).await.body;
+    let published = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/snapshots/openapi.json");
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &published).unwrap();
+        return;
+    }
+    let pinned = std::fs::read_to_string(&path).unwrap_or_default();
+    if pinned != published {
+        let first = pinned
+            .lines()
+            .zip(published.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(pinned.lines().count().min(published.lines().count()));
+        panic!(
+            "the OpenAPI document changed (first difference at line {}):\n  pinned:    {}\n  published: {}\n\
+             If the change is intended, run the tests with UPDATE_SNAPSHOTS=1 and commit {}",
+            first + 1,
+            pinned.lines().nth(first).unwrap_or("<end>"),
+            published.lines().nth(first).unwrap_or("<end>"),
+            path.display()
+        );
+    }
+}
