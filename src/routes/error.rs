@@ -254,8 +254,9 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if is_json && response.extensions().get::<ErrorInfo>().is_none() {
-        // A handler's own documented JSON (the OAuth2 error, an unhealthy /health).
-        return response;
+        // A handler's own documented JSON (the OAuth2 error, an unhealthy /health): an error
+        // body among them gets its request id too.
+        return with_request_id(response, request_id).await;
     }
     let (mut parts, body) = response.into_parts();
     let info = match parts.extensions.remove::<ErrorInfo>() {
@@ -280,6 +281,29 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Adds `request_id` to a JSON error body of our shape (`detail` and `code`) that lacks one.
+async fn with_request_id(response: Response, request_id: Option<String>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(json) => json,
+        Err(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    if let (Some(object), Some(id)) = (json.as_object_mut(), request_id) {
+        if object.contains_key("detail")
+            && object.contains_key("code")
+            && !object.contains_key("request_id")
+        {
+            object.insert("request_id".into(), id.into());
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let bytes = serde_json::to_vec(&json).unwrap_or_default();
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 

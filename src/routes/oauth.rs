@@ -28,6 +28,9 @@ pub struct OAuthError {
     pub detail: String,
     #[schema(example = "INVALID_GRANT")]
     pub code: String,
+    /// The request id, also sent as the `x-request-id` header; quote it when reporting a problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -38,16 +41,20 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
             error_description: description.into(),
             detail: description.into(),
             code: error.to_ascii_uppercase(),
+            // Filled in by the error envelope, as on every error.
+            request_id: None,
         }),
     )
         .into_response()
 }
 
-/// A token pair.
+/// A token pair: OAuth2's field names, and `/verify/`'s `token` beside them.
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
-    /// Always `Bearer`.
+    /// The same access token under the name `/verify/` gives it.
+    pub token: String,
+    /// Always `bearer`, as from `/verify/` (OAuth2 compares it without case).
     pub token_type: String,
     /// Seconds until `access_token` expires.
     pub expires_in: u64,
@@ -97,8 +104,9 @@ pub async fn token(
     };
     match state.facelock.refresh(&refresh_token, &origin).await {
         Ok(pair) => Json(TokenResponse {
+            token: pair.access_token.clone(),
             access_token: pair.access_token,
-            token_type: "Bearer".into(),
+            token_type: "bearer".into(),
             expires_in: pair.expires_in.as_secs(),
             refresh_token: pair.refresh_token,
         })

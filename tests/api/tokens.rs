@@ -207,7 +207,9 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_session() {
     )
     .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    assert_eq!(res.body["token_type"], "Bearer");
+    // The same names as /verify/ beside OAuth2's.
+    assert_eq!(res.body["token_type"], "bearer");
+    assert_eq!(res.body["token"], res.body["access_token"]);
     let a2 = res.body["access_token"].as_str().unwrap().to_owned();
     let r2 = res.body["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
@@ -226,6 +228,15 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_session() {
     .await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert_eq!(replay.body["error"], "invalid_grant");
+    // OAuth2's fields beside the body every error of the API has, request id included.
+    assert_eq!(replay.body["code"], "INVALID_GRANT");
+    assert!(replay.body["detail"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty()));
+    assert_eq!(
+        replay.body["request_id"].as_str(),
+        replay.headers["x-request-id"].to_str().ok()
+    );
     // Every access token of the session is refused from now on, the first one included.
     app.get("/users/me/", Some(&a2))
         .await
