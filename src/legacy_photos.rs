@@ -16,6 +16,11 @@ fn safe_relative(root: &Path, relative: &str) -> Option<PathBuf> {
     (UserId::parse(user).is_ok() && file.split('.').all(safe)).then(|| root.join(relative))
 }
 
+/// Whether `root` holds any user folder, that is anything an older server left to move.
+pub fn has_user_folders(root: &Path) -> bool {
+    std::fs::read_dir(root).is_ok_and(|entries| entries.flatten().any(|e| e.path().is_dir()))
+}
+
 /// The bytes of a legacy photo; `None` when the path is not one this server wrote or the file
 /// is gone.
 pub fn read(root: &Path, relative: &str) -> Result<Option<Vec<u8>>, FileError> {

@@ -175,7 +175,8 @@ impl FaceLock {
     /// sealed), removes the files and any temporary file a crash left beside them.
     async fn move_legacy_photos(&self) -> Result<(), Error> {
         let root = self.legacy_photos.clone();
-        if !root.is_dir() {
+        // Usually nothing is left to move: do not read every face at each start to find out.
+        if !crate::legacy_photos::has_user_folders(&root) {
             return Ok(());
         }
         let faces = self.store.faces_for_engine(self.engine.name()).await?;

@@ -21,7 +21,7 @@ use chacha20poly1305::{
 use crate::files::FileError;
 
 /// Sealed values start with this, so plaintext from before encryption is recognised.
-const MAGIC: &[u8; 4] = b"FLv1";
+pub const MAGIC: &[u8; 4] = b"FLv1";
 const NONCE_LEN: usize = 24;
 const KEY_LEN: usize = 32;
 /// Associated data of the sealed data key.

@@ -143,20 +143,24 @@ fn seal_plaintext(conn: &mut Connection, vault: &Vault) -> Result<(), StoreError
         ("faces", "face_id", "descriptor"),
         ("signing_keys", "kid", "private_der"),
     ] {
+        // Only the plaintext rows leave the database: a sealed store costs one index-free
+        // scan in SQLite at start, not a copy of every descriptor.
         let rows: Vec<(String, Vec<u8>)> = {
             let mut stmt = tx
                 .prepare(&format!(
                     "SELECT {id_column}, {value_column} FROM {table}
-                     WHERE {value_column} IS NOT NULL"
+                     WHERE {value_column} IS NOT NULL AND substr({value_column}, 1, 4) != ?1"
                 ))
                 .map_err(backend("sealing plaintext"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([&crate::store::vault::MAGIC[..]], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(backend("sealing plaintext"))?;
             rows.collect::<Result<_, _>>()
                 .map_err(backend("sealing plaintext"))?
         };
-        for (id, value) in rows.into_iter().filter(|(_, v)| !Vault::is_sealed(v)) {
+        for (id, value) in rows {
             tx.execute(
                 &format!("UPDATE {table} SET {value_column} = ?2 WHERE {id_column} = ?1"),
                 params![id, vault.seal(&id, &value)?],
