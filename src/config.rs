@@ -134,6 +134,8 @@ pub struct ServerSettings {
     /// Open connections at most; beyond it the oldest idle one is closed. `None`: derived from
     /// the process's open-file limit.
     pub max_connections: Option<usize>,
+    /// Whether `/demo`, the webcam page, is served (`FACELOCK_DEMO`, on unless set to false).
+    pub demo_page: bool,
 }
 
 /// Browser origins allowed to call the API (`FACELOCK_CORS_ORIGINS`).
@@ -373,6 +375,7 @@ fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettin
         header_timeout: Duration::from_secs(
             parse(get, "FACELOCK_HEADER_TIMEOUT_SECS", 10u64)?.clamp(1, 300),
         ),
+        demo_page: flag_or(get, "FACELOCK_DEMO", true)?,
         max_connections: get("FACELOCK_MAX_CONNECTIONS")
             .map(|raw| {
                 raw.trim()
@@ -585,6 +588,23 @@ fn flag(get: &impl Fn(&str) -> Option<String>, key: &str) -> bool {
     })
 }
 
+/// A yes/no variable with a default; anything but a recognised yes or no stops the start.
+fn flag_or(
+    get: &impl Fn(&str) -> Option<String>,
+    key: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(key).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError::new(
+            key,
+            format!("{other:?} is not yes or no; use true or false"),
+        )),
+    }
+}
+
 fn parse<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     key: &'static str,
@@ -723,5 +743,14 @@ mod tests {
     fn secrets_do_not_leak_through_debug() {
         let s = from(&[("SECRET_KEY", "0123456789abcdef0123456789abcdef-very-secret")]).unwrap();
         assert!(!format!("{s:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn the_demo_page_is_on_unless_turned_off_in_words_it_understands() {
+        assert!(from(&[]).unwrap().server.demo_page);
+        assert!(!from(&[("FACELOCK_DEMO", "False")]).unwrap().server.demo_page);
+        assert!(from(&[("FACELOCK_DEMO", "on")]).unwrap().server.demo_page);
+        let e = from(&[("FACELOCK_DEMO", "nope")]).unwrap_err();
+        assert_eq!(e.variable, "FACELOCK_DEMO");
     }
 }

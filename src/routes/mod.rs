@@ -3,6 +3,7 @@
 //! extractors, the error body, documentation pages and the middleware stack. Handlers are a few
 //! lines: parse the request into domain values, call the core, shape the answer.
 
+mod demo;
 mod discovery;
 pub mod error;
 mod extract;
@@ -127,8 +128,13 @@ pub fn app(state: AppState) -> Router {
     let routes = api
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
-        .merge(Redoc::with_url("/redoc", doc))
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+        .merge(Redoc::with_url("/redoc", doc));
+    let routes = if settings.demo_page {
+        routes.merge(demo::routes())
+    } else {
+        routes
+    }
+    .layer(DefaultBodyLimit::max(settings.max_body_bytes));
 
     // Paths are rewritten before routing, so the router sits behind the rewrite as a fallback.
     let rewritten = ServiceBuilder::new()

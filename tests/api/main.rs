@@ -1,6 +1,7 @@
 //! Integration tests through the real router, store and AWS SDK (against a fake Rekognition).
 
 mod auth;
+mod browser;
 mod consistency;
 mod faces;
 mod fake_rekognition;

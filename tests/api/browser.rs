@@ -1,0 +1,369 @@
+//! The `/demo` page in a real browser: Debian's Chromium, headless, with a fake camera that
+//! shows a shared photo, driven over the DevTools protocol. The server is the real one on the
+//! embedded engine, on a real socket. Screenshots land in `target/tmp/demo-*.png`.
+
+use std::{
+    io::Write,
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use facelock::{
+    config::{EngineKind, Settings},
+    engine::local::DEFAULT_MIN_SIMILARITY,
+};
+use serde_json::{json, Value};
+use tungstenite::{stream::MaybeTlsStream, Message, WebSocket};
+
+use crate::helpers::{models_dir, shared_faces, skip};
+
+/// Debian's Chromium, or `None` after reporting the skip.
+fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser"].iter().find_map(|name| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+    });
+    if found.is_none() {
+        skip("no chromium on PATH (apt-get install chromium)");
+    }
+    found
+}
+
+/// A one-frame YUV4MPEG2 video of `photo`, fitted into 640x480 on grey: what the fake camera
+/// shows. 4:2:0 chroma, full-range BT.601 as JPEG uses.
+fn camera_file(photo: &Path, out: &Path) {
+    const W: u32 = 640;
+    const H: u32 = 480;
+    let image = image::open(photo).unwrap().to_rgb8();
+    let scale = f64::min(
+        W as f64 / image.width() as f64,
+        H as f64 / image.height() as f64,
+    );
+    let (w, h) = (
+        (image.width() as f64 * scale) as u32,
+        (image.height() as f64 * scale) as u32,
+    );
+    let fitted = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
+    let mut frame = image::RgbImage::from_pixel(W, H, image::Rgb([128, 128, 128]));
+    image::imageops::overlay(
+        &mut frame,
+        &fitted,
+        ((W - w) / 2).into(),
+        ((H - h) / 2).into(),
+    );
+
+    let px = |x: u32, y: u32| frame.get_pixel(x, y).0.map(f32::from);
+    let mut y_plane = Vec::with_capacity((W * H) as usize);
+    for y in 0..H {
+        for x in 0..W {
+            let [r, g, b] = px(x, y);
+            y_plane.push((0.299 * r + 0.587 * g + 0.114 * b).round() as u8);
+        }
+    }
+    let (mut u_plane, mut v_plane) = (Vec::new(), Vec::new());
+    for y in (0..H).step_by(2) {
+        for x in (0..W).step_by(2) {
+            let quad = [px(x, y), px(x + 1, y), px(x, y + 1), px(x + 1, y + 1)];
+            let [r, g, b] = [0, 1, 2].map(|c| quad.iter().map(|p| p[c]).sum::<f32>() / 4.0);
+            u_plane.push((128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b).round() as u8);
+            v_plane.push((128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b).round() as u8);
+        }
+    }
+    let mut file = std::fs::File::create(out).unwrap();
+    write!(file, "YUV4MPEG2 W{W} H{H} F30:1 Ip A1:1 C420jpeg\nFRAME\n").unwrap();
+    file.write_all(&y_plane).unwrap();
+    file.write_all(&u_plane).unwrap();
+    file.write_all(&v_plane).unwrap();
+}
+
+/// A headless Chromium whose camera shows one photo, with one page open, driven over the
+/// DevTools protocol. Killed on drop.
+struct Browser {
+    child: Child,
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    session: String,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch(chromium: &Path, photo: &Path, url: &str) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let camera = profile.path().join("camera.y4m");
+        camera_file(photo, &camera);
+        let child = Command::new(chromium)
+            .args([
+                "--headless=new",
+                // CI runs as root, where Chromium's sandbox cannot start.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--window-size=1000,1500",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!(
+                "--use-file-for-fake-video-capture={}",
+                camera.display()
+            ))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Chromium writes the port it chose into the profile once DevTools listens.
+        let active = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let endpoint = loop {
+            if let Ok(text) = std::fs::read_to_string(&active) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    break format!("ws://127.0.0.1:{port}{path}");
+                }
+            }
+            assert!(Instant::now() < deadline, "Chromium did not start DevTools");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (socket, _) = tungstenite::connect(endpoint).unwrap();
+        let mut browser = Self {
+            child,
+            socket,
+            session: String::new(),
+            next_id: 0,
+            _profile: profile,
+        };
+        let target = browser.send(None, "Target.createTarget", json!({ "url": "about:blank" }));
+        let attached = browser.send(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        browser.session = attached["sessionId"].as_str().unwrap().to_owned();
+        browser.command("Page.enable", json!({}));
+        browser.command("Page.navigate", json!({ "url": url }));
+        browser
+    }
+
+    /// Sends one DevTools command and waits for its answer, skipping events.
+    fn send(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            message["sessionId"] = json!(session);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .unwrap();
+        loop {
+            let Message::Text(text) = self.socket.read().unwrap() else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == id {
+                assert!(answer["error"].is_null(), "{method}: {}", answer["error"]);
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    fn command(&mut self, method: &str, params: Value) -> Value {
+        let session = self.session.clone();
+        self.send(Some(&session), method, params)
+    }
+
+    /// Runs `script` (an async function body) in the page and returns its value.
+    fn run(&mut self, script: &str) -> Value {
+        let expression = format!("(async () => {{ {HELPERS} {script} }})()");
+        let result = self.command(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+        );
+        assert!(
+            result["exceptionDetails"].is_null(),
+            "in the page: {}",
+            result["exceptionDetails"]
+        );
+        result["result"]["value"].clone()
+    }
+
+    fn screenshot(&mut self, name: &str) {
+        let shot = self.command(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true }),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Page helpers: wait for the camera, fill a field, press a button and wait for the answer.
+const HELPERS: &str = r#"
+const el = (id) => document.getElementById(id);
+const until = async (what, test, ms = 60000) => {
+  const end = Date.now() + ms;
+  while (!test()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${el("message").textContent} / ${el("camera-status").textContent}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+const ready = () => until("page and camera", () => el("camera-status")?.dataset.ready === "true");
+const press = async (button, fields = {}) => {
+  await ready();
+  for (const [id, value] of Object.entries(fields)) el(id).value = value;
+  el("result").dataset.state = "sent";
+  el(button).click();
+  await until("the answer", () => ["success", "error", "idle"].includes(el("result").dataset.state));
+  return { state: el("result").dataset.state, code: el("result").dataset.code, message: el("message").textContent };
+};
+"#;
+
+/// The real server on the embedded engine, on a free port of 127.0.0.1.
+async fn serve_local(models: PathBuf, data: &Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let mut settings = Settings::with_data_dir(data);
+    settings.engine.kind = EngineKind::Local;
+    settings.engine.models_dir = models;
+    settings.engine.min_similarity = DEFAULT_MIN_SIMILARITY;
+    settings.server.rate_limit_per_minute = 0;
+    let state = facelock::build_state(settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    tokio::spawn(facelock::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_enrols_and_logs_in_with_a_webcam() {
+    let (Some(faces), Some(models)) = (shared_faces(), models_dir()) else {
+        return;
+    };
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve_local(models, data.path()).await;
+    let photo = move |rel: &str| faces.join("faces").join(rel);
+    let demo = format!("{base}/demo");
+
+    tokio::task::spawn_blocking(move || {
+        // Enrol Obama in front of the camera.
+        let mut page = Browser::launch(&chromium, &photo("barack_obama/obama_01.jpg"), &demo);
+        let enrolled = page.run(r#"return press("enrol", { "enrol-user": "obama", "enrol-name": "Barack Obama" });"#);
+        assert_eq!(enrolled["state"], "success", "{enrolled}");
+        drop(page);
+
+        // Another photo of him logs in (1:N); the page shows the token's claims and his profile.
+        let mut page = Browser::launch(&chromium, &photo("barack_obama/obama_04.jpg"), &demo);
+        let login = page.run(r#"return press("login", { "login-user": "" });"#);
+        assert_eq!(login["state"], "success", "{login}");
+        let shown = page.run(
+            r#"return { claims: JSON.parse(el("claims").textContent), me: JSON.parse(el("me").textContent), hidden: el("session").hidden };"#,
+        );
+        assert_eq!(shown["hidden"], false);
+        assert_eq!(shown["claims"]["sub"], "obama", "{shown}");
+        assert_eq!(shown["claims"]["amr"], json!(["face"]));
+        assert_eq!(shown["me"]["user_id"], "obama");
+        assert_eq!(shown["me"]["full_name"], "Barack Obama");
+        page.screenshot("signed-in");
+        // The same page on a portrait phone screen: one column, nothing wider than the screen.
+        page.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+        );
+        let layout = page.run(
+            r#"return { scroll: document.documentElement.scrollWidth, forms: getComputedStyle(document.querySelector(".forms")).gridTemplateColumns.split(" ").length };"#,
+        );
+        assert_eq!(layout, json!({ "scroll": 390, "forms": 1 }), "{layout}");
+        page.screenshot("phone");
+        page.command("Emulation.clearDeviceMetricsOverride", json!({}));
+
+        // Biden is refused, 1:N and as Obama, with a sentence rather than a code; his face
+        // cannot take Obama's id either.
+        let mut other = Browser::launch(&chromium, &photo("joe_biden/biden_01.jpg"), &demo);
+        let refused = other.run(r#"return press("login", { "login-user": "" });"#);
+        assert_eq!(refused["state"], "error");
+        assert_eq!(refused["code"], "NO_MATCH");
+        assert_eq!(
+            refused["message"],
+            "This face does not match an enrolled user."
+        );
+        let as_obama = other.run(r#"return press("login", { "login-user": "obama" });"#);
+        assert_eq!(as_obama["code"], "NO_MATCH", "{as_obama}");
+        let taken = other.run(r#"return press("enrol", { "enrol-user": "obama" });"#);
+        assert_eq!(taken["code"], "USER_EXISTS", "{taken}");
+        other.screenshot("refused");
+        drop(other);
+
+        // Obama deletes his account from the page: two clicks, then the server forgets him.
+        let first = page.run(r#"el("delete").click(); return el("delete").textContent;"#);
+        assert!(first.as_str().unwrap().contains("Click again"), "{first}");
+        let deleted = page.run(r#"return press("delete");"#);
+        assert_eq!(deleted["state"], "idle", "{deleted}");
+        assert!(deleted["message"].as_str().unwrap().starts_with("Deleted obama"));
+        let again = page.run(r#"return press("login", { "login-user": "" });"#);
+        assert_eq!(again["code"], "NO_MATCH", "{again}");
+        drop(page);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_demo_page_is_self_contained_and_can_be_turned_off() {
+    let data = tempfile::tempdir().unwrap();
+    let fake = crate::fake_rekognition::FakeRekognition::start().await;
+    let on = crate::helpers::test_settings(data.path(), &fake);
+    let mut off = on.clone();
+    off.server.demo_page = false;
+    let app = |s: Settings| async move {
+        let state = facelock::build_state(s).await.unwrap();
+        facelock::app(state)
+    };
+    let get = |router: axum::Router, path: &'static str| async move {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router.oneshot(request).await.unwrap()
+    };
+    let router = app(on).await;
+    let page = get(router.clone(), "/demo").await;
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    use http_body_util::BodyExt;
+    let html = page.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    // Nothing is loaded from elsewhere.
+    for attr in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+        assert!(!html.contains(attr), "the page loads {attr}");
+    }
+    for asset in ["/demo/demo.js", "/demo/demo.css"] {
+        assert_eq!(get(router.clone(), asset).await.status(), 200, "{asset}");
+    }
+    assert_eq!(get(app(off).await, "/demo").await.status(), 404);
+}
