@@ -748,7 +748,12 @@ mod tests {
     #[test]
     fn the_demo_page_is_on_unless_turned_off_in_words_it_understands() {
         assert!(from(&[]).unwrap().server.demo_page);
-        assert!(!from(&[("FACELOCK_DEMO", "False")]).unwrap().server.demo_page);
+        assert!(
+            !from(&[("FACELOCK_DEMO", "False")])
+                .unwrap()
+                .server
+                .demo_page
+        );
         assert!(from(&[("FACELOCK_DEMO", "on")]).unwrap().server.demo_page);
         let e = from(&[("FACELOCK_DEMO", "nope")]).unwrap_err();
         assert_eq!(e.variable, "FACELOCK_DEMO");

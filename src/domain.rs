@@ -177,6 +177,8 @@ pub struct User {
     pub email: Option<String>,
     pub registered_at: crate::clock::Timestamp,
     pub face_count: u32,
+    /// Whether the store grants this user the admin role (besides `FACELOCK_ADMIN_USERS`).
+    pub admin: bool,
 }
 
 /// Keyset pagination over user ids, in ascending order.
@@ -210,7 +212,8 @@ impl Page {
     }
 }
 
-/// The role a token carries. Admins are the user ids listed in `FACELOCK_ADMIN_USERS`.
+/// The role a user holds: admins are the users granted it in the store, and the user ids
+/// listed in `FACELOCK_ADMIN_USERS` (the bootstrap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

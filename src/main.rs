@@ -11,10 +11,11 @@ use clap::{Parser, Subcommand};
 use facelock::{
     clock::Timestamp,
     config::{EngineKind, Settings},
-    domain::{Email, FullName, Page, UserId},
-    service::{self, Actor, AuditKind, Origin, Registration},
+    domain::{Email, FullName, Page, Role, UserId},
+    service::{self, policy::Policy, Actor, AuditKind, Origin, Registration},
     store::{
         vault::MasterKeySource, AuditQuery, AuditStore, KeyStore, LockoutStore, MasterKey, Store,
+        UserStore,
     },
     tokens::keyring::KeyRing,
 };
@@ -103,23 +104,45 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum UsersCommand {
-    /// Enrol a face from a file; the way to enrol the first administrator.
+    /// Enrol a face from a file (or add a face to an existing user); the way to enrol the
+    /// first administrator.
     Add {
+        /// The user id: letters, digits and . _ @ -, up to 128 characters.
         user_id: String,
         /// Path of a JPEG, PNG or WebP photo with one face.
         #[arg(long)]
         image: PathBuf,
+        /// The user's full name.
         #[arg(long)]
         full_name: Option<String>,
+        /// The user's e-mail address.
         #[arg(long)]
         email: Option<String>,
+        /// Grant the admin role (kept in the store, honoured by every server).
+        #[arg(long)]
+        admin: bool,
     },
-    /// List users.
+    /// List users: id, role, faces, registration time (RFC 3339), name, e-mail; tab-separated.
     List,
+    /// Grant or withdraw the admin role.
+    Role {
+        /// The user whose role changes.
+        user_id: String,
+        /// The new role.
+        #[arg(value_parser = ["admin", "user"])]
+        role: String,
+    },
     /// Clear the failed logins and the lock of a user id.
-    Unlock { user_id: String },
-    /// Delete a user, their faces and reference images.
-    Delete { user_id: String },
+    Unlock {
+        /// The locked user id.
+        user_id: String,
+    },
+    /// Delete a user, their faces and reference photos. Running servers drop the faces from
+    /// their engine within seconds.
+    Delete {
+        /// The user to delete.
+        user_id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -395,14 +418,13 @@ fn parse_period(raw: &str) -> Result<Duration, String> {
 }
 
 async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
-    // The engine is loaded only by the commands that need it.
-    let core = || facelock::build_facelock(&settings);
     match cmd {
         UsersCommand::Add {
             user_id,
             image,
             full_name,
             email,
+            admin,
         } => {
             let registration = Registration {
                 user_id: UserId::parse(&user_id)?,
@@ -412,50 +434,109 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
                     .map_err(|e| format!("reading {}: {e}", image.display()))?,
                 origin: Origin::operator(),
             };
-            let done = core()
+            // Enrolment is the one users command that needs the face engine.
+            let core = facelock::build_facelock(&settings).await?;
+            let done = core.register(registration, Actor::Operator).await?;
+            let user = if admin {
+                core.set_role(
+                    Actor::Operator,
+                    &done.user.user_id,
+                    Role::Admin,
+                    &Origin::operator(),
+                )
                 .await?
-                .register(registration, Actor::Operator)
-                .await?;
-            println!("enrolled face {} for {}", done.face_id, done.user.user_id);
+            } else {
+                done.user
+            };
+            println!(
+                "enrolled face {} for {} ({})",
+                done.face_id,
+                user.user_id,
+                role_name(core.role_of(&user))
+            );
         }
-        UsersCommand::List => {
-            let service = core().await?;
-            let mut after = None;
-            loop {
-                let page = Page {
-                    limit: Page::MAX_LIMIT,
-                    after,
-                };
-                let page = service
-                    .list_users(Actor::Operator, page, &Origin::operator())
-                    .await?;
-                for u in &page.users {
-                    println!(
-                        "{}\tfaces={}\t{}\t{}",
-                        u.user_id,
-                        u.face_count,
-                        u.full_name.as_deref().unwrap_or("-"),
-                        u.email.as_deref().unwrap_or("-")
-                    );
-                }
-                match page.next_cursor {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
+        UsersCommand::List => list_users(&settings).await?,
+        UsersCommand::Role { user_id, role } => {
+            let store = facelock::open_store(&settings)?;
+            let user_id = UserId::parse(&user_id)?;
+            let admin = role == "admin";
+            let policy = Policy::from_settings(&settings);
+            if !admin && policy.is_listed_admin(&user_id) {
+                return Err(format!(
+                    "{user_id} is an administrator through FACELOCK_ADMIN_USERS; remove the id \
+                     there to withdraw the role"
+                )
+                .into());
             }
+            let user = store.set_admin(&user_id, admin).await?;
+            service::audit::record(
+                &store,
+                AuditKind::RoleChanged,
+                &Origin::operator(),
+                Some(&user_id),
+                Actor::Operator,
+                serde_json::json!({ "role": role }),
+            )
+            .await;
+            println!("{user_id}: {}", role_name(policy.role_of(&user)));
         }
         UsersCommand::Unlock { user_id } => unlock(&settings, &user_id).await?,
         UsersCommand::Delete { user_id } => {
-            core()
-                .await?
-                .delete_user(
-                    Actor::Operator,
-                    &UserId::parse(&user_id)?,
-                    &Origin::operator(),
-                )
-                .await?;
+            // The store deletes the user and queues their faces for the engine in one
+            // transaction; running servers see the change and drop the faces.
+            let store = facelock::open_store(&settings)?;
+            let user_id = UserId::parse(&user_id)?;
+            let faces = store.delete_user(&user_id).await?;
+            service::audit::record(
+                &store,
+                AuditKind::UserDeleted,
+                &Origin::operator(),
+                Some(&user_id),
+                Actor::Operator,
+                serde_json::json!({ "faces": faces.len() }),
+            )
+            .await;
             println!("deleted {user_id}");
         }
     }
     Ok(())
+}
+
+/// Every user, a page at a time, straight from the store (no engine is loaded).
+async fn list_users(settings: &Settings) -> CliResult {
+    let store = facelock::open_store(settings)?;
+    let policy = Policy::from_settings(settings);
+    let mut after = None;
+    loop {
+        let page = Page {
+            limit: Page::MAX_LIMIT,
+            after,
+        };
+        let users = store.list_users(page).await?;
+        for u in &users {
+            println!(
+                "{}\t{}\tfaces={}\t{}\t{}\t{}",
+                u.user_id,
+                role_name(policy.role_of(u)),
+                u.face_count,
+                u.registered_at,
+                u.full_name.as_deref().unwrap_or("-"),
+                u.email.as_deref().unwrap_or("-")
+            );
+        }
+        match users.last() {
+            Some(last) if users.len() == Page::MAX_LIMIT as usize => {
+                after = Some(last.user_id.clone())
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::User => "user",
+    }
 }

@@ -107,6 +107,7 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(users::me))
         .routes(routes!(users::list))
         .routes(routes!(users::delete))
+        .routes(routes!(users::set_role))
         .routes(routes!(system::root))
         .routes(routes!(system::health))
         .routes(routes!(system::live))
@@ -186,7 +187,13 @@ fn request_span(request: &Request) -> tracing::Span {
 
 fn cors(origins: &CorsOrigins) -> CorsLayer {
     let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(600));

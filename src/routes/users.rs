@@ -1,7 +1,10 @@
 //! The caller's profile, the user list (admins) and deletion.
 
 use axum::{
-    extract::{rejection::QueryRejection, Path, Query, State},
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
     Json,
 };
 use serde::{Deserialize, Serialize};
@@ -77,9 +80,17 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// A user and the role they hold now.
+#[derive(Serialize, ToSchema)]
+pub struct UserWithRole {
+    #[serde(flatten)]
+    pub profile: UserProfile,
+    pub role: Role,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct UserList {
-    pub users: Vec<UserProfile>,
+    pub users: Vec<UserWithRole>,
     /// Users in this page.
     pub count: usize,
     /// Users in all.
@@ -114,13 +125,65 @@ pub async fn list(
         .facelock
         .list_users(Actor::Caller(&caller), page, &origin)
         .await?;
-    let users: Vec<UserProfile> = page.users.into_iter().map(Into::into).collect();
+    let users: Vec<UserWithRole> = page
+        .users
+        .into_iter()
+        .map(|user| with_role(&state, user))
+        .collect();
     Ok(Json(UserList {
         count: users.len(),
         users,
         total: page.total,
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
+}
+
+fn with_role(state: &AppState, user: User) -> UserWithRole {
+    UserWithRole {
+        role: state.facelock.role_of(&user),
+        profile: user.into(),
+    }
+}
+
+/// The role to give a user.
+#[derive(Deserialize, ToSchema)]
+pub struct RoleChange {
+    pub role: Role,
+}
+
+/// Grant or withdraw the admin role (admins only).
+///
+/// Takes effect at once on every server: a withdrawn admin's tokens lose the role on their
+/// next request. A user id listed in `FACELOCK_ADMIN_USERS` keeps the role (403).
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/role",
+    tag = "users",
+    params(("user_id" = String, Path, description = "The user whose role changes")),
+    request_body = RoleChange,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user with the new role", body = UserWithRole),
+        (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin, or the role comes from FACELOCK_ADMIN_USERS", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 422, description = "The user id or the role is not valid", body = ErrorBody),
+    )
+)]
+pub async fn set_role(
+    State(state): State<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    body: Result<Json<RoleChange>, JsonRejection>,
+) -> Result<Json<UserWithRole>, ApiError> {
+    let user_id = UserId::parse(&raw).map_err(|e| ApiError::validation("user_id", e.0))?;
+    let Json(change) = body.map_err(|e| ApiError::validation("role", e.body_text()))?;
+    let user = state
+        .facelock
+        .set_role(Actor::Caller(&caller), &user_id, change.role, &origin)
+        .await?;
+    Ok(Json(with_role(&state, user)))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -48,10 +48,12 @@ pub enum AuditKind {
     UsersListed,
     TokenIntrospected,
     KeyRotated,
+    /// The admin role was granted or withdrawn.
+    RoleChanged,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 15] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginRefusedLocked,
@@ -66,6 +68,7 @@ impl AuditKind {
         Self::UsersListed,
         Self::TokenIntrospected,
         Self::KeyRotated,
+        Self::RoleChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl AuditKind {
             Self::UsersListed => "users_listed",
             Self::TokenIntrospected => "token_introspected",
             Self::KeyRotated => "key_rotated",
+            Self::RoleChanged => "role_changed",
         }
     }
 

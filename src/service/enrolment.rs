@@ -6,7 +6,7 @@ use super::{Actor, AuditKind, Error, FaceLock, Origin};
 use std::sync::Arc;
 
 use crate::{
-    domain::{Email, FullName, Page, User, UserId},
+    domain::{Email, FullName, Page, Role, User, UserId},
     engine::{EngineError, SearchQuery, SearchScope, Upload},
     images,
     store::{FaceOwner, NewFace, NewUser, ReferencePhoto},
@@ -50,9 +50,7 @@ impl FaceLock {
             }
             None => {
                 // Otherwise anyone could claim an admin id before its owner enrols.
-                if self.policy.role_of(&req.user_id) == crate::domain::Role::Admin
-                    && !actor.is_admin()
-                {
+                if self.policy.is_listed_admin(&req.user_id) && !actor.is_admin() {
                     return Err(Error::Forbidden(
                         "This user id is an administrator; it is enrolled by an existing \
                          administrator or with `facelock users add` on the server",
@@ -227,6 +225,43 @@ impl FaceLock {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read the engine deletion queue")
             }
         }
+    }
+
+    /// The role `user` holds now.
+    pub fn role_of(&self, user: &User) -> Role {
+        self.policy.role_of(user)
+    }
+
+    /// Grants or withdraws the admin role: admins and the operator only. A user id listed in
+    /// `FACELOCK_ADMIN_USERS` stays an admin whatever the store says, so withdrawing it there
+    /// is refused rather than silently without effect.
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+    pub async fn set_role(
+        &self,
+        actor: Actor<'_>,
+        user_id: &UserId,
+        role: Role,
+        origin: &Origin,
+    ) -> Result<User, Error> {
+        if !actor.is_admin() {
+            return Err(Error::Forbidden("Changing a role needs an admin token"));
+        }
+        if role == Role::User && self.policy.is_listed_admin(user_id) {
+            return Err(Error::Forbidden(
+                "This user is an administrator through FACELOCK_ADMIN_USERS; remove the id \
+                 there to withdraw the role",
+            ));
+        }
+        let user = self.store.set_admin(user_id, role == Role::Admin).await?;
+        self.audit(
+            AuditKind::RoleChanged,
+            origin,
+            Some(user_id),
+            actor,
+            json!({ "role": role }),
+        )
+        .await;
+        Ok(user)
     }
 
     /// A page of users, ordered by id: admins and the operator only.

@@ -87,7 +87,7 @@ impl FaceLock {
         if let Some(address) = origin.address {
             self.address_failures.succeeded(address);
         }
-        let role = self.policy.role_of(&user.user_id);
+        let role = self.policy.role_of(&user);
         let session = self.tokens.new_session_id();
         let access = self
             .tokens
@@ -250,7 +250,7 @@ impl FaceLock {
             .current_user(&record.user_id, record.user_generation)
             .await?
             .ok_or(Error::InvalidGrant)?;
-        let role = self.policy.role_of(&user.user_id);
+        let role = self.policy.role_of(&user);
         let access = self
             .tokens
             .issue(&user, role, None, &record.audience, &record.family_id)
@@ -299,7 +299,7 @@ impl FaceLock {
             .current_user(&user_id, claims.ugen)
             .await?
             .ok_or(Error::Unauthenticated(TokenProblem::Revoked))?;
-        let role = self.policy.caller_role(&user.user_id, claims.role);
+        let role = self.policy.caller_role(&user, claims.role);
         Ok(Caller { user, role, claims })
     }
 

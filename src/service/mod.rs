@@ -123,7 +123,7 @@ impl FaceLock {
         tokens: TokenService,
     ) -> Self {
         Self {
-            policy: Policy::new(settings.engine.min_similarity, settings.admin_users.clone()),
+            policy: Policy::from_settings(settings),
             lockout: LockoutRule {
                 threshold: settings.lockout.threshold,
                 first_lock: settings.lockout.first_lock,

@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::{
-    domain::{Role, Similarity, UserId},
+    domain::{Role, Similarity, User, UserId},
     engine::{FaceMatch, SearchScope},
     store::FaceRecord,
 };
@@ -44,6 +44,11 @@ impl Policy {
         }
     }
 
+    /// The policy the settings describe.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self::new(settings.engine.min_similarity, settings.admin_users.clone())
+    }
+
     /// The similarity a match needs: the client may ask for more than the server's floor,
     /// never less.
     pub fn threshold(&self, requested: Option<Similarity>) -> Similarity {
@@ -53,18 +58,24 @@ impl Policy {
         }
     }
 
-    /// The role `user` holds now.
-    pub fn role_of(&self, user: &UserId) -> Role {
-        if self.admins.contains(user) {
+    /// The role `user` holds now: granted in the store, or listed in `FACELOCK_ADMIN_USERS`.
+    pub fn role_of(&self, user: &User) -> Role {
+        if user.admin || self.is_listed_admin(&user.user_id) {
             Role::Admin
         } else {
             Role::User
         }
     }
 
+    /// Whether `FACELOCK_ADMIN_USERS` names this user id: its role cannot be withdrawn in
+    /// the store, and nobody but an admin may enrol it.
+    pub fn is_listed_admin(&self, user_id: &UserId) -> bool {
+        self.admins.contains(user_id)
+    }
+
     /// The role of a caller whose token claims `claimed`: never more than the token says, nor
-    /// more than the user holds now (an admin removed from the list loses the role at once).
-    pub fn caller_role(&self, user: &UserId, claimed: Role) -> Role {
+    /// more than the user holds now (an admin whose role is withdrawn loses it at once).
+    pub fn caller_role(&self, user: &User, claimed: Role) -> Role {
         match claimed {
             Role::Admin => self.role_of(user),
             Role::User => Role::User,
@@ -222,12 +233,36 @@ mod tests {
             .is_none());
     }
 
+    fn user(id: &str, admin: bool) -> User {
+        User {
+            generation: 1,
+            user_id: uid(id),
+            full_name: None,
+            email: None,
+            registered_at: crate::clock::Timestamp::now(),
+            face_count: 1,
+            admin,
+        }
+    }
+
     #[test]
-    fn roles_follow_the_admin_list_now() {
+    fn roles_follow_the_store_and_the_admin_list_now() {
         let p = Policy::new(90.0, [uid("root")].into());
-        assert_eq!(p.role_of(&uid("root")), Role::Admin);
-        assert_eq!(p.caller_role(&uid("root"), Role::User), Role::User);
-        assert_eq!(p.caller_role(&uid("alice"), Role::Admin), Role::User);
-        assert_eq!(p.caller_role(&uid("root"), Role::Admin), Role::Admin);
+        assert_eq!(p.role_of(&user("root", false)), Role::Admin);
+        assert_eq!(p.role_of(&user("carol", true)), Role::Admin);
+        assert_eq!(p.role_of(&user("alice", false)), Role::User);
+        assert_eq!(p.caller_role(&user("root", false), Role::User), Role::User);
+        assert_eq!(
+            p.caller_role(&user("alice", false), Role::Admin),
+            Role::User
+        );
+        assert_eq!(
+            p.caller_role(&user("root", false), Role::Admin),
+            Role::Admin
+        );
+        assert_eq!(
+            p.caller_role(&user("carol", true), Role::Admin),
+            Role::Admin
+        );
     }
 }

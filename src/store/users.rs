@@ -66,6 +66,8 @@ pub trait UserStore: Send + Sync {
     /// Records a face, creating its user when asked to, in one transaction.
     async fn add_face(&self, owner: FaceOwner, face: NewFace) -> Result<User, StoreError>;
     async fn user(&self, user_id: &UserId) -> Result<Option<User>, StoreError>;
+    /// Grants or withdraws the admin role; `UserNotFound` when there is no such user.
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<User, StoreError>;
     /// The user if it still exists as `generation`: not deleted, nor deleted and registered
     /// again under the same id. Tokens and sessions are bound to this.
     async fn current_user(

@@ -175,3 +175,82 @@ async fn admin_tokens_carry_the_role() {
     let me = app.get("/users/me/", Some(&admin)).await;
     assert_eq!(me.body["role"], "admin");
 }
+
+#[tokio::test]
+async fn the_admin_role_lives_in_the_store_and_changes_at_once() {
+    let (app, alice, _) = app_with_user().await;
+    let admin = app.admin_token().await;
+    let grant = json!({ "role": "admin" });
+    // Only admins grant it; a user cannot promote themself.
+    app.put_json("/users/alice/role", grant.clone(), Some(&alice))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    app.put_json("/users/alice/role", grant.clone(), None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "NOT_AUTHENTICATED");
+    let granted = app
+        .put_json("/users/alice/role", grant.clone(), Some(&admin))
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert_eq!(granted.body["role"], "admin");
+    assert_eq!(granted.body["user_id"], "alice");
+    // Her old token still says `user`: a role is never more than the token claims.
+    app.get("/users/", Some(&alice))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    let alice_admin = app.login(face_of(1)).await;
+    let listed = app.get("/users/", Some(&alice_admin)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let roles: Vec<(String, String)> = listed.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user_id"].as_str().unwrap().into(),
+                u["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        roles.contains(&("alice".into(), "admin".into())),
+        "{roles:?}"
+    );
+    assert!(
+        roles.contains(&("admin".into(), "admin".into())),
+        "{roles:?}"
+    );
+
+    // Withdrawn: her admin token loses the role on its next request.
+    let withdrawn = app
+        .put_json("/users/alice/role", json!({ "role": "user" }), Some(&admin))
+        .await;
+    assert_eq!(withdrawn.body["role"], "user");
+    app.get("/users/", Some(&alice_admin))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    assert_eq!(
+        app.get("/users/me/", Some(&alice_admin)).await.body["role"],
+        "user"
+    );
+
+    // A listed admin keeps the role; unknown users and roles are refused with their codes.
+    app.put_json("/users/admin/role", json!({ "role": "user" }), Some(&admin))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    app.put_json("/users/nobody/role", grant.clone(), Some(&admin))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "USER_NOT_FOUND");
+    app.put_json("/users/alice/role", json!({ "role": "root" }), Some(&admin))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+    let kinds: i64 = app
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM audit_events WHERE kind = 'role_changed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kinds, 2);
+}

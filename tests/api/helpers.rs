@@ -142,6 +142,16 @@ impl TestApp {
         .await
     }
 
+    pub async fn put_json(&self, path: &str, body: Value, token: Option<&str>) -> TestResponse {
+        self.send(
+            with_token(Request::put(path), token)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
     pub async fn post_form(
         &self,
         path: &str,

@@ -24,6 +24,7 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/users/me/", "get"),
         ("/users/", "get"),
         ("/users/{user_id}/", "delete"),
+        ("/users/{user_id}/role", "put"),
         ("/", "get"),
         ("/health", "get"),
         ("/health/live", "get"),
@@ -57,6 +58,7 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/users/me/", "get"),
         ("/users/", "get"),
         ("/users/{user_id}/", "delete"),
+        ("/users/{user_id}/role", "put"),
         ("/compare/", "post"),
         ("/introspect", "post"),
     ] {

@@ -330,7 +330,14 @@ fn operator_commands_manage_keys_and_users() {
     let Some(root) = shared_faces() else { return };
     let Some(models) = models_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
+    // Only `users add` loads the engine: every other command is given no models (and, with
+    // the environment cleared, no npm to fetch them), so one that loaded the engine would fail.
     let run = |args: &[&str]| {
+        let models = if args[..2] == ["users", "add"] {
+            models.clone()
+        } else {
+            dir.path().join("no-models-here")
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_facelock"))
             .args(args)
             .current_dir(dir.path())
@@ -356,8 +363,18 @@ fn operator_commands_manage_keys_and_users() {
         "--full-name",
         "Rose",
     ]);
-    assert!(added.contains("for rose"), "{added}");
-    assert!(run(&["users", "list"]).starts_with("rose\tfaces=1\tRose"));
+    assert!(added.contains("for rose (user)"), "{added}");
+    let listed = run(&["users", "list"]);
+    let fields: Vec<&str> = listed.trim_end().split('\t').collect();
+    assert_eq!(fields[..3], ["rose", "user", "faces=1"], "{listed}");
+    assert!(
+        fields[3].ends_with('Z') && fields[3].contains('T'),
+        "RFC 3339: {listed}"
+    );
+    assert_eq!(fields[4..], ["Rose", "-"], "{listed}");
+    assert_eq!(run(&["users", "role", "rose", "admin"]), "rose: admin\n");
+    assert!(run(&["users", "list"]).starts_with("rose\tadmin\tfaces=1"));
+    assert_eq!(run(&["users", "role", "rose", "user"]), "rose: user\n");
 
     let first = run(&["keys", "list"]);
     assert_eq!(first.lines().count(), 1, "{first}");
@@ -377,7 +394,7 @@ fn operator_commands_manage_keys_and_users() {
     let before = std::fs::read_to_string(&key_file).unwrap();
     assert!(run(&["keys", "rotate-master"]).contains("master key rotated"));
     assert_ne!(std::fs::read_to_string(&key_file).unwrap(), before);
-    assert!(run(&["users", "list"]).starts_with("rose\tfaces=1"));
+    assert!(run(&["users", "list"]).starts_with("rose\tuser\tfaces=1"));
 
     assert!(run(&["users", "delete", "rose"]).contains("deleted rose"));
     assert_eq!(run(&["users", "list"]), "");
@@ -392,7 +409,7 @@ fn operator_commands_manage_keys_and_users() {
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     for kind in [
         "user_registered",
-        "users_listed",
+        "role_changed",
         "key_rotated",
         "user_deleted",
         "lockout_cleared",

