@@ -136,6 +136,16 @@ pub struct ServerSettings {
     pub max_connections: Option<usize>,
     /// Whether `/demo`, the webcam page, is served (`FACELOCK_DEMO`, on unless set to false).
     pub demo_page: bool,
+    pub metrics: MetricsSettings,
+}
+
+/// Prometheus's `/metrics`.
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    /// `FACELOCK_METRICS`: on unless set to false.
+    pub enabled: bool,
+    /// `FACELOCK_METRICS_TOKEN`: when set, scrapers must send it as a bearer token.
+    pub token: Option<Secret>,
 }
 
 /// Browser origins allowed to call the API (`FACELOCK_CORS_ORIGINS`).
@@ -376,6 +386,10 @@ fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettin
             parse(get, "FACELOCK_HEADER_TIMEOUT_SECS", 10u64)?.clamp(1, 300),
         ),
         demo_page: flag_or(get, "FACELOCK_DEMO", true)?,
+        metrics: MetricsSettings {
+            enabled: flag_or(get, "FACELOCK_METRICS", true)?,
+            token: get("FACELOCK_METRICS_TOKEN").map(Secret::new),
+        },
         max_connections: get("FACELOCK_MAX_CONNECTIONS")
             .map(|raw| {
                 raw.trim()

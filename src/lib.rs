@@ -15,6 +15,7 @@ pub mod evaluation;
 pub mod files;
 pub mod images;
 pub mod legacy_photos;
+pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
 pub mod service;

@@ -150,6 +150,7 @@ impl RekognitionEngine {
                 .quality_filter(QualityFilter::Auto)
                 .send()
         };
+        let attempt = |client| timed("index_faces", attempt(client));
         match attempt(&self.client).await {
             Err(e) if is_missing_collection(&e) => {
                 tracing::warn!(collection = %self.collection_id, "collection missing; creating it");
@@ -237,16 +238,15 @@ impl FaceEngine for RekognitionEngine {
             // A user has few faces, but others may rank above them: look further for a 1:1.
             SearchScope::User(_) => 100,
         };
-        let out = match self
+        let out = self
             .client
             .search_faces_by_image()
             .collection_id(&self.collection_id)
             .image(Image::builder().bytes(bytes).build())
             .face_match_threshold(query.min_similarity.value())
             .max_faces(max_faces)
-            .send()
-            .await
-        {
+            .send();
+        let out = match timed("search_faces_by_image", out).await {
             Ok(out) => out,
             Err(e) if is_missing_collection(&e) => {
                 tracing::warn!(collection = %self.collection_id, "search on a missing collection");
@@ -279,9 +279,8 @@ impl FaceEngine for RekognitionEngine {
             .source_image(Image::builder().bytes(a).build())
             .target_image(Image::builder().bytes(b).build())
             .similarity_threshold(0.0)
-            .send()
-            .await
-            .map_err(map_error)?;
+            .send();
+        let out = timed("compare_faces", out).await.map_err(map_error)?;
         let best = out
             .face_matches()
             .iter()
@@ -295,14 +294,13 @@ impl FaceEngine for RekognitionEngine {
 
     async fn delete_faces(&self, face_ids: &[String]) -> Result<(), EngineError> {
         for batch in face_ids.chunks(DELETE_BATCH) {
-            match self
+            let call = self
                 .client
                 .delete_faces()
                 .collection_id(&self.collection_id)
                 .set_face_ids(Some(batch.to_vec()))
-                .send()
-                .await
-            {
+                .send();
+            match timed("delete_faces", call).await {
                 Ok(_) => {}
                 // No collection, no faces: nothing left to delete.
                 Err(e) if is_missing_collection(&e) => return Ok(()),
@@ -381,4 +379,12 @@ where
         }
         _ => EngineError::internal(DisplayErrorContext(&e).to_string()),
     }
+}
+
+/// Awaits one AWS call, recording its latency as an engine stage.
+async fn timed<T>(call: &'static str, response: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = response.await;
+    crate::metrics::global().engine_stage("rekognition", call, started.elapsed());
+    out
 }

@@ -106,6 +106,7 @@ impl FromRequestParts<AppState> for EngineQuota {
             .map(|()| EngineQuota)
             .map_err(|wait| {
                 tracing::warn!(%ip, "rate limit reached");
+                crate::metrics::global().rate_limited("client");
                 ApiError::RateLimited {
                     retry_after_secs: wait.as_secs().max(1) as u32,
                 }

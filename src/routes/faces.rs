@@ -127,7 +127,13 @@ pub async fn verify(
             audience: form.audience.into_inner(),
             origin,
         })
-        .await?;
+        .await
+        .map_err(ApiError::from);
+    crate::metrics::global().verify_outcome(match &session {
+        Ok(_) => "success",
+        Err(e) => e.code(),
+    });
+    let session = session?;
     Ok(Json(VerifyResponse {
         success: true,
         user_id: session.user.user_id.to_string(),

@@ -10,6 +10,7 @@ mod extract;
 mod faces;
 pub mod forms;
 pub mod listener;
+mod metrics;
 mod oauth;
 mod system;
 mod users;
@@ -19,7 +20,9 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     extract::{DefaultBodyLimit, Request},
     http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri},
-    middleware, Router,
+    middleware,
+    response::Redirect,
+    Router,
 };
 use tower::ServiceBuilder;
 use tower_http::{
@@ -38,7 +41,6 @@ use utoipa::{
     Modify, OpenApi,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
-use utoipa_redoc::{Redoc, Servable};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
@@ -113,6 +115,7 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(system::live))
         .routes(routes!(system::ready))
         .routes(routes!(system::api_docs))
+        .routes(routes!(metrics::scrape))
         .split_for_parts()
 }
 
@@ -128,13 +131,19 @@ pub fn app(state: AppState) -> Router {
     let canonical = Arc::new(CanonicalPaths::new(&doc));
     let routes = api
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
-        .merge(Redoc::with_url("/redoc", doc));
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        // ReDoc loads its script and fonts from the internet; its old address leads to the
+        // Swagger UI, whose files are in the binary.
+        .route(
+            "/redoc",
+            axum::routing::get(|| async { Redirect::permanent("/docs/") }),
+        );
     let routes = if settings.demo_page {
         routes.merge(demo::routes())
     } else {
         routes
     }
+    .route_layer(middleware::from_fn(metrics::track))
     .layer(DefaultBodyLimit::max(settings.max_body_bytes));
 
     // Paths are rewritten before routing, so the router sits behind the rewrite as a fallback.

@@ -130,6 +130,8 @@ async fn dependencies(state: &AppState) -> (StatusCode, Json<HealthResponse>) {
 pub struct ApiDocsInfo {
     pub message: String,
     pub swagger_ui: String,
+    /// Kept for the original's clients: leads to the Swagger UI, since ReDoc would need
+    /// files from the internet.
     pub redoc: String,
     pub openapi: String,
 }

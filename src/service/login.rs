@@ -177,7 +177,10 @@ impl FaceLock {
         };
         self.address_failures
             .check(address, std::time::Instant::now())
-            .map_err(|retry_after| Error::SlowDown { retry_after })
+            .map_err(|retry_after| {
+                crate::metrics::global().rate_limited("failed_logins");
+                Error::SlowDown { retry_after }
+            })
     }
 
     /// A failed login: counted against the claimed account (which may lock it), or against

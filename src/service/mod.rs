@@ -291,12 +291,22 @@ impl FaceLock {
             .acquire_owned()
             .await
             .map_err(|e| Error::Engine(crate::engine::EngineError::internal(e)))?;
+        let engine = self.engine.name();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let started = std::time::Instant::now();
             let decoded = images::decode(&bytes, limits)?;
+            crate::metrics::global().engine_stage(engine, "decode", started.elapsed());
             Ok(Arc::new(Upload { bytes, decoded }))
         })
         .await?
+    }
+
+    /// Users enrolled, and faces enrolled in the engine in use.
+    pub async fn census(&self) -> Result<(u64, u64), Error> {
+        let users = self.store.count_users().await?;
+        let faces = self.store.count_faces(self.engine.name()).await?;
+        Ok((users, faces))
     }
 
     pub async fn health(&self) -> Health {

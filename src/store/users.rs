@@ -82,6 +82,8 @@ pub trait UserStore: Send + Sync {
     }
     async fn list_users(&self, page: Page) -> Result<Vec<User>, StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
+    /// Faces enrolled in `engine`.
+    async fn count_faces(&self, engine: &str) -> Result<u64, StoreError>;
     /// The stored faces among `face_ids`, in one read; unknown ids are left out.
     async fn faces(&self, face_ids: &[String]) -> Result<Vec<FaceRecord>, StoreError>;
     /// Every face enrolled with `engine`, for engines that rebuild an index at start-up.

@@ -9,6 +9,7 @@ mod flow;
 mod hardening;
 mod helpers;
 mod local_engine;
+mod metrics;
 mod openapi;
 mod rekognition;
 mod smoke;

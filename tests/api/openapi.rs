@@ -30,6 +30,7 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/health/live", "get"),
         ("/health/ready", "get"),
         ("/api-docs", "get"),
+        ("/metrics", "get"),
     ];
     for (path, method) in expected {
         assert!(paths[path][method].is_object(), "{method} {path} missing");
@@ -92,9 +93,20 @@ async fn documentation_pages_are_served() {
     let docs = app.get("/docs/", None).await;
     assert_eq!(docs.status, StatusCode::OK);
     assert!(docs.body.as_str().unwrap().contains("swagger"));
+    // Swagger UI's files are in the binary: the page loads nothing from elsewhere.
+    let html = docs.body.as_str().unwrap();
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "{html}"
+    );
+    assert_eq!(
+        app.get("/docs/swagger-ui-bundle.js", None).await.status,
+        StatusCode::OK
+    );
+    // ReDoc needed scripts and fonts from the internet; its address now leads to Swagger UI.
     let redoc = app.get("/redoc", None).await;
-    assert_eq!(redoc.status, StatusCode::OK);
-    assert!(redoc.body.as_str().unwrap().contains("redoc"));
+    assert_eq!(redoc.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(redoc.headers["location"], "/docs/");
     let info = app.get("/api-docs", None).await;
     assert_eq!(info.body["openapi"], "/openapi.json");
 }

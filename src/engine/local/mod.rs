@@ -121,11 +121,21 @@ impl LocalEngine {
             let _permit = permit;
             let _entered = span.enter();
             let abandoned = || !wanted.load(std::sync::atomic::Ordering::Acquire);
-            models.analyze_unless(
-                &image.decoded.image.to_rgb8(),
-                &mut StageTimes::default(),
-                &abandoned,
-            )
+            let mut times = StageTimes::default();
+            let analysis =
+                models.analyze_unless(&image.decoded.image.to_rgb8(), &mut times, &abandoned);
+            let metrics = crate::metrics::global();
+            for (stage, took) in [
+                ("detect", times.detect),
+                ("landmarks", times.landmarks),
+                ("descriptor", times.descriptor),
+                ("rotate", times.rotate),
+            ] {
+                if !took.is_zero() {
+                    metrics.engine_stage("local", stage, took);
+                }
+            }
+            analysis
         })
         .await
         .map_err(EngineError::internal)?
@@ -234,6 +244,7 @@ impl FaceEngine for LocalEngine {
                 return Err(EngineError::AmbiguousFaces);
             }
         }
+        let started = std::time::Instant::now();
         let index = self.index_read();
         let mut matches: Vec<FaceMatch> = index
             .iter()
@@ -252,6 +263,8 @@ impl FaceEngine for LocalEngine {
             .collect();
         matches.sort_by(|a, b| b.similarity.value().total_cmp(&a.similarity.value()));
         matches.truncate(MAX_CANDIDATES);
+        drop(index);
+        crate::metrics::global().engine_stage("local", "match", started.elapsed());
         Ok(matches)
     }
 

@@ -208,6 +208,20 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn count_faces(&self, engine: &str) -> Result<u64, StoreError> {
+        let engine = engine.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM faces WHERE engine = ?1",
+                [engine],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(backend("counting faces"))
+        })
+        .await
+    }
+
     async fn faces(&self, face_ids: &[String]) -> Result<Vec<FaceRecord>, StoreError> {
         if face_ids.is_empty() {
             return Ok(Vec::new());
