@@ -124,6 +124,9 @@ pub struct RekognitionSettings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub cors: CorsOrigins,
+    /// Whether browsers may send cookies and credentials cross-origin
+    /// (`Access-Control-Allow-Credentials`); only with a list of origins, never with `*`.
+    pub cors_allow_credentials: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// Register/verify/compare requests per minute per client IP (also the burst); 0 is off.
@@ -204,6 +207,18 @@ pub struct EngineSettings {
     /// id (off: 409 `FACE_ALREADY_ENROLLED`).
     pub allow_duplicate_faces: bool,
     pub rekognition: RekognitionSettings,
+    /// Why `kind` is the engine.
+    pub chosen_by: EngineChoice,
+}
+
+/// How the engine was chosen, so start-up can say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// `FACELOCK_ENGINE` names it.
+    Configured,
+    /// `FACELOCK_ENGINE` is unset, so the embedded engine runs; these AWS variables were set
+    /// all the same (the original server's configuration, whose users are in Rekognition).
+    Default { aws_hints: Vec<&'static str> },
 }
 
 /// How tokens are issued.
@@ -374,9 +389,19 @@ fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettin
         .parse()
         .or_else(|_| format!("[{host}]:{port}").parse())
         .map_err(|_| ConfigError::new("FACELOCK_HOST", "must be an IP address"))?;
+    let cors = cors_origins(get("FACELOCK_CORS_ORIGINS").as_deref().unwrap_or_default())?;
+    let cors_allow_credentials = flag_or(get, "FACELOCK_CORS_ALLOW_CREDENTIALS", false)?;
+    if cors_allow_credentials && cors == CorsOrigins::Any {
+        return Err(ConfigError::new(
+            "FACELOCK_CORS_ALLOW_CREDENTIALS",
+            "credentials cannot be allowed to every origin (`*`): list the origins in \
+             FACELOCK_CORS_ORIGINS",
+        ));
+    }
     Ok(ServerSettings {
         listen,
-        cors: cors_origins(get("FACELOCK_CORS_ORIGINS").as_deref().unwrap_or_default())?,
+        cors,
+        cors_allow_credentials,
         max_body_bytes: parse(get, "FACELOCK_MAX_BODY_BYTES", 10 * 1024 * 1024)?,
         request_timeout: Duration::from_secs(
             parse(get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1),
@@ -408,6 +433,21 @@ fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettin
 }
 
 fn engine_settings(get: &impl Fn(&str) -> Option<String>) -> Result<EngineSettings, ConfigError> {
+    let chosen_by = if get("FACELOCK_ENGINE").is_some() {
+        EngineChoice::Configured
+    } else {
+        EngineChoice::Default {
+            aws_hints: [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_ROLE_ARN",
+                "FACELOCK_COLLECTION_ID",
+            ]
+            .into_iter()
+            .filter(|key| get(key).is_some())
+            .collect(),
+        }
+    };
     let kind = match get("FACELOCK_ENGINE").as_deref().map(str::trim) {
         None | Some("local") => EngineKind::Local,
         Some("rekognition") => EngineKind::Rekognition,
@@ -447,6 +487,7 @@ fn engine_settings(get: &impl Fn(&str) -> Option<String>) -> Result<EngineSettin
         max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
         allow_duplicate_faces: flag(get, "FACELOCK_ALLOW_DUPLICATE_FACES"),
         rekognition,
+        chosen_by,
     })
 }
 
@@ -771,5 +812,40 @@ mod tests {
         assert!(from(&[("FACELOCK_DEMO", "on")]).unwrap().server.demo_page);
         let e = from(&[("FACELOCK_DEMO", "nope")]).unwrap_err();
         assert_eq!(e.variable, "FACELOCK_DEMO");
+    }
+
+    #[test]
+    fn credentialed_cors_needs_a_list_of_origins() {
+        let s = from(&[
+            ("FACELOCK_CORS_ORIGINS", "https://app.example.com"),
+            ("FACELOCK_CORS_ALLOW_CREDENTIALS", "true"),
+        ])
+        .unwrap();
+        assert!(s.server.cors_allow_credentials);
+        let e = from(&[
+            ("FACELOCK_CORS_ORIGINS", "*"),
+            ("FACELOCK_CORS_ALLOW_CREDENTIALS", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "FACELOCK_CORS_ALLOW_CREDENTIALS");
+    }
+
+    #[test]
+    fn the_engine_choice_remembers_aws_settings_left_from_the_original() {
+        let chosen = |pairs: &[(&str, &str)]| from(pairs).unwrap().engine.chosen_by;
+        assert_eq!(chosen(&[]), EngineChoice::Default { aws_hints: vec![] });
+        assert_eq!(
+            chosen(&[
+                ("AWS_ACCESS_KEY_ID", "AKID"),
+                ("AWS_SECRET_ACCESS_KEY", "x")
+            ]),
+            EngineChoice::Default {
+                aws_hints: vec!["AWS_ACCESS_KEY_ID"]
+            }
+        );
+        assert_eq!(
+            chosen(&[("FACELOCK_ENGINE", "local"), ("AWS_ACCESS_KEY_ID", "AKID")]),
+            EngineChoice::Configured
+        );
     }
 }

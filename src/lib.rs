@@ -14,6 +14,7 @@ pub mod engine;
 pub mod evaluation;
 pub mod files;
 pub mod images;
+pub mod import;
 pub mod legacy_photos;
 pub mod metrics;
 pub mod rate_limit;
@@ -99,6 +100,7 @@ pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
 
 /// The application core on the configured store and engine.
 pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError> {
+    announce_engine(&settings.engine);
     let data_dir = &settings.storage.data_dir;
     let store = Arc::new(open_store(settings)?);
     let engine: Arc<dyn FaceEngine> = match settings.engine.kind {
@@ -140,6 +142,32 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
             source,
         })?;
     Ok(facelock)
+}
+
+/// Says which engine runs and why; loudly when the environment looks like the original
+/// server's (AWS settings, no `FACELOCK_ENGINE`), whose users are enrolled in Rekognition and
+/// would all get `NO_MATCH` from the embedded engine.
+fn announce_engine(engine: &config::EngineSettings) {
+    let name = match engine.kind {
+        EngineKind::Local => "local (embedded)",
+        EngineKind::Rekognition => "rekognition (AWS)",
+    };
+    match &engine.chosen_by {
+        config::EngineChoice::Configured => {
+            tracing::info!("face engine: {name}, as FACELOCK_ENGINE says")
+        }
+        config::EngineChoice::Default { aws_hints } if aws_hints.is_empty() => tracing::info!(
+            "face engine: {name}, the default (FACELOCK_ENGINE=rekognition selects AWS Rekognition)"
+        ),
+        config::EngineChoice::Default { aws_hints } => tracing::warn!(
+            "face engine: {name}, the default, because FACELOCK_ENGINE is not set, although {} \
+             set. Users enrolled in Rekognition (by the original server) are not in the embedded \
+             engine: every one of them would get NO_MATCH. To keep serving them set \
+             FACELOCK_ENGINE=rekognition; to move them to the embedded engine run `facelock \
+             import <reference_faces folder>`; to silence this, set FACELOCK_ENGINE=local",
+            aws_hints.join(", ") + if aws_hints.len() == 1 { " is" } else { " are" }
+        ),
+    }
 }
 
 /// The configured store, migrated, unsealed with the master key and ready.

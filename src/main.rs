@@ -49,6 +49,13 @@ enum Command {
     Keys(KeysCommand),
     /// Fetch the local engine's models into FACELOCK_MODELS_DIR (normally done on first start).
     FetchModels,
+    /// Enrol the users of the original server's reference_faces folder into the current
+    /// engine: `<user_id>/<photo>` or `<user_id>.<ext>`. Prints a tab-separated line per photo
+    /// (imported, refused with the reason, or skipped); exits 1 when a photo was refused.
+    Import {
+        /// The reference_faces folder.
+        folder: PathBuf,
+    },
     /// Show the audit trail, newest first, one JSON object per line.
     Audit {
         /// Only events of this kind (login_failed, account_locked, token_refused, ...).
@@ -201,6 +208,7 @@ async fn run() -> ExitCode {
         Command::Users(cmd) => users(settings, cmd).await,
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::FetchModels => fetch_models(&settings),
+        Command::Import { folder } => import(&settings, &folder).await,
         Command::Audit {
             kind,
             user,
@@ -233,6 +241,72 @@ async fn serve(settings: Settings) -> CliResult {
     let addr = listener.local_addr()?;
     tracing::info!("Face Lock listening on http://{addr} (API docs at http://{addr}/docs)");
     facelock::serve(listener, state, facelock::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn import(settings: &Settings, folder: &Path) -> CliResult {
+    let found = facelock::import::scan(folder)?;
+    if found.is_empty() {
+        return Err(format!("no user folders or photos in {}", folder.display()).into());
+    }
+    let core = facelock::build_facelock(settings).await?;
+    let (mut imported, mut refused, mut skipped) = (0, 0, 0);
+    for user in found {
+        let report = |outcome: &str, photo: &Path, detail: &str| {
+            println!("{outcome}\t{}\t{}\t{detail}", user.name, photo.display());
+        };
+        let Some(user_id) = &user.user_id else {
+            for photo in &user.photos {
+                report(
+                    "refused",
+                    photo,
+                    "not a valid user id (letters, digits, . _ @ -)",
+                );
+                refused += 1;
+            }
+            continue;
+        };
+        // Enrolled before (an earlier import, or over HTTP): running the import again adds
+        // nothing twice.
+        if core.store().user(user_id).await?.is_some() {
+            for photo in &user.photos {
+                report("skipped", photo, "the user is already enrolled");
+                skipped += 1;
+            }
+            continue;
+        }
+        for photo in &user.photos {
+            let image = match std::fs::read(photo) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    report("refused", photo, &e.to_string());
+                    refused += 1;
+                    continue;
+                }
+            };
+            let registration = Registration {
+                user_id: user_id.clone(),
+                full_name: None,
+                email: None,
+                image,
+                origin: Origin::operator(),
+            };
+            match core.register(registration, Actor::Operator).await {
+                Ok(done) => {
+                    report("imported", photo, &done.face_id);
+                    imported += 1;
+                }
+                Err(e) => {
+                    report("refused", photo, &facelock::error_chain(&e));
+                    refused += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{imported} photos imported, {refused} refused, {skipped} skipped");
+    if refused > 0 {
+        return Err(format!("{refused} photos could not be imported (see the lines above)").into());
+    }
     Ok(())
 }
 

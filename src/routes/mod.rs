@@ -159,7 +159,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
-                .layer(cors(&settings.cors)),
+                .layer(cors(&settings.cors, settings.cors_allow_credentials)),
         )
         .layer(
             ServiceBuilder::new()
@@ -194,7 +194,7 @@ fn request_span(request: &Request) -> tracing::Span {
     )
 }
 
-fn cors(origins: &CorsOrigins) -> CorsLayer {
+fn cors(origins: &CorsOrigins, allow_credentials: bool) -> CorsLayer {
     let base = CorsLayer::new()
         .allow_methods([
             Method::GET,
@@ -205,7 +205,9 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([HeaderName::from_static("x-request-id")])
-        .max_age(Duration::from_secs(600));
+        .max_age(Duration::from_secs(600))
+        // The settings refuse credentials with `*`, which browsers (and tower-http) forbid.
+        .allow_credentials(allow_credentials);
     match origins {
         CorsOrigins::Any => base.allow_origin(Any),
         CorsOrigins::List(list) => base.allow_origin(AllowOrigin::list(

@@ -228,3 +228,38 @@ async fn the_audit_trail_records_logins_tokens_and_admin_actions_without_secrets
         assert!(!text.contains(secret.as_str()));
     }
 }
+
+#[tokio::test]
+async fn browsers_of_listed_origins_may_send_credentials_and_others_get_nothing() {
+    use facelock::config::CorsOrigins;
+    let app = TestApp::spawn_with(|s| {
+        s.server.cors = CorsOrigins::List(vec!["https://app.example.com".into()]);
+        s.server.cors_allow_credentials = true;
+    })
+    .await;
+    let preflight = |origin: &str| {
+        axum::http::Request::builder()
+            .method("OPTIONS")
+            .uri("/verify/")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let allowed = app.send(preflight("https://app.example.com")).await;
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(allowed.headers["access-control-allow-credentials"], "true");
+    let other = app.send(preflight("https://evil.example.net")).await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+    // A real request from the listed origin is answered with the same headers.
+    let get = axum::http::Request::get("/health/live")
+        .header("origin", "https://app.example.com")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.send(get).await;
+    assert_eq!(res.headers["access-control-allow-credentials"], "true");
+}

@@ -617,3 +617,80 @@ async fn serve_flags_override_the_environment_and_logs_can_be_json() {
     assert!(lines.iter().any(|l| l.contains("json-log-1")), "{lines:#?}");
     stop(child);
 }
+
+/// `facelock import` reads the original's reference_faces folder in both layouts, enrols what
+/// it can, says why it refused the rest, and adds nothing twice when run again.
+#[test]
+fn import_enrols_the_original_reference_folder() {
+    let Some(root) = shared_faces() else { return };
+    let Some(models) = models_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("reference_faces");
+    let copy = |from: &str, to: &str| {
+        let to = folder.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root.join(from), to).unwrap();
+    };
+    copy("faces/barack_obama/obama_01.jpg", "obama/1.jpg");
+    copy("faces/barack_obama/obama_02.jpg", "obama/2.jpg");
+    copy("faces/joe_biden/biden_01.jpg", "biden.jpg");
+    copy("no_face/fruits.jpg", "fruit/fruits.jpg");
+    copy("faces/rose_leslie/rose_leslie_01.jpg", "rose leslie/r.jpg");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_facelock"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("FACELOCK_MODELS_DIR", &models)
+            .env("RUST_LOG", "warn")
+            // The original's .env: AWS keys and no FACELOCK_ENGINE.
+            .env("AWS_ACCESS_KEY_ID", "AKIDFROMTHEORIGINAL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["import", folder.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "some photos are refused");
+    let report = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = report.lines().map(|l| l.split('\t').collect()).collect();
+    let outcome = |user: &str| -> Vec<&str> {
+        lines
+            .iter()
+            .filter(|l| l[1] == user)
+            .map(|l| l[0])
+            .collect()
+    };
+    assert_eq!(outcome("obama"), ["imported", "imported"], "{report}");
+    assert_eq!(outcome("biden"), ["imported"], "{report}");
+    assert_eq!(outcome("fruit"), ["refused"], "{report}");
+    assert_eq!(outcome("rose leslie"), ["refused"], "{report}");
+    let fruit = lines.iter().find(|l| l[1] == "fruit").unwrap();
+    assert!(fruit[3].contains("face"), "the reason is given: {report}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("3 photos imported, 2 refused, 0 skipped"),
+        "{stderr}"
+    );
+    // Start-up said loudly that the embedded engine runs despite the AWS settings.
+    assert!(
+        stderr.contains("FACELOCK_ENGINE is not set, although AWS_ACCESS_KEY_ID is set")
+            && stderr.contains("NO_MATCH"),
+        "{stderr}"
+    );
+
+    let again = run(&["import", folder.to_str().unwrap()]);
+    let report = String::from_utf8(again.stdout).unwrap();
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("skipped")).count(),
+        3,
+        "{report}"
+    );
+    let listed = String::from_utf8(run(&["users", "list"]).stdout).unwrap();
+    let users: Vec<(&str, &str)> = listed
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0], f[2])
+        })
+        .collect();
+    assert_eq!(users, [("biden", "faces=1"), ("obama", "faces=2")]);
+}
