@@ -114,7 +114,7 @@ enum UsersCommand {
     /// Enrol a face from a file (or add a face to an existing user); the way to enrol the
     /// first administrator.
     Add {
-        /// The user id: letters, digits and . _ @ -, up to 128 characters.
+        /// The user id: 1-128 letters, digits, `.`, `_` and `-`.
         user_id: String,
         /// Path of a JPEG, PNG or WebP photo with one face.
         #[arg(long)]
@@ -260,7 +260,7 @@ async fn import(settings: &Settings, folder: &Path) -> CliResult {
                 report(
                     "refused",
                     photo,
-                    "not a valid user id (letters, digits, . _ @ -)",
+                    "not a valid user id (1-128 letters, digits, . _ -)",
                 );
                 refused += 1;
             }

@@ -92,6 +92,15 @@ pub enum QualityProblem {
 }
 
 impl QualityProblem {
+    pub const ALL: [QualityProblem; 6] = [
+        Self::SmallBoundingBox,
+        Self::LowSharpness,
+        Self::LowBrightness,
+        Self::ExtremePose,
+        Self::LowConfidence,
+        Self::LowFaceQuality,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::SmallBoundingBox => "SMALL_BOUNDING_BOX",

@@ -17,7 +17,7 @@ pub struct Jwks {
 }
 
 /// The public keys that verify access tokens; pick the one whose `kid` the token names.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, body = Jwks)))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", operation_id = "jwks", tag = "auth", responses((status = 200, body = Jwks)))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
         // Short enough that a rotation reaches backends well before the old key retires.
@@ -52,7 +52,7 @@ pub struct Discovery {
 }
 
 /// Where the keys and endpoints are, and which algorithms are used.
-#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth", responses((status = 200, body = Discovery)))]
+#[utoipa::path(get, path = "/.well-known/openid-configuration", operation_id = "openid_configuration", tag = "auth", responses((status = 200, body = Discovery)))]
 pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discovery> {
     let tokens = state.facelock.tokens();
     let issuer = tokens.issuer().to_owned();

@@ -307,7 +307,7 @@ async fn with_request_id(response: Response, request_id: Option<String>) -> Resp
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
-fn generic_error(status: StatusCode) -> (&'static str, &'static str) {
+pub(super) fn generic_error(status: StatusCode) -> (&'static str, &'static str) {
     match status {
         StatusCode::NOT_FOUND => ("NOT_FOUND", "Not Found"),
         StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "Method Not Allowed"),

@@ -28,19 +28,19 @@ pub struct RegisterResponse {
 /// bearer token of that user or of an admin, and the face is added to the user; otherwise 409.
 #[utoipa::path(
     post,
-    path = "/register/",
+    path = "/register/", operation_id = "register_face",
     tag = "faces",
     request_body(content = RegisterForm, content_type = "multipart/form-data"),
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Face enrolled", body = RegisterResponse),
-        (status = 400, description = "No face, several faces, a face too poor to enrol (code names the reason), or an undecodable image", body = ErrorBody),
+        (status = 400, description = "`NO_FACE`; `MULTIPLE_FACES`; a face too poor to enrol (`SMALL_BOUNDING_BOX`, `LOW_SHARPNESS`, `LOW_BRIGHTNESS`, `EXTREME_POSE`, `LOW_CONFIDENCE`, `LOW_FACE_QUALITY`); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
         (status = 401, description = "A bearer token was sent and is not valid", body = ErrorBody),
         (status = 403, description = "The user id is an administrator's and the caller is not an admin", body = ErrorBody),
         (status = 409, description = "`USER_EXISTS`: the user id exists and the caller may not add faces to it; `FACE_ALREADY_ENROLLED`: the face belongs to another user", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
-        (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
-        (status = 415, description = "The file is not a JPEG, PNG or WebP image", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many requests from this client; see Retry-After", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_IMAGE`: the file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
         (status = 503, description = "The face engine is throttled or down; see Retry-After", body = ErrorBody),
@@ -97,15 +97,15 @@ pub struct VerifyResponse {
 /// `user_id`, when given) and, on a match at or above the threshold, returns a signed JWT.
 #[utoipa::path(
     post,
-    path = "/verify/",
+    path = "/verify/", operation_id = "verify_face",
     tag = "faces",
     request_body(content = VerifyForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Face matched; token issued", body = VerifyResponse),
-        (status = 400, description = "No face, no matching face (`NO_MATCH`), several faces of similar size, or an undecodable image", body = ErrorBody),
+        (status = 400, description = "`NO_MATCH`: no enrolled face matches (also for an unknown `user_id`); `NO_FACE`; `AMBIGUOUS_FACES`: several faces of similar size; `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many requests or failed logins from this client; `ACCOUNT_LOCKED`: too many failed logins for this `user_id`. See Retry-After", body = ErrorBody),
-        (status = 415, description = "The file is not a JPEG, PNG or WebP image", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_IMAGE`: the file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
         (status = 503, description = "The face engine is throttled or down; see Retry-After", body = ErrorBody),
@@ -168,17 +168,17 @@ pub struct CompareResponse {
 /// whether it would count as a match. Needs a bearer token; enrols nothing.
 #[utoipa::path(
     post,
-    path = "/compare/",
+    path = "/compare/", operation_id = "compare_faces",
     tag = "faces",
     request_body(content = CompareForm, content_type = "multipart/form-data"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Similarity computed", body = CompareResponse),
-        (status = 400, description = "No face in an image, or an undecodable image", body = ErrorBody),
+        (status = 400, description = "`NO_FACE` in an image; `AMBIGUOUS_FACES`; `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
         (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
         (status = 413, description = "The body or an image is too large", body = ErrorBody),
-        (status = 429, description = "Too many requests from this client; see Retry-After", body = ErrorBody),
-        (status = 415, description = "A file is not a JPEG, PNG or WebP image", body = ErrorBody),
+        (status = 429, description = "`RATE_LIMITED`: too many requests from this client; see Retry-After", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_IMAGE`: a file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing", body = ErrorBody),
         (status = 503, description = "The face engine is throttled or down; see Retry-After", body = ErrorBody),
     )

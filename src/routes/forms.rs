@@ -26,13 +26,14 @@ pub type Multipart<T> = BaseMultipart<T, ApiError>;
 pub struct RegisterForm {
     /// 1-128 characters of letters, digits, `_`, `.` and `-`.
     #[form_data(limit = "4KiB")]
-    #[schema(value_type = String, example = "user123")]
+    #[schema(value_type = String, example = "user123", min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     pub user_id: UserId,
+    /// At most 200 characters.
     #[form_data(limit = "4KiB", default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200)]
     pub full_name: Text<FullName>,
     #[form_data(limit = "4KiB", default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = Email, max_length = 254)]
     pub email: Text<Email>,
     /// A JPEG, PNG or WebP photo with exactly one face.
     #[form_data(limit = "unlimited")]
@@ -50,11 +51,11 @@ pub struct VerifyForm {
     /// Minimum similarity, 0-100. It can only raise the server's floor
     /// (`FACELOCK_MIN_SIMILARITY`), never lower it; when omitted the floor applies.
     #[form_data(limit = "4KiB", default)]
-    #[schema(value_type = Option<f32>, example = 90.0)]
+    #[schema(value_type = Option<f32>, example = 90.0, minimum = 0, maximum = 100)]
     pub similarity_threshold: Text<Similarity>,
     /// Check this claimed identity only (1:1) instead of searching every user (1:N).
     #[form_data(limit = "4KiB", default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     pub user_id: Text<UserId>,
     /// The audience (`aud`) of the token: one of `FACELOCK_AUDIENCE`; the first by default.
     #[form_data(limit = "4KiB", default)]

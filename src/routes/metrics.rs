@@ -40,12 +40,12 @@ pub async fn track(request: Request, next: Next) -> Response {
 /// as a bearer token; `FACELOCK_METRICS=false` turns the endpoint off (404).
 #[utoipa::path(
     get,
-    path = "/metrics",
+    path = "/metrics", operation_id = "metrics",
     tag = "system",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
-        (status = 401, description = "`FACELOCK_METRICS_TOKEN` is set and was not sent", body = super::error::ErrorBody),
-        (status = 404, description = "Metrics are turned off", body = super::error::ErrorBody),
+        (status = 401, description = "`NOT_AUTHENTICATED` or `INVALID_TOKEN`: FACELOCK_METRICS_TOKEN is set and was not sent", body = super::error::ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: metrics are turned off", body = super::error::ErrorBody),
     )
 )]
 pub async fn scrape(

@@ -6,6 +6,7 @@
 mod demo;
 mod discovery;
 pub mod error;
+mod error_docs;
 mod extract;
 mod faces;
 pub mod forms;
@@ -97,7 +98,7 @@ impl Modify for BearerScheme {
 
 /// The API routes and their OpenAPI document.
 fn api_routes() -> (Router<AppState>, OpenApiDoc) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(faces::register))
         .routes(routes!(faces::verify))
         .routes(routes!(faces::compare))
@@ -116,7 +117,9 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(system::ready))
         .routes(routes!(system::api_docs))
         .routes(routes!(metrics::scrape))
-        .split_for_parts()
+        .split_for_parts();
+    error_docs::document(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document the server publishes at `/openapi.json`.

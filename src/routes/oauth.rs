@@ -68,7 +68,7 @@ pub struct TokenResponse {
 /// its session (it has been stolen, or replayed). Other grants answer `unsupported_grant_type`.
 #[utoipa::path(
     post,
-    path = "/token",
+    path = "/token", operation_id = "refresh_token",
     tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -139,7 +139,7 @@ fn missing_token() -> Response {
 /// Answers 200 whether or not the token was known, so it reveals nothing.
 #[utoipa::path(
     post,
-    path = "/revoke",
+    path = "/revoke", operation_id = "revoke_token",
     tag = "auth",
     request_body(content = TokenHandleForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -166,7 +166,7 @@ pub async fn revoke(
 /// a deleted user. For an active token the answer carries its claims.
 #[utoipa::path(
     post,
-    path = "/introspect",
+    path = "/introspect", operation_id = "introspect_token",
     tag = "auth",
     request_body(content = TokenHandleForm, content_type = "application/x-www-form-urlencoded"),
     security(("bearer" = [])),

@@ -16,7 +16,7 @@ pub struct Welcome {
 }
 
 /// Welcome message.
-#[utoipa::path(get, path = "/", tag = "system", responses((status = 200, body = Welcome)))]
+#[utoipa::path(get, path = "/", operation_id = "welcome", tag = "system", responses((status = 200, body = Welcome)))]
 pub async fn root() -> Json<Welcome> {
     Json(Welcome {
         message: "Welcome to Face Lock: face authentication that issues signed tokens".into(),
@@ -63,7 +63,7 @@ impl From<DependencyStatus> for DependencyHealth {
 /// Health of the server, its face engine and its store.
 #[utoipa::path(
     get,
-    path = "/health",
+    path = "/health", operation_id = "health",
     tag = "system",
     responses(
         (status = 200, description = "Everything is up", body = HealthResponse),
@@ -82,7 +82,7 @@ pub struct Alive {
 
 /// Liveness probe: the process answers. Never looks at the engine or the store, so an outage
 /// of AWS does not make an orchestrator restart every server.
-#[utoipa::path(get, path = "/health/live", tag = "system", responses((status = 200, body = Alive)))]
+#[utoipa::path(get, path = "/health/live", operation_id = "health_live", tag = "system", responses((status = 200, body = Alive)))]
 pub async fn live() -> Json<Alive> {
     Json(Alive {
         status: "alive".into(),
@@ -92,7 +92,7 @@ pub async fn live() -> Json<Alive> {
 /// Readiness probe: the engine and the store answer, so requests can be served.
 #[utoipa::path(
     get,
-    path = "/health/ready",
+    path = "/health/ready", operation_id = "health_ready",
     tag = "system",
     responses(
         (status = 200, description = "Ready", body = HealthResponse),
@@ -137,7 +137,7 @@ pub struct ApiDocsInfo {
 }
 
 /// Where the API documentation is.
-#[utoipa::path(get, path = "/api-docs", tag = "system", responses((status = 200, body = ApiDocsInfo)))]
+#[utoipa::path(get, path = "/api-docs", operation_id = "api_docs", tag = "system", responses((status = 200, body = ApiDocsInfo)))]
 pub async fn api_docs() -> Json<ApiDocsInfo> {
     Json(ApiDocsInfo {
         message: "Face Lock API documentation".into(),

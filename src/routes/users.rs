@@ -55,7 +55,7 @@ pub struct MeResponse {
 /// The caller's profile.
 #[utoipa::path(
     get,
-    path = "/users/me/",
+    path = "/users/me/", operation_id = "get_current_user",
     tag = "users",
     security(("bearer" = [])),
     responses(
@@ -75,8 +75,10 @@ pub async fn me(Authenticated(caller): Authenticated) -> Json<MeResponse> {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Users per page, 1-500 (default 100).
+    #[param(minimum = 1, maximum = 500, default = 100)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     cursor: Option<String>,
 }
 
@@ -102,7 +104,7 @@ pub struct UserList {
 /// List users (admins only), ordered by user id, a page at a time.
 #[utoipa::path(
     get,
-    path = "/users/",
+    path = "/users/", operation_id = "list_users",
     tag = "users",
     params(ListQuery),
     security(("bearer" = [])),
@@ -157,16 +159,16 @@ pub struct RoleChange {
 /// next request. A user id listed in `FACELOCK_ADMIN_USERS` keeps the role (403).
 #[utoipa::path(
     put,
-    path = "/users/{user_id}/role",
+    path = "/users/{user_id}/role", operation_id = "set_user_role",
     tag = "users",
-    params(("user_id" = String, Path, description = "The user whose role changes")),
+    params(("user_id" = String, Path, description = "The user whose role changes", min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")),
     request_body = RoleChange,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user with the new role", body = UserWithRole),
         (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
         (status = 403, description = "The caller is not an admin, or the role comes from FACELOCK_ADMIN_USERS", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND`: no such user", body = ErrorBody),
         (status = 422, description = "The user id or the role is not valid", body = ErrorBody),
     )
 )]
@@ -198,15 +200,15 @@ pub struct DeleteResponse {
 /// tokens are refused from this moment on.
 #[utoipa::path(
     delete,
-    path = "/users/{user_id}/",
+    path = "/users/{user_id}/", operation_id = "delete_user",
     tag = "users",
-    params(("user_id" = String, Path, description = "The user to delete")),
+    params(("user_id" = String, Path, description = "The user to delete", min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "User deleted", body = DeleteResponse),
         (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
         (status = 403, description = "The caller is neither that user nor an admin", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 404, description = "`USER_NOT_FOUND`: no such user", body = ErrorBody),
         (status = 422, description = "The user id is not valid", body = ErrorBody),
     )
 )]

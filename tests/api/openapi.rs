@@ -153,3 +153,75 @@ async fn the_published_document_matches_its_snapshot() {
         );
     }
 }
+
+/// Every error response shows an example per code it can answer, the codes are an enum, every
+/// code is in the README, and the operation ids make usable method names.
+#[tokio::test]
+async fn errors_bounds_and_operation_ids_are_exact() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json", None).await.body;
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("ErrorBody.code is an enum")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for code in [
+        "NO_FACE",
+        "NO_MATCH",
+        "ACCOUNT_LOCKED",
+        "INVALID_GRANT",
+        "LOW_SHARPNESS",
+    ] {
+        assert!(codes.contains(&code), "{code} not in {codes:?}");
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for code in &codes {
+        assert!(
+            readme.contains(&format!("`{code}`")),
+            "{code} is not in the README"
+        );
+    }
+
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operation id {id} used twice");
+            assert!(
+                id.contains('_') || ["health", "jwks", "metrics", "welcome"].contains(&id),
+                "{method} {path}: {id} says too little to be a method name"
+            );
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let Some(content) = response["content"]["application/json"].as_object() else {
+                    continue;
+                };
+                let schema = content["schema"]["$ref"].as_str().unwrap_or_default();
+                if !schema.ends_with("ErrorBody") && !schema.ends_with("OAuthError") {
+                    continue;
+                }
+                let examples = content["examples"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{method} {path} {status} has no examples"));
+                for (code, example) in examples {
+                    assert_eq!(example["value"]["code"], code.as_str());
+                    assert!(codes.contains(&code.as_str()));
+                }
+            }
+        }
+    }
+
+    let list = &doc["paths"]["/users/"]["get"]["parameters"];
+    let limit = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 500);
+    let verify = &doc["components"]["schemas"]["VerifyForm"]["properties"];
+    assert_eq!(verify["similarity_threshold"]["maximum"], 100);
+    assert_eq!(verify["user_id"]["maxLength"], 128);
+}
