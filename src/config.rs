@@ -166,6 +166,9 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// SQLite database file.
     pub database_path: PathBuf,
+    /// `FACELOCK_DATABASE_URL`: a PostgreSQL database (`postgres://…`) instead of the SQLite
+    /// file, shared by several servers.
+    pub database_url: Option<Secret>,
     /// Where servers before 0.2 kept reference photos; their photos move into the store.
     pub reference_dir: PathBuf,
     /// `FACELOCK_MASTER_KEY`; `None`: a key file in the data folder.
@@ -178,6 +181,7 @@ impl StorageSettings {
         let data_dir = data_dir.into();
         Self {
             database_path: data_dir.join("facelock.db"),
+            database_url: None,
             reference_dir: data_dir.join("reference_faces"),
             data_dir,
             master_key: None,
@@ -325,6 +329,20 @@ impl Settings {
         let storage = StorageSettings {
             database_path: get("FACELOCK_DATABASE_PATH")
                 .map_or_else(|| data_dir.join("facelock.db"), PathBuf::from),
+            database_url: get("FACELOCK_DATABASE_URL")
+                .map(|url| {
+                    let url = url.trim().to_owned();
+                    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                        Ok(Secret::new(url))
+                    } else {
+                        Err(ConfigError::new(
+                            "FACELOCK_DATABASE_URL",
+                            "must be a PostgreSQL URL, postgres://user:password@host:port/database \
+                             (leave it unset for the SQLite file)",
+                        ))
+                    }
+                })
+                .transpose()?,
             // The original keeps reference images in ./reference_faces beside the server.
             reference_dir: PathBuf::from(
                 get("FACELOCK_REFERENCE_DIR").unwrap_or_else(|| "./reference_faces".into()),

@@ -39,6 +39,7 @@ use crate::{
     rate_limit::RateLimiter,
     service::FaceLock,
     store::{
+        postgres::PostgresStore,
         sqlite::SqliteStore,
         vault::{MasterKeySource, VaultError},
         MasterKey, Store, StoreError,
@@ -61,9 +62,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the database {}", path.display())]
+    #[error("cannot open the database {location}")]
     Database {
-        path: PathBuf,
+        /// The SQLite file, or PostgreSQL (never the URL: it may hold a password).
+        location: String,
         #[source]
         source: StoreError,
     },
@@ -102,7 +104,7 @@ pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
 pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError> {
     announce_engine(&settings.engine);
     let data_dir = &settings.storage.data_dir;
-    let store = Arc::new(open_store(settings)?);
+    let store = open_store(settings).await?;
     let engine: Arc<dyn FaceEngine> = match settings.engine.kind {
         EngineKind::Local => {
             let dir = settings.engine.models_dir.clone();
@@ -133,7 +135,7 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
     )
     .await?;
     let engine_name = engine.name();
-    let facelock = FaceLock::new(settings, engine, store as Arc<dyn Store>, tokens);
+    let facelock = FaceLock::new(settings, engine, store, tokens);
     facelock
         .start()
         .await
@@ -170,14 +172,29 @@ fn announce_engine(engine: &config::EngineSettings) {
     }
 }
 
-/// The configured store, migrated, unsealed with the master key and ready.
-pub fn open_store(settings: &Settings) -> Result<SqliteStore, StartError> {
+/// The configured store (the SQLite file, or PostgreSQL with `FACELOCK_DATABASE_URL`),
+/// migrated, unsealed with the master key and ready.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     let storage = &settings.storage;
     files::create_private_dir(&storage.data_dir).map_err(|e| StartError::DataDir {
         path: storage.data_dir.clone(),
         source: e.source,
     })?;
     let source = storage.master_key_source();
+    if let Some(url) = &storage.database_url {
+        let opened = match MasterKey::load(&source) {
+            Ok(master) => PostgresStore::open(url.expose(), &master).await,
+            Err(e) => Err(e.into()),
+        };
+        return opened
+            .map(|store| Arc::new(store) as Arc<dyn Store>)
+            .map_err(|source| StartError::Database {
+                location: "PostgreSQL (FACELOCK_DATABASE_URL); servers sharing it need the \
+                           same FACELOCK_MASTER_KEY"
+                    .into(),
+                source,
+            });
+    }
     let path = &storage.database_path;
     let opened = MasterKey::load(&source)
         .map_err(StoreError::from)
@@ -190,10 +207,12 @@ pub fn open_store(settings: &Settings) -> Result<SqliteStore, StartError> {
         }
         (opened, _) => opened,
     };
-    opened.map_err(|source| StartError::Database {
-        path: path.clone(),
-        source,
-    })
+    opened
+        .map(|store| Arc::new(store) as Arc<dyn Store>)
+        .map_err(|source| StartError::Database {
+            location: path.display().to_string(),
+            source,
+        })
 }
 
 /// The file a master key rotation writes the new key to before the store takes it.
@@ -226,12 +245,23 @@ pub async fn serve(
         let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
         tick.tick().await;
         let mut ticks = 0u32;
+        let mut changes = facelock.change_feed();
         loop {
-            tick.tick().await;
-            ticks += 1;
-            facelock
-                .maintain(ticks % PENDING_DELETION_RETRY_TICKS == 0)
-                .await;
+            tokio::select! {
+                _ = tick.tick() => {
+                    ticks += 1;
+                    facelock
+                        .maintain(ticks % PENDING_DELETION_RETRY_TICKS == 0)
+                        .await;
+                }
+                changed = next_change(&mut changes) => {
+                    if changed {
+                        facelock.follow_outside_changes().await;
+                    } else {
+                        changes = None;
+                    }
+                }
+            }
         }
     });
     let server = &state.settings.server;
@@ -240,6 +270,15 @@ pub async fn serve(
     let result = routes::listener::serve(listener, app(state), limits, shutdown).await;
     upkeep.abort();
     result
+}
+
+/// Waits for another server's change; `false` once the feed is gone. Without a feed, never
+/// completes (upkeep's poll finds changes).
+async fn next_change(feed: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match feed {
+        Some(feed) => feed.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -13,10 +13,7 @@ use facelock::{
     config::{EngineKind, Settings},
     domain::{Email, FullName, Page, Role, UserId},
     service::{self, policy::Policy, Actor, AuditKind, Origin, Registration},
-    store::{
-        vault::MasterKeySource, AuditQuery, AuditStore, KeyStore, LockoutStore, MasterKey, Store,
-        UserStore,
-    },
+    store::{vault::MasterKeySource, AuditQuery, MasterKey, Store},
     tokens::keyring::KeyRing,
 };
 
@@ -318,7 +315,7 @@ fn fetch_models(settings: &Settings) -> CliResult {
 }
 
 async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
-    let store = facelock::open_store(&settings)?;
+    let store = facelock::open_store(&settings).await?;
     match cmd {
         KeysCommand::Rotate => {
             if settings.tokens.algorithm.is_hmac() {
@@ -326,9 +323,9 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
                     "tokens are signed with SECRET_KEY (HMAC): there are no keys to rotate".into(),
                 );
             }
-            let key = KeyRing::rotate(&store).await?;
+            let key = KeyRing::rotate(&*store).await?;
             service::audit::record(
-                &store,
+                &*store,
                 AuditKind::KeyRotated,
                 &Origin::operator(),
                 None,
@@ -341,7 +338,7 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
                 key.kid
             );
         }
-        KeysCommand::RotateMaster => rotate_master(&settings, &store).await?,
+        KeysCommand::RotateMaster => rotate_master(&settings, &*store).await?,
         KeysCommand::List => {
             let ttl = settings.tokens.access_token_ttl;
             for key in store.signing_keys().await? {
@@ -359,7 +356,7 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
     Ok(())
 }
 
-async fn rotate_master(settings: &Settings, store: &impl Store) -> CliResult {
+async fn rotate_master(settings: &Settings, store: &dyn Store) -> CliResult {
     let source = settings.storage.master_key_source();
     let old = MasterKey::load(&source)?;
     let new = MasterKey::generate()?;
@@ -441,7 +438,7 @@ async fn audit(
         .map(parse_period)
         .transpose()?
         .map(|period| Timestamp::now() - period);
-    let store = facelock::open_store(settings)?;
+    let store = facelock::open_store(settings).await?;
     let query = AuditQuery {
         kind,
         user_id: user,
@@ -457,11 +454,11 @@ async fn audit(
 
 /// Clears a user id's failed logins and lock; works on the store alone.
 async fn unlock(settings: &Settings, user_id: &str) -> CliResult {
-    let store = facelock::open_store(settings)?;
+    let store = facelock::open_store(settings).await?;
     let user_id = UserId::parse(user_id)?;
     let had = store.clear_lockout(&user_id).await?;
     service::audit::record(
-        &store,
+        &*store,
         AuditKind::LockoutCleared,
         &Origin::operator(),
         Some(&user_id),
@@ -531,7 +528,7 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
         }
         UsersCommand::List => list_users(&settings).await?,
         UsersCommand::Role { user_id, role } => {
-            let store = facelock::open_store(&settings)?;
+            let store = facelock::open_store(&settings).await?;
             let user_id = UserId::parse(&user_id)?;
             let admin = role == "admin";
             let policy = Policy::from_settings(&settings);
@@ -544,7 +541,7 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
             }
             let user = store.set_admin(&user_id, admin).await?;
             service::audit::record(
-                &store,
+                &*store,
                 AuditKind::RoleChanged,
                 &Origin::operator(),
                 Some(&user_id),
@@ -558,11 +555,11 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
         UsersCommand::Delete { user_id } => {
             // The store deletes the user and queues their faces for the engine in one
             // transaction; running servers see the change and drop the faces.
-            let store = facelock::open_store(&settings)?;
+            let store = facelock::open_store(&settings).await?;
             let user_id = UserId::parse(&user_id)?;
             let faces = store.delete_user(&user_id).await?;
             service::audit::record(
-                &store,
+                &*store,
                 AuditKind::UserDeleted,
                 &Origin::operator(),
                 Some(&user_id),
@@ -578,7 +575,7 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
 
 /// Every user, a page at a time, straight from the store (no engine is loaded).
 async fn list_users(settings: &Settings) -> CliResult {
-    let store = facelock::open_store(settings)?;
+    let store = facelock::open_store(settings).await?;
     let policy = Policy::from_settings(settings);
     let mut after = None;
     loop {

@@ -221,10 +221,31 @@ impl FaceLock {
         if let Err(e) = self.store.purge_audit(now - self.audit_retention).await {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old audit events");
         }
+        if let Err(e) = self
+            .store
+            .purge_change_log(now - Duration::from_secs(3600))
+            .await
+        {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge the change log");
+        }
         self.sync_engine().await;
         if retry_deletions {
             self.finish_pending_deletions().await;
         }
+    }
+
+    /// A counter that moves as soon as another server changes users, faces or keys, when the
+    /// store can tell (PostgreSQL); otherwise upkeep finds such changes every 30 s.
+    pub fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.change_feed()
+    }
+
+    /// Catches up with another server's changes: its faces, users and signing keys.
+    pub async fn follow_outside_changes(&self) {
+        if let Err(e) = self.tokens.reload_keys().await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload signing keys");
+        }
+        self.sync_engine().await;
     }
 
     /// Reloads the engine's faces when another process (`facelock users add`, another server

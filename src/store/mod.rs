@@ -8,12 +8,15 @@
 pub mod audit;
 pub mod keys;
 pub mod lockouts;
+pub mod postgres;
 pub mod sqlite;
 pub mod tokens;
 pub mod users;
 pub mod vault;
 
 use async_trait::async_trait;
+
+use crate::clock::Timestamp;
 
 pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use keys::{KeyStore, StoredKey};
@@ -63,4 +66,14 @@ pub trait Store: UserStore + KeyStore + TokenStore + LockoutStore + AuditStore {
     async fn outside_change_marker(&self) -> Result<i64, StoreError>;
     /// Re-seals the data key under `new` (master key rotation); `old` must open it.
     async fn reseal_data_key(&self, old: &MasterKey, new: &MasterKey) -> Result<(), StoreError>;
+    /// A counter that moves when another process changes users, faces or keys, for stores
+    /// that can tell at once; `None`: other processes' changes are found by polling
+    /// [`Store::outside_change_marker`].
+    fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    /// Forgets change records older than `before` (for stores that keep them).
+    async fn purge_change_log(&self, _before: Timestamp) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

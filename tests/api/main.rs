@@ -11,6 +11,8 @@ mod helpers;
 mod local_engine;
 mod metrics;
 mod openapi;
+mod postgres;
 mod rekognition;
 mod smoke;
+mod store_contract;
 mod tokens;

@@ -1,0 +1,365 @@
+//! Users, faces and the engine deletion queue in PostgreSQL.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::{types::ToSql, Row};
+
+use super::{backend, parse_stored_id, timestamp, PostgresStore};
+use crate::{
+    clock::Timestamp,
+    domain::{Page, User, UserId},
+    images::Format,
+    store::{FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault},
+};
+
+const USER_COLUMNS: &str = "u.id, u.user_id, u.full_name, u.email, u.created_at,
+     (SELECT COUNT(*) FROM faces f WHERE f.user_rowid = u.id), u.is_admin";
+
+fn user_from_row(row: &Row) -> Result<User, StoreError> {
+    Ok(User {
+        generation: row.get(0),
+        user_id: parse_stored_id(row.get(1))?,
+        full_name: row.get(2),
+        email: row.get(3),
+        registered_at: timestamp(row.get(4)),
+        face_count: row.get::<_, i64>(5) as u32,
+        admin: row.get(6),
+    })
+}
+
+const FACE_COLUMNS: &str = "f.face_id, u.user_id, u.id, f.engine, f.model, f.reference_path,
+     f.descriptor, f.created_at";
+const FACES_WITH_USERS: &str = "faces f JOIN users u ON u.id = f.user_rowid";
+
+fn face_from_row(row: &Row, vault: &Vault) -> Result<FaceRecord, StoreError> {
+    let face_id: String = row.get(0);
+    let sealed: Option<Vec<u8>> = row.get(6);
+    let descriptor = sealed
+        .map(|s| vault.open(&face_id, &s).map(|d| decode_descriptor(&d)))
+        .transpose()?;
+    Ok(FaceRecord {
+        user_id: parse_stored_id(row.get(1))?,
+        user_generation: row.get(2),
+        engine: row.get(3),
+        model: row.get(4),
+        legacy_photo_path: row.get(5),
+        descriptor,
+        created_at: timestamp(row.get(7)),
+        face_id,
+    })
+}
+
+fn encode_descriptor(d: &[f32]) -> Vec<u8> {
+    d.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode_descriptor(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+async fn find_user(conn: &impl GenericClient, user_id: &str) -> Result<Option<User>, StoreError> {
+    conn.query_opt(
+        &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.user_id = $1"),
+        &[&user_id],
+    )
+    .await
+    .map_err(backend("reading a user"))?
+    .map(|row| user_from_row(&row))
+    .transpose()
+}
+
+async fn query_faces(
+    conn: &impl GenericClient,
+    vault: &Vault,
+    filter: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<FaceRecord>, StoreError> {
+    conn.query(
+        &format!("SELECT {FACE_COLUMNS} FROM {FACES_WITH_USERS} WHERE {filter}"),
+        params,
+    )
+    .await
+    .map_err(backend("reading faces"))?
+    .iter()
+    .map(|row| face_from_row(row, vault))
+    .collect()
+}
+
+async fn insert_photo(
+    conn: &impl GenericClient,
+    vault: &Vault,
+    face_id: &str,
+    photo: &ReferencePhoto,
+) -> Result<(), StoreError> {
+    let sealed = vault.seal(face_id, &photo.bytes)?;
+    conn.execute(
+        "INSERT INTO reference_photos (face_id, format, photo) VALUES ($1, $2, $3)
+         ON CONFLICT (face_id) DO UPDATE SET format = $2, photo = $3",
+        &[&face_id, &photo.format.extension(), &sealed],
+    )
+    .await
+    .map(|_| ())
+    .map_err(backend("storing a reference photo"))
+}
+
+#[async_trait]
+impl UserStore for PostgresStore {
+    async fn add_face(&self, owner: FaceOwner, face: NewFace) -> Result<User, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(backend("adding a face"))?;
+        let now = Timestamp::now().unix_millis();
+        let (generation, user_id) = match &owner {
+            FaceOwner::New(user) => {
+                // The unique user id settles a race between two servers: one insert wins.
+                let inserted = tx
+                    .query_opt(
+                        "INSERT INTO users (user_id, full_name, email, created_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING RETURNING id",
+                        &[
+                            &user.user_id.as_str(),
+                            &user.full_name.as_ref().map(|n| n.as_str()),
+                            &user.email.as_ref().map(|e| e.as_str()),
+                            &now,
+                        ],
+                    )
+                    .await
+                    .map_err(backend("adding a user"))?;
+                match inserted {
+                    Some(row) => (row.get::<_, i64>(0), user.user_id.clone()),
+                    None => return Err(StoreError::UserExists),
+                }
+            }
+            FaceOwner::Existing {
+                user_id,
+                generation,
+            } => {
+                // Locked, so a deletion cannot slip between the check and the insert.
+                let found = tx
+                    .query_opt(
+                        "SELECT id FROM users WHERE user_id = $1 FOR UPDATE",
+                        &[&user_id.as_str()],
+                    )
+                    .await
+                    .map_err(backend("adding a face"))?;
+                match found {
+                    Some(row) if row.get::<_, i64>(0) == *generation => {
+                        (*generation, user_id.clone())
+                    }
+                    _ => return Err(StoreError::UserNotFound),
+                }
+            }
+        };
+        let descriptor = face
+            .descriptor
+            .as_deref()
+            .map(|d| self.vault.seal(&face.face_id, &encode_descriptor(d)))
+            .transpose()?;
+        tx.execute(
+            "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &face.face_id,
+                &generation,
+                &face.engine,
+                &face.model,
+                &descriptor,
+                &now,
+            ],
+        )
+        .await
+        .map_err(backend("adding a face"))?;
+        insert_photo(&tx, &self.vault, &face.face_id, &face.photo).await?;
+        let user = find_user(&tx, user_id.as_str())
+            .await?
+            .ok_or(StoreError::UserNotFound)?;
+        tx.commit().await.map_err(backend("adding a face"))?;
+        Ok(user)
+    }
+
+    async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<User, StoreError> {
+        let conn = self.conn().await?;
+        let changed = conn
+            .execute(
+                "UPDATE users SET is_admin = $2 WHERE user_id = $1",
+                &[&user_id.as_str(), &admin],
+            )
+            .await
+            .map_err(backend("changing a role"))?;
+        if changed == 0 {
+            return Err(StoreError::UserNotFound);
+        }
+        find_user(&conn, user_id.as_str())
+            .await?
+            .ok_or(StoreError::UserNotFound)
+    }
+
+    async fn user(&self, user_id: &UserId) -> Result<Option<User>, StoreError> {
+        find_user(&self.conn().await?, user_id.as_str()).await
+    }
+
+    async fn list_users(&self, page: Page) -> Result<Vec<User>, StoreError> {
+        let after = page.after.as_ref().map(|u| u.as_str().to_owned());
+        let limit = i64::from(page.limit);
+        self.conn()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM users u
+                     WHERE $1::TEXT IS NULL OR u.user_id > $1
+                     ORDER BY u.user_id LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await
+            .map_err(backend("listing users"))?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.conn()
+            .await?
+            .query_one("SELECT COUNT(*) FROM users", &[])
+            .await
+            .map(|row| row.get::<_, i64>(0) as u64)
+            .map_err(backend("counting users"))
+    }
+
+    async fn count_faces(&self, engine: &str) -> Result<u64, StoreError> {
+        self.conn()
+            .await?
+            .query_one("SELECT COUNT(*) FROM faces WHERE engine = $1", &[&engine])
+            .await
+            .map(|row| row.get::<_, i64>(0) as u64)
+            .map_err(backend("counting faces"))
+    }
+
+    async fn faces(&self, face_ids: &[String]) -> Result<Vec<FaceRecord>, StoreError> {
+        if face_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = face_ids.to_vec();
+        query_faces(
+            &self.conn().await?,
+            &self.vault,
+            "f.face_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+    }
+
+    async fn faces_for_engine(&self, engine: &str) -> Result<Vec<FaceRecord>, StoreError> {
+        query_faces(
+            &self.conn().await?,
+            &self.vault,
+            "f.engine = $1 ORDER BY f.created_at",
+            &[&engine],
+        )
+        .await
+    }
+
+    async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(backend("deleting a user"))?;
+        let generation: i64 = tx
+            .query_opt(
+                "SELECT id FROM users WHERE user_id = $1 FOR UPDATE",
+                &[&user_id.as_str()],
+            )
+            .await
+            .map_err(backend("deleting a user"))?
+            .ok_or(StoreError::UserNotFound)?
+            .get(0);
+        let faces = query_faces(&tx, &self.vault, "u.id = $1", &[&generation]).await?;
+        let now = Timestamp::now().unix_millis();
+        for face in &faces {
+            tx.execute(
+                "INSERT INTO pending_engine_deletions (face_id, engine, queued_at)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (face_id) DO UPDATE SET engine = $2, queued_at = $3",
+                &[&face.face_id, &face.engine, &now],
+            )
+            .await
+            .map_err(backend("queueing engine deletions"))?;
+        }
+        tx.execute("DELETE FROM users WHERE id = $1", &[&generation])
+            .await
+            .map_err(backend("deleting a user"))?;
+        tx.commit().await.map_err(backend("deleting a user"))?;
+        Ok(faces)
+    }
+
+    async fn pending_engine_deletions(&self, engine: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .conn()
+            .await?
+            .query(
+                "SELECT face_id FROM pending_engine_deletions WHERE engine = $1",
+                &[&engine],
+            )
+            .await
+            .map_err(backend("reading the deletion queue"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError> {
+        let ids = face_ids.to_vec();
+        self.conn()
+            .await?
+            .execute(
+                "DELETE FROM pending_engine_deletions WHERE face_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend("clearing the deletion queue"))
+    }
+
+    async fn reference_photo(&self, face_id: &str) -> Result<Option<ReferencePhoto>, StoreError> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(
+                "SELECT format, photo FROM reference_photos WHERE face_id = $1",
+                &[&face_id],
+            )
+            .await
+            .map_err(backend("reading a reference photo"))?;
+        row.map(|row| {
+            let format: String = row.get(0);
+            Ok(ReferencePhoto {
+                format: Format::from_extension(&format)
+                    .ok_or_else(|| StoreError::Corrupt(format!("photo format {format:?}")))?,
+                bytes: self.vault.open(face_id, &row.get::<_, Vec<u8>>(1))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn attach_photo(&self, face_id: &str, photo: ReferencePhoto) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .transaction()
+            .await
+            .map_err(backend("attaching a reference photo"))?;
+        insert_photo(&tx, &self.vault, face_id, &photo).await?;
+        tx.execute(
+            "UPDATE faces SET reference_path = NULL WHERE face_id = $1",
+            &[&face_id],
+        )
+        .await
+        .map_err(backend("attaching a reference photo"))?;
+        tx.commit()
+            .await
+            .map_err(backend("attaching a reference photo"))
+    }
+}

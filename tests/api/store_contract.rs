@@ -1,0 +1,389 @@
+//! One contract, two stores: every store operation behaves the same on SQLite and on a real
+//! PostgreSQL server started for the test.
+
+use std::{sync::Arc, time::Duration};
+
+use facelock::{
+    clock::Timestamp,
+    domain::{Page, UserId},
+    images::Format,
+    store::{
+        postgres::PostgresStore, sqlite::SqliteStore, AuditQuery, AuditRecord, FaceOwner,
+        MasterKey, NewFace, NewRefreshToken, NewUser, ReferencePhoto, RefreshUse, Store,
+        StoreError, StoredKey, UserStore,
+    },
+};
+
+use crate::postgres::PgServer;
+
+fn uid(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+fn master() -> MasterKey {
+    MasterKey::parse(&"A".repeat(43)).unwrap()
+}
+
+fn face(id: &str) -> NewFace {
+    NewFace {
+        face_id: id.into(),
+        engine: "local".into(),
+        model: "m1".into(),
+        photo: ReferencePhoto {
+            format: Format::Png,
+            bytes: format!("photo of {id}").into_bytes(),
+        },
+        descriptor: Some(vec![0.25, -1.5, 3.0]),
+    }
+}
+
+fn new_user(id: &str) -> FaceOwner {
+    FaceOwner::New(NewUser {
+        user_id: uid(id),
+        full_name: None,
+        email: None,
+    })
+}
+
+/// Everything a store must do, in the order a server does it.
+async fn keeps_the_contract(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+
+    // Users and faces.
+    let alice = store.add_face(new_user("alice"), face("a1")).await.unwrap();
+    assert_eq!((alice.face_count, alice.admin), (1, false));
+    assert!(matches!(
+        store.add_face(new_user("alice"), face("a9")).await,
+        Err(StoreError::UserExists)
+    ));
+    let again = FaceOwner::Existing {
+        user_id: uid("alice"),
+        generation: alice.generation,
+    };
+    assert_eq!(
+        store.add_face(again, face("a2")).await.unwrap().face_count,
+        2
+    );
+    let stale = FaceOwner::Existing {
+        user_id: uid("alice"),
+        generation: alice.generation + 1000,
+    };
+    assert!(matches!(
+        store.add_face(stale, face("a3")).await,
+        Err(StoreError::UserNotFound)
+    ));
+    for id in ["bob", "carol", "Zed", "dave"] {
+        store
+            .add_face(new_user(id), face(&format!("{id}1")))
+            .await
+            .unwrap();
+    }
+    let faces = store.faces(&["a1".into(), "nope".into()]).await.unwrap();
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0].descriptor.as_deref(), Some(&[0.25, -1.5, 3.0][..]));
+    assert_eq!(faces[0].user_id, uid("alice"));
+    assert_eq!(store.faces_for_engine("local").await.unwrap().len(), 6);
+    assert_eq!(store.count_faces("local").await.unwrap(), 6);
+    assert_eq!(store.count_faces("rekognition").await.unwrap(), 0);
+    assert_eq!(store.count_users().await.unwrap(), 5);
+    let photo = store.reference_photo("a2").await.unwrap().unwrap();
+    assert_eq!(photo.bytes, b"photo of a2");
+
+    // Pages in byte order (upper case first), each user once.
+    let first = store
+        .list_users(Page {
+            limit: 2,
+            after: None,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = first.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(ids, ["Zed", "alice"]);
+    let rest = store
+        .list_users(Page {
+            limit: 10,
+            after: Some(uid("alice")),
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rest.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(ids, ["bob", "carol", "dave"]);
+
+    // Roles.
+    assert!(store.set_admin(&uid("bob"), true).await.unwrap().admin);
+    assert!(store.user(&uid("bob")).await.unwrap().unwrap().admin);
+    assert!(matches!(
+        store.set_admin(&uid("nobody"), true).await,
+        Err(StoreError::UserNotFound)
+    ));
+
+    // Deletion queues the engine's faces in the same transaction.
+    let deleted = store.delete_user(&uid("alice")).await.unwrap();
+    assert_eq!(deleted.len(), 2);
+    let mut queued = store.pending_engine_deletions("local").await.unwrap();
+    queued.sort();
+    assert_eq!(queued, ["a1", "a2"]);
+    store
+        .clear_pending_engine_deletions(&["a1".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pending_engine_deletions("local").await.unwrap(),
+        ["a2"]
+    );
+    assert!(store.user(&uid("alice")).await.unwrap().is_none());
+    assert!(store.reference_photo("a1").await.unwrap().is_none());
+    assert!(matches!(
+        store.delete_user(&uid("alice")).await,
+        Err(StoreError::UserNotFound)
+    ));
+    // The same id again is a new generation: the old one's tokens stay dead.
+    let reborn = store.add_face(new_user("alice"), face("a4")).await.unwrap();
+    assert_ne!(reborn.generation, alice.generation);
+    assert!(store
+        .current_user(&uid("alice"), alice.generation)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Signing keys: a new key retires the old; the private part is sealed and opened.
+    let t0 = Timestamp::from_unix_seconds(2_000_000_000);
+    let key = |kid: &str, at: Timestamp| StoredKey {
+        kid: kid.into(),
+        alg: "ES256".into(),
+        private_der: format!("secret of {kid}").into_bytes(),
+        public_jwk: "{}".into(),
+        created_at: at,
+        retired_at: None,
+    };
+    store.add_signing_key(key("k1", t0), t0).await.unwrap();
+    let t1 = t0 + Duration::from_secs(60);
+    store.add_signing_key(key("k2", t1), t1).await.unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys[0].kid, "k2");
+    assert_eq!(keys[0].private_der, b"secret of k2");
+    assert_eq!(keys[1].retired_at, Some(t1));
+    assert_eq!(
+        store
+            .drop_keys_retired_before(t1 + Duration::from_secs(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+
+    // Refresh tokens: one use, and a replay revokes the session.
+    let now = Timestamp::now();
+    let bob = store.user(&uid("bob")).await.unwrap().unwrap();
+    let refresh = |hash: &str| NewRefreshToken {
+        token_hash: hash.into(),
+        family_id: "fam1".into(),
+        user_generation: bob.generation,
+        audience: "facelock".into(),
+        created_at: now,
+        expires_at: now + Duration::from_secs(3600),
+    };
+    store.add_refresh_token(refresh("h1")).await.unwrap();
+    assert!(matches!(
+        store.use_refresh_token("h1", now).await.unwrap(),
+        RefreshUse::Fresh(_)
+    ));
+    assert!(!store
+        .is_access_token_revoked("j1", Some("fam1"))
+        .await
+        .unwrap());
+    assert!(matches!(
+        store.use_refresh_token("h1", now).await.unwrap(),
+        RefreshUse::Replayed(_)
+    ));
+    assert!(store
+        .is_access_token_revoked("j1", Some("fam1"))
+        .await
+        .unwrap());
+    assert!(matches!(
+        store.use_refresh_token("unknown", now).await.unwrap(),
+        RefreshUse::Unknown
+    ));
+    store
+        .revoke_access_token("j2", now + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store.is_access_token_revoked("j2", None).await.unwrap());
+    store
+        .purge_expired_tokens(now + Duration::from_secs(7200))
+        .await
+        .unwrap();
+    assert!(!store.is_access_token_revoked("j2", None).await.unwrap());
+    assert!(store.refresh_token("h1").await.unwrap().is_none());
+
+    // One refresh token presented many times at once is used exactly once.
+    store.add_refresh_token(refresh("h2")).await.unwrap();
+    let uses = futures_join_all((0..8).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .use_refresh_token("h2", Timestamp::now())
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let fresh = uses
+        .iter()
+        .filter(|u| matches!(u, RefreshUse::Fresh(_)))
+        .count();
+    assert_eq!(fresh, 1, "{uses:?}");
+
+    // Lockouts count, lock without shortening, forget and clear.
+    let mallory = uid("mallory");
+    let old = now - Duration::from_secs(3600);
+    for n in 1..=3 {
+        assert_eq!(store.record_failure(&mallory, now, old).await.unwrap(), n);
+    }
+    store
+        .lock(&mallory, now + Duration::from_secs(30))
+        .await
+        .unwrap();
+    store
+        .lock(&mallory, now + Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.locked_until(&mallory).await.unwrap(),
+        Some(now + Duration::from_secs(30))
+    );
+    // Failures older than the window are forgotten at the next one.
+    let later = now + Duration::from_secs(7200);
+    assert_eq!(
+        store
+            .record_failure(&mallory, later, later - Duration::from_secs(600))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.clear_lockout(&mallory).await.unwrap());
+    assert!(!store.clear_lockout(&mallory).await.unwrap());
+    assert_eq!(store.locked_until(&mallory).await.unwrap(), None);
+
+    // The audit trail, newest first, filtered.
+    for (i, kind) in ["login_failed", "login_succeeded", "login_failed"]
+        .iter()
+        .enumerate()
+    {
+        store
+            .record_event(AuditRecord {
+                at: now + Duration::from_millis(i as u64),
+                kind: (*kind).into(),
+                user_id: Some("bob".into()),
+                actor: None,
+                address: Some("127.0.0.1".into()),
+                request_id: Some(format!("r{i}")),
+                detail: serde_json::json!({ "n": i }),
+            })
+            .await
+            .unwrap();
+    }
+    let failed = store
+        .audit_events(AuditQuery {
+            kind: Some("login_failed".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].detail, serde_json::json!({ "n": 2 }));
+    store
+        .purge_audit(now + Duration::from_secs(1))
+        .await
+        .unwrap();
+    let all = store
+        .audit_events(AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+
+    // A new master key re-seals the data key; the old one no longer opens the store.
+    let new_master = MasterKey::generate().unwrap();
+    store.reseal_data_key(&master(), &new_master).await.unwrap();
+    assert!(store.reseal_data_key(&master(), &new_master).await.is_err());
+}
+
+/// Runs the futures concurrently, in order of their results.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_the_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite"), &master()).unwrap();
+    keeps_the_contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_the_store_contract() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let url = server.database("contract").await;
+    let store = PostgresStore::open(&url, &master()).await.unwrap();
+    keeps_the_contract(Arc::new(store)).await;
+    // Reopened, the schema is current and the (re-sealed) data key refuses the old master.
+    assert!(matches!(
+        PostgresStore::open(&url, &master()).await,
+        Err(StoreError::Vault(_))
+    ));
+}
+
+/// Two servers on one PostgreSQL: each hears the other's changes at once, never its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_servers_hear_each_others_changes() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let url = server.database("changes").await;
+    let (a, b) = (
+        PostgresStore::open(&url, &master()).await.unwrap(),
+        PostgresStore::open(&url, &master()).await.unwrap(),
+    );
+    let mut heard_by_b = b.change_feed().unwrap();
+    let mut heard_by_a = a.change_feed().unwrap();
+    let marker_b = b.outside_change_marker().await.unwrap();
+    // Give both listeners a moment to subscribe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    heard_by_a.borrow_and_update();
+    heard_by_b.borrow_and_update();
+
+    a.add_face(new_user("alice"), face("a1")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), heard_by_b.changed())
+        .await
+        .expect("b hears a's change within a second")
+        .unwrap();
+    assert_ne!(b.outside_change_marker().await.unwrap(), marker_b);
+    // a's own change is no news to a.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), heard_by_a.changed())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        a.outside_change_marker().await.unwrap(),
+        0,
+        "only a has written"
+    );
+    assert!(!server.log().contains("FATAL"), "{}", server.log());
+}
