@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 mod postgres;
 mod rekognition;
+mod replicas;
 mod smoke;
 mod store_contract;
 mod tokens;

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// A running server; killed when dropped, so a failing test leaves no process behind.
-struct Server(
+pub(crate) struct Server(
     Option<std::process::Child>,
     std::sync::mpsc::Receiver<String>,
 );
@@ -34,7 +34,7 @@ impl Drop for Server {
 }
 
 /// Starts the binary in an empty folder with `env` on port 0; returns it and its base URL.
-fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, String) {
+pub(crate) fn spawn_server(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, String) {
     spawn_server_in(Command::new(env!("CARGO_BIN_EXE_facelock")), dir, env)
 }
 
@@ -88,7 +88,7 @@ fn rekognition_env(fake: &FakeRekognition) -> Vec<(&'static str, String)> {
 }
 
 /// Stops the server with SIGTERM and checks that it exits cleanly.
-fn stop(mut server: Server) {
+pub(crate) fn stop(mut server: Server) {
     let Some(mut child) = server.0.take() else {
         return;
     };
@@ -106,20 +106,20 @@ fn stop(mut server: Server) {
 }
 
 /// A client of a running server.
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
 }
 
 impl Api {
-    fn new(base: String) -> Self {
+    pub fn new(base: String) -> Self {
         Self {
             http: reqwest::Client::new(),
             base,
         }
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -128,7 +128,7 @@ impl Api {
     }
 
     /// A multipart POST with text `fields` and a photo as `face_image`.
-    async fn post_photo(
+    pub async fn post_photo(
         &self,
         path: &str,
         fields: &[(&str, &str)],
@@ -149,7 +149,11 @@ impl Api {
     }
 
     /// Logs in with `photo`; returns the response body.
-    async fn verify(&self, fields: &[(&str, &str)], photo: Vec<u8>) -> (u16, serde_json::Value) {
+    pub async fn verify(
+        &self,
+        fields: &[(&str, &str)],
+        photo: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
         let res = self.post_photo("/verify/", fields, photo).await;
         (res.status().as_u16(), res.json().await.unwrap())
     }
