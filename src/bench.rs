@@ -259,3 +259,104 @@ pub fn run(
     }
     Ok(out)
 }
+
+/// Resident memory of this process now (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A random descriptor of dlib's shape: 128 components scaled to unit length.
+fn synthetic_descriptor(state: &mut u64) -> crate::engine::local::pipeline::Descriptor {
+    let mut d: crate::engine::local::pipeline::Descriptor = std::array::from_fn(|_| {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        (*state % 20_001) as f32 / 10_000.0 - 1.0
+    });
+    let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
+    d.iter_mut().for_each(|v| *v /= norm);
+    d
+}
+
+/// `facelock bench --faces N`: the 1:N index filled with `faces` synthetic faces (one user
+/// each): memory per face, 1:N and 1:1 search latency, and whether a noisy copy of an enrolled
+/// face is found first.
+pub fn index_run(faces: usize, queries: usize) -> String {
+    use crate::{domain::UserId, engine::local::index::FaceIndex};
+    let mut out = String::new();
+    let before = resident_bytes();
+    let started = Instant::now();
+    let mut index = FaceIndex::default();
+    index.reserve(faces);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut probes = Vec::new();
+    let every = (faces / queries.max(1)).max(1);
+    for i in 0..faces {
+        let d = synthetic_descriptor(&mut state);
+        let id = uuid::Uuid::from_u128(i as u128 + 1);
+        let user = UserId::parse(&format!("user{i:07}")).expect("a valid id");
+        index.insert(id, &user, &d);
+        if i % every == 0 && probes.len() < queries {
+            probes.push((id, user, d));
+        }
+    }
+    let built = started.elapsed();
+    let after = resident_bytes();
+    let _ = writeln!(
+        out,
+        "1:N index with {faces} synthetic faces (one user each)"
+    );
+    let _ = writeln!(out, "  filled in {:.2} s", built.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "  index heap {:.0} bytes per face",
+        index.heap_bytes() as f64 / faces.max(1) as f64
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        let _ = writeln!(
+            out,
+            "  resident memory grew {:.0} MiB: {:.0} bytes per face",
+            (a.saturating_sub(b)) as f64 / 1_048_576.0,
+            a.saturating_sub(b) as f64 / faces.max(1) as f64
+        );
+    }
+    let (mut all, mut one, mut found) = (Vec::new(), Vec::new(), 0);
+    for (id, user, d) in &probes {
+        // The same face seen again: a little noise on every component.
+        let mut noisy = *d;
+        noisy
+            .iter_mut()
+            .enumerate()
+            .for_each(|(k, v)| *v += if k % 2 == 0 { 0.004 } else { -0.004 });
+        let t = Instant::now();
+        let hits = index.nearest(&noisy, 10);
+        all.push(t.elapsed());
+        found += usize::from(hits.first().is_some_and(|h| h.face_id == *id));
+        let t = Instant::now();
+        let _ = index.nearest_of_user(&noisy, user);
+        one.push(t.elapsed());
+    }
+    let ms = |mut v: Vec<Duration>, q: f64| {
+        v.sort();
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let _ = writeln!(
+        out,
+        "  1:N search: median {:.2} ms, p95 {:.2} ms over {} queries; nearest face right {}/{}",
+        ms(all.clone(), 0.5),
+        ms(all, 0.95),
+        probes.len(),
+        found,
+        probes.len()
+    );
+    let _ = writeln!(
+        out,
+        "  1:1 search (user_id given): median {:.3} ms",
+        ms(one, 0.5)
+    );
+    out
+}

@@ -251,7 +251,7 @@ pub async fn serve(
                 _ = tick.tick() => {
                     ticks += 1;
                     facelock
-                        .maintain(ticks % PENDING_DELETION_RETRY_TICKS == 0)
+                        .maintain(ticks.is_multiple_of(PENDING_DELETION_RETRY_TICKS))
                         .await;
                 }
                 changed = next_change(&mut changes) => {

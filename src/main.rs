@@ -91,6 +91,10 @@ enum Command {
         /// Seconds of the concurrent throughput run.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Instead: fill the 1:N index with this many synthetic faces and measure its search
+        /// latency and memory per face (needs no photos or models).
+        #[arg(long)]
+        faces: Option<usize>,
     },
 }
 
@@ -214,10 +218,15 @@ async fn run() -> ExitCode {
             limit,
         } => audit(&settings, kind, user, address, since, limit).await,
         Command::Eval { pairs, root } => eval(&settings, &pairs, &root),
+        Command::Bench { faces: Some(n), .. } => {
+            print!("{}", facelock::bench::index_run(n, 200));
+            Ok(())
+        }
         Command::Bench {
             images,
             iterations,
             seconds,
+            faces: None,
         } => bench(&settings, &images, iterations, seconds),
     };
     match result {

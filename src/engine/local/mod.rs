@@ -7,6 +7,7 @@
 
 pub mod align;
 pub mod detector;
+pub mod index;
 pub mod landmarks;
 pub mod models;
 pub mod pipeline;
@@ -16,6 +17,7 @@ pub mod tensor;
 pub mod weights;
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{Arc, RwLock},
 };
@@ -24,6 +26,7 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use self::{
+    index::FaceIndex,
     pipeline::{distance, Analysis, Descriptor, Models, StageTimes},
     weights::ModelError,
 };
@@ -53,13 +56,12 @@ pub fn similarity_from_distance(d: f32) -> f32 {
 /// The similarity floor of this engine.
 pub use crate::config::LOCAL_MIN_SIMILARITY as DEFAULT_MIN_SIMILARITY;
 
-struct Enrolled {
-    face_id: String,
+/// A face enrolled through this engine: the store may not have committed it yet when a
+/// reload reads the store, so a reload keeps it for a while.
+struct EnrolledHere {
     user_id: UserId,
     descriptor: Descriptor,
-    /// Set for faces enrolled through this engine: the store may not have committed them yet
-    /// when a reload reads it, so a reload keeps them for a while.
-    enrolled_here: Option<std::time::Instant>,
+    at: std::time::Instant,
 }
 
 /// How long a face enrolled here survives a reload that does not see it in the store.
@@ -67,7 +69,8 @@ const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct LocalEngine {
     models: Arc<Models>,
-    index: RwLock<Vec<Enrolled>>,
+    index: RwLock<FaceIndex>,
+    enrolled_here: std::sync::Mutex<HashMap<uuid::Uuid, EnrolledHere>>,
     /// One permit per core: inference jobs beyond that wait instead of thrashing.
     permits: Arc<Semaphore>,
 }
@@ -98,7 +101,8 @@ impl LocalEngine {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             models: Arc::new(models),
-            index: RwLock::new(Vec::new()),
+            index: RwLock::new(FaceIndex::default()),
+            enrolled_here: Default::default(),
             permits: Arc::new(Semaphore::new(cores)),
         })
     }
@@ -142,12 +146,16 @@ impl LocalEngine {
         .ok_or_else(|| EngineError::internal("abandoned"))
     }
 
-    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Enrolled>> {
+    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, FaceIndex> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Enrolled>> {
+    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, FaceIndex> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enrolled_here(&self) -> std::sync::MutexGuard<'_, HashMap<uuid::Uuid, EnrolledHere>> {
+        self.enrolled_here.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -166,7 +174,8 @@ impl FaceEngine for LocalEngine {
     }
 
     async fn load(&self, faces: Vec<EnrolledFace>) -> Result<(), EngineError> {
-        let mut entries = Vec::with_capacity(faces.len());
+        let mut index = FaceIndex::default();
+        index.reserve(faces.len());
         for face in faces {
             let Some(d) = face.descriptor else {
                 tracing::warn!(face_id = %face.face_id, "stored face has no descriptor; skipped");
@@ -175,23 +184,24 @@ impl FaceEngine for LocalEngine {
             let descriptor: Descriptor = d.as_slice().try_into().map_err(|_| {
                 EngineError::internal(format!("face {} has a damaged descriptor", face.face_id))
             })?;
-            entries.push(Enrolled {
-                face_id: face.face_id,
-                user_id: face.user_id,
-                descriptor,
-                enrolled_here: None,
-            });
+            let Ok(face_id) = uuid::Uuid::parse_str(&face.face_id) else {
+                tracing::warn!(face_id = %face.face_id, "stored face id is not a UUID; skipped");
+                continue;
+            };
+            index.insert(face_id, &face.user_id, &descriptor);
         }
-        let mut index = self.index_write();
-        // A face being registered right now is in the index but maybe not yet in the store.
-        // Keeping it is safe: verify only accepts matches the store knows.
-        let pending: Vec<Enrolled> = index
-            .drain(..)
-            .filter(|e| e.enrolled_here.is_some_and(|t| t.elapsed() < RELOAD_GRACE))
-            .filter(|e| !entries.iter().any(|f| f.face_id == e.face_id))
-            .collect();
-        entries.extend(pending);
-        *index = entries;
+        // A face being registered right now may not be in the store yet. Keeping it is safe:
+        // verify only accepts matches the store knows.
+        {
+            let mut here = self.enrolled_here();
+            here.retain(|_, e| e.at.elapsed() < RELOAD_GRACE);
+            for (face_id, e) in here.iter() {
+                if !index.contains(face_id) {
+                    index.insert(*face_id, &e.user_id, &e.descriptor);
+                }
+            }
+        }
+        *self.index_write() = index;
         Ok(())
     }
 
@@ -212,15 +222,18 @@ impl FaceEngine for LocalEngine {
         }
         let det = analysis.faces[0].detection;
         let (w, h) = (analysis.width as f32, analysis.height as f32);
-        let face_id = uuid::Uuid::new_v4().to_string();
-        self.index_write().push(Enrolled {
-            face_id: face_id.clone(),
-            user_id: user.clone(),
-            descriptor,
-            enrolled_here: Some(std::time::Instant::now()),
-        });
-        Ok(IndexedFace {
+        let face_id = uuid::Uuid::new_v4();
+        self.index_write().insert(face_id, user, &descriptor);
+        self.enrolled_here().insert(
             face_id,
+            EnrolledHere {
+                user_id: user.clone(),
+                descriptor,
+                at: std::time::Instant::now(),
+            },
+        );
+        Ok(IndexedFace {
+            face_id: face_id.to_string(),
             bounding_box: Some(BoundingBox {
                 left: det.left / w,
                 top: det.top / h,
@@ -245,27 +258,23 @@ impl FaceEngine for LocalEngine {
             }
         }
         let started = std::time::Instant::now();
-        let index = self.index_read();
-        let mut matches: Vec<FaceMatch> = index
-            .iter()
-            .filter(|e| match &query.scope {
-                SearchScope::All => true,
-                SearchScope::User(user) => &e.user_id == user,
-            })
-            .map(|e| FaceMatch {
-                face_id: e.face_id.clone(),
-                user_id: e.user_id.clone(),
-                similarity: Similarity::clamped(similarity_from_distance(distance(
-                    &descriptor,
-                    &e.descriptor,
-                ))),
-            })
-            .collect();
-        matches.sort_by(|a, b| b.similarity.value().total_cmp(&a.similarity.value()));
-        matches.truncate(MAX_CANDIDATES);
-        drop(index);
+        let hits = {
+            let index = self.index_read();
+            match &query.scope {
+                SearchScope::All => index.nearest(&descriptor, MAX_CANDIDATES),
+                SearchScope::User(user) => index.nearest_of_user(&descriptor, user),
+            }
+        };
         crate::metrics::global().engine_stage("local", "match", started.elapsed());
-        Ok(matches)
+        Ok(hits
+            .into_iter()
+            .take(MAX_CANDIDATES)
+            .map(|hit| FaceMatch {
+                face_id: hit.face_id.to_string(),
+                user_id: hit.user_id,
+                similarity: Similarity::clamped(similarity_from_distance(hit.distance)),
+            })
+            .collect())
     }
 
     async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError> {
@@ -278,8 +287,12 @@ impl FaceEngine for LocalEngine {
     }
 
     async fn delete_faces(&self, face_ids: &[String]) -> Result<(), EngineError> {
-        self.index_write()
-            .retain(|e| !face_ids.contains(&e.face_id));
+        let ids: Vec<uuid::Uuid> = face_ids
+            .iter()
+            .filter_map(|f| uuid::Uuid::parse_str(f).ok())
+            .collect();
+        self.enrolled_here().retain(|id, _| !ids.contains(id));
+        self.index_write().remove(&ids);
         Ok(())
     }
 
