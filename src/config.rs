@@ -140,6 +140,47 @@ pub struct ServerSettings {
     /// Whether `/demo`, the webcam page, is served (`FACELOCK_DEMO`, on unless set to false).
     pub demo_page: bool,
     pub metrics: MetricsSettings,
+    /// `FACELOCK_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address or a network (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub address: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (address, prefix) = match raw.split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (raw.parse().ok()?, None),
+        };
+        let max = match address {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self { address, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
+            std::net::IpAddr::V6(a) => (u128::from(a), 128),
+        };
+        let ((net, len), (candidate, other)) = (bits(self.address), bits(ip));
+        if len != other {
+            return false;
+        }
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
+        net & mask == candidate & mask
+    }
 }
 
 /// Prometheus's `/metrics`.
@@ -429,6 +470,20 @@ fn server_settings(get: &impl Fn(&str) -> Option<String>) -> Result<ServerSettin
             parse(get, "FACELOCK_HEADER_TIMEOUT_SECS", 10u64)?.clamp(1, 300),
         ),
         demo_page: flag_or(get, "FACELOCK_DEMO", true)?,
+        trusted_proxies: get("FACELOCK_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                IpNet::parse(p).ok_or_else(|| {
+                    ConfigError::new(
+                        "FACELOCK_TRUSTED_PROXIES",
+                        format!("{p:?} is not an address or a network like 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
         metrics: MetricsSettings {
             enabled: flag_or(get, "FACELOCK_METRICS", true)?,
             token: get("FACELOCK_METRICS_TOKEN").map(Secret::new),
@@ -865,5 +920,18 @@ mod tests {
             chosen(&[("FACELOCK_ENGINE", "local"), ("AWS_ACCESS_KEY_ID", "AKID")]),
             EngineChoice::Configured
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let s = from(&[("FACELOCK_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,fd00::/8")]).unwrap();
+        let nets = &s.server.trusted_proxies;
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(nets[0].contains(ip("10.1.2.3")));
+        assert!(!nets[0].contains(ip("11.0.0.1")));
+        assert!(nets[1].contains(ip("192.0.2.7")) && !nets[1].contains(ip("192.0.2.8")));
+        assert!(nets[2].contains(ip("fd12::1")) && !nets[2].contains(ip("10.0.0.1")));
+        assert!(from(&[("FACELOCK_TRUSTED_PROXIES", "10.0.0.0/33")]).is_err());
+        assert!(from(&[("FACELOCK_TRUSTED_PROXIES", "proxy.local")]).is_err());
     }
 }

@@ -36,7 +36,7 @@ use crate::{
         rekognition::{ConnectError, RekognitionEngine},
         FaceEngine,
     },
-    rate_limit::RateLimiter,
+    rate_limit::{RateLimiter, RequestLimit},
     service::FaceLock,
     store::{
         postgres::PostgresStore,
@@ -92,7 +92,16 @@ pub enum StartError {
 /// Opens the store, starts the engine and loads the signing keys.
 pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
     let facelock = Arc::new(build_facelock(&settings).await?);
-    let limiter = Arc::new(RateLimiter::new(settings.server.rate_limit_per_minute));
+    let per_minute = settings.server.rate_limit_per_minute;
+    let store = facelock.store().clone();
+    let limiter = Arc::new(if store.is_shared() {
+        RequestLimit::Shared {
+            per_minute,
+            counters: store,
+        }
+    } else {
+        RequestLimit::Local(RateLimiter::new(per_minute))
+    });
     Ok(AppState {
         facelock,
         limiter,

@@ -2,8 +2,9 @@
 //! compare): a token bucket per client IP. It slows down brute-force logins (trying photo after
 //! photo of a victim) and keeps one client from monopolising the engine.
 //!
-//! The client is the socket peer address; behind a reverse proxy every request shares the
-//! proxy's address, so rate-limit at the proxy instead (or set the limit to 0 to turn this off).
+//! The client is the socket peer address, or the address a trusted proxy forwards
+//! (`FACELOCK_TRUSTED_PROXIES`). On a shared store the limit is counted in the store, so every
+//! server behind a balancer applies the same one.
 
 use std::{
     collections::HashMap,
@@ -68,6 +69,46 @@ impl RateLimiter {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+}
+
+/// Where the per-address request limit is counted: in this process (a token bucket), or in
+/// the store every server shares (fixed one-minute windows), so a client spreading requests
+/// over several replicas behind a balancer meets the same limit.
+pub enum RequestLimit {
+    Local(RateLimiter),
+    Shared {
+        per_minute: u32,
+        counters: std::sync::Arc<dyn crate::store::CounterStore>,
+    },
+}
+
+impl RequestLimit {
+    /// Counts one request from `ip`, or says how long until one is allowed. A store that
+    /// cannot be reached lets the request through (logged): the engine's own concurrency
+    /// bound still holds, and a login does not fail because a counter could not be written.
+    pub async fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        match self {
+            Self::Local(limiter) => limiter.check(ip, Instant::now()),
+            Self::Shared { per_minute: 0, .. } => Ok(()),
+            Self::Shared {
+                per_minute,
+                counters,
+            } => {
+                let now = crate::clock::Timestamp::now().unix_millis();
+                let window = now - now.rem_euclid(60_000);
+                match counters.count_request(&ip.to_string(), window).await {
+                    Ok(count) if count > *per_minute => Err(Duration::from_millis(
+                        (window + 60_000 - now).max(1000) as u64,
+                    )),
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not count a request; letting it through");
+                        Ok(())
+                    }
+                }
+            }
         }
     }
 }

@@ -1,10 +1,7 @@
 //! Extractors that guard routes: the bearer-token caller and the face-engine quota. They turn
 //! request parts into the core's plain values; the decisions are the core's.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Instant,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
@@ -13,19 +10,45 @@ use axum::{
 
 use super::{error::ApiError, AppState};
 use crate::{
+    config::IpNet,
     service::{Caller, Origin},
     tokens::TokenProblem,
 };
 
-/// Where the request came from: the socket peer and the request id.
+/// Where the request came from: the client's address and the request id.
 pub struct RequestOrigin(pub Origin);
 
-fn origin(parts: &Parts) -> Origin {
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the last
+/// address in `X-Forwarded-For` that is not a trusted proxy (earlier entries are whatever
+/// the client wrote, so they are never believed).
+fn client_address(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    while let Some(hop) = hops.pop() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => continue,
+            Ok(ip) => return Some(ip),
+            // A garbled entry: nothing before it can be believed either.
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+fn origin(parts: &Parts, state: &AppState) -> Origin {
     Origin {
-        address: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip()),
+        address: client_address(parts, &state.settings.server.trusted_proxies),
         request_id: parts
             .headers
             .get("x-request-id")
@@ -34,11 +57,14 @@ fn origin(parts: &Parts) -> Origin {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
+impl FromRequestParts<AppState> for RequestOrigin {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(origin(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(origin(parts, state)))
     }
 }
 
@@ -71,7 +97,10 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?.ok_or(ApiError::Unauthorized(TokenProblem::Missing))?;
         Ok(Self(
-            state.facelock.authenticate(token, &origin(parts)).await?,
+            state
+                .facelock
+                .authenticate(token, &origin(parts, state))
+                .await?,
         ))
     }
 }
@@ -83,7 +112,10 @@ impl FromRequestParts<AppState> for MaybeAuthenticated {
         match bearer(parts)? {
             None => Ok(Self(None)),
             Some(token) => Ok(Self(Some(
-                state.facelock.authenticate(token, &origin(parts)).await?,
+                state
+                    .facelock
+                    .authenticate(token, &origin(parts, state))
+                    .await?,
             ))),
         }
     }
@@ -96,13 +128,12 @@ impl FromRequestParts<AppState> for EngineQuota {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let ip = client_address(parts, &state.settings.server.trusted_proxies)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         state
             .limiter
-            .check(ip, Instant::now())
+            .admit(ip)
+            .await
             .map(|()| EngineQuota)
             .map_err(|wait| {
                 tracing::warn!(%ip, "rate limit reached");

@@ -46,7 +46,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::{CorsOrigins, Settings},
-    rate_limit::RateLimiter,
+    rate_limit::RequestLimit,
     service::FaceLock,
 };
 
@@ -54,7 +54,7 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub facelock: Arc<FaceLock>,
-    pub limiter: Arc<RateLimiter>,
+    pub limiter: Arc<RequestLimit>,
     pub settings: Arc<Settings>,
 }
 

@@ -223,6 +223,13 @@ impl FaceLock {
         }
         if let Err(e) = self
             .store
+            .purge_counters(now - Duration::from_secs(120))
+            .await
+        {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge request counters");
+        }
+        if let Err(e) = self
+            .store
             .purge_change_log(now - Duration::from_secs(3600))
             .await
         {

@@ -6,6 +6,7 @@
 //! beyond the records it keeps.
 
 pub mod audit;
+pub mod counters;
 pub mod keys;
 pub mod lockouts;
 pub mod postgres;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 
 pub use audit::{AuditQuery, AuditRecord, AuditStore};
+pub use counters::CounterStore;
 pub use keys::{KeyStore, StoredKey};
 pub use lockouts::LockoutStore;
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
@@ -58,7 +60,9 @@ impl StoreError {
 
 /// Everything a store backend offers.
 #[async_trait]
-pub trait Store: UserStore + KeyStore + TokenStore + LockoutStore + AuditStore {
+pub trait Store:
+    UserStore + KeyStore + TokenStore + LockoutStore + AuditStore + CounterStore
+{
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// A number that changes whenever another process commits to the store, so in-memory
@@ -71,6 +75,10 @@ pub trait Store: UserStore + KeyStore + TokenStore + LockoutStore + AuditStore {
     /// [`Store::outside_change_marker`].
     fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+    /// Whether servers on other machines share this store (then limits count in it).
+    fn is_shared(&self) -> bool {
+        false
     }
     /// Forgets change records older than `before` (for stores that keep them).
     async fn purge_change_log(&self, _before: Timestamp) -> Result<(), StoreError> {

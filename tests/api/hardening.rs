@@ -263,3 +263,47 @@ async fn browsers_of_listed_origins_may_send_credentials_and_others_get_nothing(
     let res = app.send(get).await;
     assert_eq!(res.headers["access-control-allow-credentials"], "true");
 }
+
+/// Behind a trusted proxy the client is the last untrusted address of `X-Forwarded-For`;
+/// anyone else's `X-Forwarded-For` is ignored, so a client cannot pick the address it is
+/// counted and locked out under.
+#[tokio::test]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    use facelock::config::IpNet;
+    let app = TestApp::spawn_with(|s| {
+        s.server.trusted_proxies = vec![IpNet::parse("10.0.0.0/8").unwrap()];
+    })
+    .await;
+    let failed_login_from = |peer: &'static str, forwarded: &'static str| {
+        let form =
+            crate::helpers::Multipart::new().file("face_image", "face.png", face_of(MALLORY));
+        let (content_type, body) = form.finish();
+        let mut request = axum::http::Request::post("/verify/")
+            .header("content-type", content_type)
+            .header("x-forwarded-for", forwarded)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let peer: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        app.send(request)
+    };
+    // Through two proxies of ours; the first entry is the client's own claim, not believed.
+    failed_login_from("10.0.0.1", "203.0.113.99, 198.51.100.7, 10.0.0.2")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    // Straight from the internet, with a forged header.
+    failed_login_from("192.0.2.50", "198.51.100.8")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    let addresses: Vec<Option<String>> = events(&app, "login_failed")
+        .await
+        .into_iter()
+        .map(|e| e.address)
+        .collect();
+    assert_eq!(
+        addresses,
+        [Some("192.0.2.50".into()), Some("198.51.100.7".into())]
+    );
+}

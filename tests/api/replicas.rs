@@ -14,6 +14,9 @@ use crate::{
     smoke::{spawn_server, stop, Api},
 };
 
+/// Engine requests per minute and client address, across both replicas.
+const LIMIT: u32 = 40;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_postgres_agree_at_once() {
     let (Some(faces), Some(models)) = (shared_faces(), models_dir()) else {
@@ -32,7 +35,8 @@ async fn replicas_on_one_postgres_agree_at_once() {
         ),
         ("FACELOCK_ENGINE", "local".into()),
         ("FACELOCK_MODELS_DIR", models.display().to_string()),
-        ("FACELOCK_RATE_LIMIT_PER_MINUTE", "0".into()),
+        // Counted in PostgreSQL, so both replicas share it.
+        ("FACELOCK_RATE_LIMIT_PER_MINUTE", LIMIT.to_string()),
     ];
     let photo = |rel: &str| std::fs::read(faces.join("faces").join(rel)).unwrap();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -158,6 +162,33 @@ async fn replicas_on_one_postgres_agree_at_once() {
             (429, Some("ACCOUNT_LOCKED"))
         );
     }
+
+    // The request limit counts on both: spreading requests over the replicas gains nothing.
+    // Counts go by the minute; start the burst well inside one.
+    let second = facelock::clock::Timestamp::now().unix_millis() % 60_000;
+    if second > 50_000 {
+        tokio::time::sleep(Duration::from_millis((60_500 - second) as u64)).await;
+    }
+    let (mut accepted, mut limited) = (0, [false, false]);
+    for i in 0..60 {
+        let api = [&a, &b][i % 2];
+        let res = api
+            .post_photo("/verify/", &[], b"not an image".to_vec())
+            .await;
+        match res.status().as_u16() {
+            429 => limited[i % 2] = true,
+            _ => accepted += 1,
+        }
+    }
+    assert!(
+        accepted <= LIMIT,
+        "{accepted} requests passed a limit of {LIMIT} per minute"
+    );
+    assert_eq!(
+        limited,
+        [true, true],
+        "both replicas refuse once the shared limit is reached"
+    );
 
     stop(server_a);
     stop(server_b);

@@ -306,6 +306,23 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         .unwrap();
     assert!(all.is_empty());
 
+    // Request counters count per key and window, also from many tasks at once.
+    let counts = futures_join_all((0..10).map(|_| {
+        let store = store.clone();
+        async move { store.count_request("192.0.2.1", 60_000).await.unwrap() }
+    }))
+    .await;
+    let mut sorted = counts.clone();
+    sorted.sort();
+    assert_eq!(sorted, (1..=10).collect::<Vec<u32>>());
+    assert_eq!(store.count_request("192.0.2.2", 60_000).await.unwrap(), 1);
+    assert_eq!(store.count_request("192.0.2.1", 120_000).await.unwrap(), 1);
+    store
+        .purge_counters(Timestamp::from_unix_millis(100_000))
+        .await
+        .unwrap();
+    assert_eq!(store.count_request("192.0.2.1", 60_000).await.unwrap(), 1);
+
     // A new master key re-seals the data key; the old one no longer opens the store.
     let new_master = MasterKey::generate().unwrap();
     store.reseal_data_key(&master(), &new_master).await.unwrap();

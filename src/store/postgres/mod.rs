@@ -4,6 +4,7 @@
 //! at once. One file per capability, as for SQLite.
 
 mod audit;
+mod counters;
 mod keys;
 mod lockouts;
 mod tokens;
@@ -245,6 +246,10 @@ impl Store for PostgresStore {
 
     fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.changes.clone())
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     async fn reseal_data_key(&self, old: &MasterKey, new: &MasterKey) -> Result<(), StoreError> {

@@ -84,6 +84,14 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_by_time ON audit_events(at);
 CREATE INDEX audit_by_user ON audit_events(user_id, at);
 
+-- Requests per client address and minute, counted by every server in the same row.
+CREATE TABLE request_counters (
+    key           TEXT   NOT NULL,
+    window_start  BIGINT NOT NULL,
+    count         INTEGER NOT NULL,
+    PRIMARY KEY (key, window_start)
+);
+
 CREATE TABLE vault (
     id        INTEGER PRIMARY KEY CHECK (id = 1),
     data_key  BYTEA   NOT NULL

@@ -3,6 +3,7 @@
 //! One file per capability: `users.rs`, `keys.rs`, `tokens.rs`.
 
 mod audit;
+mod counters;
 mod keys;
 mod lockouts;
 mod tokens;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_lockouts_audit.sql"),
     include_str!("migrations/0006_sealed_photos.sql"),
     include_str!("migrations/0007_admin_role.sql"),
+    include_str!("migrations/0008_request_counters.sql"),
 ];
 
 #[derive(Clone)]
