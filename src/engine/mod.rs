@@ -189,6 +189,16 @@ pub trait FaceEngine: Send + Sync {
         Ok(())
     }
 
+    /// Applies faces that other servers added and removed since the last load. A face
+    /// already in the index, or a removal of one that is not, changes nothing.
+    async fn apply_changes(
+        &self,
+        _added: Vec<EnrolledFace>,
+        _removed: &[String],
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// Enrols the single face in `image` for `user`.
     async fn index_face(
         &self,

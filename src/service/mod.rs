@@ -29,7 +29,7 @@ use crate::{
     engine::{EnrolledFace, FaceEngine, Upload},
     images::{self, DecodeLimits},
     rate_limit::FailureDelay,
-    store::Store,
+    store::{FaceChange, Store},
     tokens::{Claims, TokenService},
 };
 
@@ -113,6 +113,8 @@ pub struct FaceLock {
     decode_permits: Arc<tokio::sync::Semaphore>,
     /// The store's outside-change marker when the engine last loaded its faces.
     synced_marker: std::sync::Mutex<Option<i64>>,
+    /// How far the engine's index has applied the store's face change log.
+    face_log_position: std::sync::Mutex<Option<i64>>,
 }
 
 impl FaceLock {
@@ -147,6 +149,7 @@ impl FaceLock {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             synced_marker: std::sync::Mutex::new(None),
+            face_log_position: std::sync::Mutex::new(None),
         }
     }
 
@@ -266,15 +269,75 @@ impl FaceLock {
             }
         };
         let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
-        if last != Some(marker) {
-            if let Err(e) = self.load_engine().await {
-                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload the engine's faces");
+        if last == Some(marker) {
+            return;
+        }
+        match self.apply_face_changes(marker).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(e) = self.load_engine().await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload the engine's faces");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read the face change log; reloading every face");
+                if let Err(e) = self.load_engine().await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload the engine's faces");
+                }
             }
         }
     }
 
+    /// Applies the faces other processes added and removed since the last load or sync;
+    /// `false` when the change log no longer reaches back that far. The log is re-read a
+    /// little before the last position: on PostgreSQL a transaction may commit a change
+    /// numbered before one already seen, and applying a change twice does nothing.
+    async fn apply_face_changes(&self, marker: i64) -> Result<bool, Error> {
+        const OVERLAP: i64 = 256;
+        let Some(position) = *self
+            .face_log_position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        else {
+            return Ok(false);
+        };
+        let Some(log) = self
+            .store
+            .face_changes_since(self.engine.name(), (position - OVERLAP).max(0))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let model = self.engine.model();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for change in log.changes {
+            match change {
+                FaceChange::Added(face) if face.model == model => added.push(enrolled(face)),
+                FaceChange::Added(_) => {}
+                FaceChange::Removed { face_id } => removed.push(face_id),
+            }
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::debug!(
+                added = added.len(),
+                removed = removed.len(),
+                "applying other servers' face changes"
+            );
+        }
+        self.engine.apply_changes(added, &removed).await?;
+        *self
+            .face_log_position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(log.through.max(position));
+        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
+        Ok(true)
+    }
+
     async fn load_engine(&self) -> Result<(), Error> {
         let marker = self.store.outside_change_marker().await.ok();
+        // Read before the faces: a change made meanwhile is applied again later, harmlessly.
+        let position = self.store.face_log_position().await.ok();
         let faces = self.store.faces_for_engine(self.engine.name()).await?;
         let model = self.engine.model();
         let (current, other): (Vec<_>, Vec<_>) = faces.into_iter().partition(|f| f.model == model);
@@ -287,17 +350,12 @@ impl FaceLock {
         }
         let count = current.len();
         self.engine
-            .load(
-                current
-                    .into_iter()
-                    .map(|f| EnrolledFace {
-                        face_id: f.face_id,
-                        user_id: f.user_id,
-                        descriptor: f.descriptor,
-                    })
-                    .collect(),
-            )
+            .load(current.into_iter().map(enrolled).collect())
             .await?;
+        *self
+            .face_log_position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = position;
         tracing::info!(
             engine = self.engine.name(),
             faces = count,
@@ -350,5 +408,13 @@ impl FaceLock {
         }
         let (engine, store) = tokio::join!(status(self.engine.health()), status(self.store.ping()));
         Health { engine, store }
+    }
+}
+
+fn enrolled(face: crate::store::FaceRecord) -> EnrolledFace {
+    EnrolledFace {
+        face_id: face.face_id,
+        user_id: face.user_id,
+        descriptor: face.descriptor,
     }
 }

@@ -24,7 +24,9 @@ pub use counters::CounterStore;
 pub use keys::{KeyStore, StoredKey};
 pub use lockouts::LockoutStore;
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
-pub use users::{FaceOwner, FaceRecord, NewFace, NewUser, ReferencePhoto, UserStore};
+pub use users::{
+    FaceChange, FaceChanges, FaceOwner, FaceRecord, NewFace, NewUser, ReferencePhoto, UserStore,
+};
 pub use vault::{MasterKey, Vault, VaultError};
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;

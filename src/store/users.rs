@@ -52,6 +52,20 @@ pub struct NewFace {
     pub descriptor: Option<Vec<f32>>,
 }
 
+/// A face added to or removed from the store, in the order they happened.
+#[derive(Clone, Debug)]
+pub enum FaceChange {
+    Added(FaceRecord),
+    Removed { face_id: String },
+}
+
+/// The face changes after a point of the log, and the point they reach.
+#[derive(Clone, Debug)]
+pub struct FaceChanges {
+    pub changes: Vec<FaceChange>,
+    pub through: i64,
+}
+
 /// Whether recording a face may create its user.
 #[derive(Clone, Debug)]
 pub enum FaceOwner {
@@ -91,6 +105,15 @@ pub trait UserStore: Send + Sync {
     /// Deletes the user and their faces, and queues the faces for deletion in the engine, in one
     /// transaction. Returns the deleted faces.
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError>;
+    /// The point the face change log has reached (0 when empty).
+    async fn face_log_position(&self) -> Result<i64, StoreError>;
+    /// The changes to faces of `engine` after `after`, in order; `None` when the log no
+    /// longer reaches back that far (then the caller reloads every face).
+    async fn face_changes_since(
+        &self,
+        engine: &str,
+        after: i64,
+    ) -> Result<Option<FaceChanges>, StoreError>;
     /// Faces of `engine` whose deletion in the engine is still owed.
     async fn pending_engine_deletions(&self, engine: &str) -> Result<Vec<String>, StoreError>;
     async fn clear_pending_engine_deletions(&self, face_ids: &[String]) -> Result<(), StoreError>;
@@ -98,4 +121,26 @@ pub trait UserStore: Send + Sync {
     async fn reference_photo(&self, face_id: &str) -> Result<Option<ReferencePhoto>, StoreError>;
     /// Stores the photo of a face whose photo was a file (migration from a folder of photos).
     async fn attach_photo(&self, face_id: &str, photo: ReferencePhoto) -> Result<(), StoreError>;
+}
+
+/// The logged changes as the index applies them: an addition carries the face as stored now
+/// (none when it was removed since, and the removal follows).
+pub(crate) fn changes_in_order(
+    logged: Vec<(String, bool)>,
+    present: Vec<FaceRecord>,
+) -> Vec<FaceChange> {
+    let mut present: std::collections::HashMap<String, FaceRecord> = present
+        .into_iter()
+        .map(|f| (f.face_id.clone(), f))
+        .collect();
+    logged
+        .into_iter()
+        .filter_map(|(face_id, added)| {
+            if added {
+                present.remove(&face_id).map(FaceChange::Added)
+            } else {
+                Some(FaceChange::Removed { face_id })
+            }
+        })
+        .collect()
 }

@@ -419,6 +419,20 @@ async fn faces_enrolled_by_another_process_reach_a_running_server() {
     let res = app.verify(photo(), None, None).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert_eq!(res.body["user_id"], "biden");
+    // Deleted there: the sync applies the removal (from the change log, not a reload).
+    other
+        .facelock
+        .delete_user(
+            facelock::service::Actor::Operator,
+            &facelock::domain::UserId::parse("biden").unwrap(),
+            &facelock::service::Origin::operator(),
+        )
+        .await
+        .unwrap();
+    app.state.facelock.sync_engine().await;
+    app.verify(photo(), None, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
 }
 
 #[tokio::test]

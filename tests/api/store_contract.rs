@@ -8,8 +8,8 @@ use facelock::{
     domain::{Page, UserId},
     images::Format,
     store::{
-        postgres::PostgresStore, sqlite::SqliteStore, AuditQuery, AuditRecord, FaceOwner,
-        MasterKey, NewFace, NewRefreshToken, NewUser, ReferencePhoto, RefreshUse, Store,
+        postgres::PostgresStore, sqlite::SqliteStore, AuditQuery, AuditRecord, FaceChange,
+        FaceOwner, MasterKey, NewFace, NewRefreshToken, NewUser, ReferencePhoto, RefreshUse, Store,
         StoreError, StoredKey, UserStore,
     },
 };
@@ -117,6 +117,20 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         Err(StoreError::UserNotFound)
     ));
 
+    // The face change log: additions in order, with the face as stored.
+    let log = store.face_changes_since("local", 0).await.unwrap().unwrap();
+    let added: Vec<String> = log
+        .changes
+        .iter()
+        .map(|c| match c {
+            FaceChange::Added(f) => f.face_id.clone(),
+            FaceChange::Removed { face_id } => format!("-{face_id}"),
+        })
+        .collect();
+    assert_eq!(added, ["a1", "a2", "bob1", "carol1", "Zed1", "dave1"]);
+    assert_eq!(log.through, store.face_log_position().await.unwrap());
+    let before_deletion = log.through;
+
     // Deletion queues the engine's faces in the same transaction.
     let deleted = store.delete_user(&uid("alice")).await.unwrap();
     assert_eq!(deleted.len(), 2);
@@ -137,6 +151,36 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         store.delete_user(&uid("alice")).await,
         Err(StoreError::UserNotFound)
     ));
+    // The log says which faces went; an addition since removed is left out.
+    let log = store
+        .face_changes_since("local", before_deletion)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut gone: Vec<String> = log
+        .changes
+        .iter()
+        .map(|c| match c {
+            FaceChange::Removed { face_id } => face_id.clone(),
+            FaceChange::Added(f) => panic!("{} was not added", f.face_id),
+        })
+        .collect();
+    gone.sort();
+    assert_eq!(gone, ["a1", "a2"]);
+    let from_start = store.face_changes_since("local", 0).await.unwrap().unwrap();
+    assert_eq!(
+        from_start.changes.len(),
+        4 + 2,
+        "four additions left, two removals"
+    );
+    assert!(store
+        .face_changes_since("rekognition", 0)
+        .await
+        .unwrap()
+        .unwrap()
+        .changes
+        .is_empty());
+
     // The same id again is a new generation: the old one's tokens stay dead.
     let reborn = store.add_face(new_user("alice"), face("a4")).await.unwrap();
     assert_ne!(reborn.generation, alice.generation);
@@ -322,6 +366,23 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.count_request("192.0.2.1", 60_000).await.unwrap(), 1);
+
+    // Once old changes are purged, a position before them is answered with `None`: reload.
+    let position = store.face_log_position().await.unwrap();
+    store
+        .purge_change_log(Timestamp::now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(store
+        .face_changes_since("local", 0)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .face_changes_since("local", position)
+        .await
+        .unwrap()
+        .is_some());
 
     // A new master key re-seals the data key; the old one no longer opens the store.
     let new_master = MasterKey::generate().unwrap();

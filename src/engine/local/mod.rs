@@ -205,6 +205,32 @@ impl FaceEngine for LocalEngine {
         Ok(())
     }
 
+    async fn apply_changes(
+        &self,
+        added: Vec<EnrolledFace>,
+        removed: &[String],
+    ) -> Result<(), EngineError> {
+        let removed: Vec<uuid::Uuid> = removed
+            .iter()
+            .filter_map(|f| uuid::Uuid::parse_str(f).ok())
+            .collect();
+        let mut index = self.index_write();
+        index.remove(&removed);
+        for face in added {
+            let (Some(d), Ok(face_id)) = (face.descriptor, uuid::Uuid::parse_str(&face.face_id))
+            else {
+                continue;
+            };
+            let Ok(descriptor) = Descriptor::try_from(d.as_slice()) else {
+                continue;
+            };
+            if !index.contains(&face_id) {
+                index.insert(face_id, &face.user_id, &descriptor);
+            }
+        }
+        Ok(())
+    }
+
     async fn index_face(
         &self,
         user: &UserId,

@@ -273,16 +273,19 @@ impl Store for PostgresStore {
     }
 
     async fn purge_change_log(&self, before: Timestamp) -> Result<(), StoreError> {
-        // The newest entry stays: it is what the markers compare against.
-        self.conn()
-            .await?
-            .execute(
-                "DELETE FROM change_log WHERE at < $1
-                     AND seq < (SELECT COALESCE(MAX(seq), 0) FROM change_log)",
+        // The newest entries stay: they are what the markers compare against.
+        let conn = self.conn().await?;
+        for table in ["change_log", "face_changes"] {
+            conn.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE at < $1
+                         AND seq < (SELECT COALESCE(MAX(seq), 0) FROM {table})"
+                ),
                 &[&before.unix_millis()],
             )
             .await
-            .map(|_| ())
-            .map_err(backend("purging the change log"))
+            .map_err(backend("purging the change log"))?;
+        }
+        Ok(())
     }
 }

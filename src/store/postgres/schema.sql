@@ -106,6 +106,32 @@ CREATE TABLE change_log (
     at      BIGINT NOT NULL
 );
 
+-- Every face added or removed, in order, so a server applies another's change to its index
+-- instead of reloading every face.
+CREATE TABLE face_changes (
+    seq      BIGSERIAL PRIMARY KEY,
+    face_id  TEXT    NOT NULL,
+    engine   TEXT    NOT NULL,
+    added    BOOLEAN NOT NULL,
+    at       BIGINT  NOT NULL
+);
+
+CREATE FUNCTION facelock_face_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO face_changes (face_id, engine, added, at) VALUES
+            (NEW.face_id, NEW.engine, TRUE, (extract(epoch from clock_timestamp()) * 1000)::bigint);
+    ELSE
+        INSERT INTO face_changes (face_id, engine, added, at) VALUES
+            (OLD.face_id, OLD.engine, FALSE, (extract(epoch from clock_timestamp()) * 1000)::bigint);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER faces_logged AFTER INSERT OR DELETE ON faces
+    FOR EACH ROW EXECUTE FUNCTION facelock_face_changed();
+
 CREATE FUNCTION facelock_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     origin TEXT := current_setting('facelock.origin', true);

@@ -9,7 +9,10 @@ use crate::{
     clock::Timestamp,
     domain::{Page, User, UserId},
     images::Format,
-    store::{FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault},
+    store::{
+        users::changes_in_order, FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto,
+        StoreError, UserStore, Vault,
+    },
 };
 
 const USER_COLUMNS: &str = "u.id, u.user_id, u.full_name, u.email, u.created_at,
@@ -294,6 +297,66 @@ impl UserStore for PostgresStore {
             .map_err(backend("deleting a user"))?;
         tx.commit().await.map_err(backend("deleting a user"))?;
         Ok(faces)
+    }
+
+    async fn face_log_position(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .await?
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM face_changes", &[])
+            .await
+            .map(|row| row.get(0))
+            .map_err(backend("reading the face change log"))
+    }
+
+    async fn face_changes_since(
+        &self,
+        engine: &str,
+        after: i64,
+    ) -> Result<Option<FaceChanges>, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend("reading the face change log"))?;
+        let row = tx
+            .query_one(
+                "SELECT MIN(seq), COALESCE(MAX(seq), 0) FROM face_changes",
+                &[],
+            )
+            .await
+            .map_err(backend("reading the face change log"))?;
+        let (oldest, through): (Option<i64>, i64) = (row.get(0), row.get(1));
+        if oldest.is_some_and(|oldest| after < oldest - 1) {
+            return Ok(None);
+        }
+        let logged: Vec<(String, bool)> = tx
+            .query(
+                "SELECT face_id, added FROM face_changes WHERE seq > $1 AND engine = $2
+                 ORDER BY seq",
+                &[&after, &engine],
+            )
+            .await
+            .map_err(backend("reading the face change log"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let added: Vec<String> = logged
+            .iter()
+            .filter(|(_, a)| *a)
+            .map(|(f, _)| f.clone())
+            .collect();
+        let present = if added.is_empty() {
+            Vec::new()
+        } else {
+            query_faces(&tx, &self.vault, "f.face_id = ANY($1)", &[&added]).await?
+        };
+        Ok(Some(FaceChanges {
+            changes: changes_in_order(logged, present),
+            through,
+        }))
     }
 
     async fn pending_engine_deletions(&self, engine: &str) -> Result<Vec<String>, StoreError> {

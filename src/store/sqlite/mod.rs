@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_sealed_photos.sql"),
     include_str!("migrations/0007_admin_role.sql"),
     include_str!("migrations/0008_request_counters.sql"),
+    include_str!("migrations/0009_face_changes.sql"),
 ];
 
 #[derive(Clone)]
@@ -210,6 +211,20 @@ impl Store for SqliteStore {
         self.run(|conn| {
             conn.query_row("PRAGMA data_version", [], |r| r.get(0))
                 .map_err(backend("reading data_version"))
+        })
+        .await
+    }
+
+    async fn purge_change_log(&self, before: Timestamp) -> Result<(), StoreError> {
+        // The newest entry stays: it is the position servers compare against.
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM face_changes WHERE at < ?1
+                     AND seq < (SELECT COALESCE(MAX(seq), 0) FROM face_changes)",
+                [before.unix_millis()],
+            )
+            .map(|_| ())
+            .map_err(backend("purging the face change log"))
         })
         .await
     }

@@ -8,7 +8,10 @@ use crate::{
     clock::Timestamp,
     domain::{Page, User, UserId},
     images::Format,
-    store::{FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault},
+    store::{
+        users::changes_in_order, FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto,
+        StoreError, UserStore, Vault,
+    },
 };
 
 const USER_COLUMNS: &str = "u.id, u.user_id, u.full_name, u.email, u.created_at,
@@ -276,6 +279,70 @@ impl UserStore for SqliteStore {
                 .map_err(backend("deleting a user"))?;
             tx.commit().map_err(backend("deleting a user"))?;
             Ok(faces)
+        })
+        .await
+    }
+
+    async fn face_log_position(&self) -> Result<i64, StoreError> {
+        self.run(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM face_changes", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend("reading the face change log"))
+        })
+        .await
+    }
+
+    async fn face_changes_since(
+        &self,
+        engine: &str,
+        after: i64,
+    ) -> Result<Option<FaceChanges>, StoreError> {
+        let engine = engine.to_owned();
+        let vault = self.vault.clone();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction()
+                .map_err(backend("reading the face change log"))?;
+            let (oldest, through): (Option<i64>, i64) = tx
+                .query_row(
+                    "SELECT MIN(seq), COALESCE(MAX(seq), 0) FROM face_changes",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(backend("reading the face change log"))?;
+            if oldest.is_some_and(|oldest| after < oldest - 1) {
+                return Ok(None);
+            }
+            let logged: Vec<(String, bool)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT face_id, added FROM face_changes
+                         WHERE seq > ?1 AND engine = ?2 ORDER BY seq",
+                    )
+                    .map_err(backend("reading the face change log"))?;
+                let rows = stmt
+                    .query_map(params![after, engine], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(backend("reading the face change log"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(backend("reading the face change log"))?
+            };
+            let added: Vec<&String> = logged.iter().filter(|(_, a)| *a).map(|(f, _)| f).collect();
+            let marks = vec!["?"; added.len()].join(",");
+            let present = if added.is_empty() {
+                Vec::new()
+            } else {
+                query_faces(
+                    &tx,
+                    &vault,
+                    &format!("f.face_id IN ({marks})"),
+                    params_from_iter(added.iter()),
+                )?
+            };
+            Ok(Some(FaceChanges {
+                changes: changes_in_order(logged, present),
+                through,
+            }))
         })
         .await
     }
