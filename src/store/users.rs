@@ -144,3 +144,15 @@ pub(crate) fn changes_in_order(
         })
         .collect()
 }
+
+/// A descriptor as stored: its floats, little-endian.
+pub(crate) fn encode_descriptor(d: &[f32]) -> Vec<u8> {
+    d.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub(crate) fn decode_descriptor(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}

@@ -10,8 +10,8 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::changes_in_order, FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto,
-        StoreError, UserStore, Vault,
+        users::{changes_in_order, decode_descriptor, encode_descriptor},
+        FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault,
     },
 };
 
@@ -50,17 +50,6 @@ fn face_from_row(row: &Row, vault: &Vault) -> Result<FaceRecord, StoreError> {
         created_at: timestamp(row.get(7)),
         face_id,
     })
-}
-
-fn encode_descriptor(d: &[f32]) -> Vec<u8> {
-    d.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn decode_descriptor(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 async fn find_user(conn: &impl GenericClient, user_id: &str) -> Result<Option<User>, StoreError> {

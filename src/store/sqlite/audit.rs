@@ -88,48 +88,6 @@ impl AuditStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::UserId, store::LockoutStore};
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn lockouts_count_forget_and_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            &dir.path().join("db.sqlite"),
-            &crate::store::sqlite::test_key(),
-        )
-        .unwrap();
-        let alice = UserId::parse("alice").unwrap();
-        let t0 = Timestamp::from_unix_seconds(1_000_000);
-        let old = t0 - Duration::from_secs(3600);
-        for n in 1..=3 {
-            assert_eq!(store.record_failure(&alice, t0, old).await.unwrap(), n);
-        }
-        store
-            .lock(&alice, t0 + Duration::from_secs(30))
-            .await
-            .unwrap();
-        // An earlier lock never shortens a later one.
-        store
-            .lock(&alice, t0 + Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.locked_until(&alice).await.unwrap(),
-            Some(t0 + Duration::from_secs(30))
-        );
-        // Failures older than the window are forgotten.
-        let later = t0 + Duration::from_secs(7200);
-        assert_eq!(
-            store
-                .record_failure(&alice, later, later - Duration::from_secs(3600))
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(store.clear_lockout(&alice).await.unwrap());
-        assert_eq!(store.locked_until(&alice).await.unwrap(), None);
-    }
 
     #[tokio::test]
     async fn audit_events_filter_newest_first() {

@@ -9,8 +9,8 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::changes_in_order, FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto,
-        StoreError, UserStore, Vault,
+        users::{changes_in_order, decode_descriptor, encode_descriptor},
+        FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault,
     },
 };
 
@@ -50,17 +50,6 @@ fn face_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(FaceRecord, Optio
         },
         row.get(6)?,
     ))
-}
-
-fn encode_descriptor(d: &[f32]) -> Vec<u8> {
-    d.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn decode_descriptor(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn find_user(conn: &Connection, user_id: &str) -> Result<Option<User>, StoreError> {
