@@ -360,3 +360,68 @@ pub fn index_run(faces: usize, queries: usize) -> String {
     );
     out
 }
+
+/// `facelock bench --faces N --from-store`: what start-up costs with `faces` enrolled. Fills a
+/// throwaway SQLite store in `dir` (one user per face, a small photo each), then times reading
+/// every face back (with its descriptor unsealed) and building the 1:N index from them, as a
+/// server does at start.
+pub async fn store_load_run(dir: &Path, faces: usize) -> Result<String, crate::store::StoreError> {
+    use crate::{
+        domain::UserId,
+        engine::local::index::FaceIndex,
+        store::{
+            sqlite::SqliteStore, FaceOwner, MasterKey, NewFace, NewUser, ReferencePhoto, UserStore,
+        },
+    };
+    let mut out = String::new();
+    let store = SqliteStore::open(&dir.join("bench.db"), &MasterKey::generate()?)?;
+    let started = Instant::now();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..faces {
+        let user = UserId::parse(&format!("user{i:07}")).expect("a valid id");
+        let face = NewFace {
+            face_id: uuid::Uuid::from_u128(i as u128 + 1).to_string(),
+            engine: "local".into(),
+            model: "bench".into(),
+            photo: ReferencePhoto {
+                format: images::Format::Jpeg,
+                bytes: vec![0; 64],
+            },
+            descriptor: Some(synthetic_descriptor(&mut state).to_vec()),
+        };
+        let owner = FaceOwner::New(NewUser {
+            user_id: user,
+            full_name: None,
+            email: None,
+        });
+        store.add_face(owner, face).await?;
+    }
+    let _ = writeln!(
+        out,
+        "SQLite store with {faces} faces, filled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let stored = store.faces_for_engine("local").await?;
+    let read = started.elapsed();
+    let started = Instant::now();
+    let mut index = FaceIndex::default();
+    index.reserve(stored.len());
+    for face in &stored {
+        let (Some(d), Ok(id)) = (&face.descriptor, uuid::Uuid::parse_str(&face.face_id)) else {
+            continue;
+        };
+        if let Ok(d) = d.as_slice().try_into() {
+            index.insert(id, &face.user_id, &d);
+        }
+    }
+    let built = started.elapsed();
+    let _ = writeln!(
+        out,
+        "  start-up load: read and unseal {:.2} s, build the index {:.2} s ({} faces)",
+        read.as_secs_f64(),
+        built.as_secs_f64(),
+        index.len()
+    );
+    Ok(out)
+}

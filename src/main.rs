@@ -95,6 +95,10 @@ enum Command {
         /// latency and memory per face (needs no photos or models).
         #[arg(long)]
         faces: Option<usize>,
+        /// With --faces: write them into a throwaway SQLite store first and time loading them
+        /// back as a server does at start.
+        #[arg(long, requires = "faces")]
+        from_store: bool,
     },
 }
 
@@ -218,6 +222,16 @@ async fn run() -> ExitCode {
             limit,
         } => audit(&settings, kind, user, address, since, limit).await,
         Command::Eval { pairs, root } => eval(&settings, &pairs, &root),
+        Command::Bench {
+            faces: Some(n),
+            from_store: true,
+            ..
+        } => {
+            let dir = std::env::temp_dir().join(format!("facelock-bench-{}", std::process::id()));
+            let report = facelock::bench::store_load_run(&dir, n).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            report.map(|r| print!("{r}")).map_err(Into::into)
+        }
         Command::Bench { faces: Some(n), .. } => {
             print!("{}", facelock::bench::index_run(n, 200));
             Ok(())
@@ -227,6 +241,7 @@ async fn run() -> ExitCode {
             iterations,
             seconds,
             faces: None,
+            ..
         } => bench(&settings, &images, iterations, seconds),
     };
     match result {
