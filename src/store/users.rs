@@ -156,3 +156,39 @@ pub(crate) fn decode_descriptor(bytes: &[u8]) -> Vec<f32> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
 }
+
+/// Faces read with their descriptors still sealed, unsealed; across the cores when there are
+/// many (a start-up reads every face, and unsealing is most of its work).
+pub(crate) fn unseal_faces(
+    vault: &super::Vault,
+    mut faces: Vec<(FaceRecord, Option<Vec<u8>>)>,
+) -> Result<Vec<FaceRecord>, StoreError> {
+    const PARALLEL_FROM: usize = 4096;
+    let unseal = |chunk: &mut [(FaceRecord, Option<Vec<u8>>)]| -> Result<(), StoreError> {
+        for (face, sealed) in chunk.iter_mut() {
+            if let Some(sealed) = sealed.take() {
+                face.descriptor = Some(decode_descriptor(&vault.open(&face.face_id, &sealed)?));
+            }
+        }
+        Ok(())
+    };
+    if faces.len() < PARALLEL_FROM {
+        unseal(&mut faces)?;
+    } else {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let per = faces.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = faces
+                .chunks_mut(per)
+                .map(|chunk| s.spawn(move || unseal(chunk)))
+                .collect();
+            parts.into_iter().try_for_each(|p| {
+                p.join()
+                    .unwrap_or_else(|_| Err(StoreError::Corrupt("unsealing failed".into())))
+            })
+        })?;
+    }
+    Ok(faces.into_iter().map(|(face, _)| face).collect())
+}

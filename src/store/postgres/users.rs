@@ -10,7 +10,7 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, decode_descriptor, encode_descriptor},
+        users::{changes_in_order, encode_descriptor, unseal_faces},
         FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault,
     },
 };
@@ -34,22 +34,21 @@ const FACE_COLUMNS: &str = "f.face_id, u.user_id, u.id, f.engine, f.model, f.ref
      f.descriptor, f.created_at";
 const FACES_WITH_USERS: &str = "faces f JOIN users u ON u.id = f.user_rowid";
 
-fn face_from_row(row: &Row, vault: &Vault) -> Result<FaceRecord, StoreError> {
-    let face_id: String = row.get(0);
-    let sealed: Option<Vec<u8>> = row.get(6);
-    let descriptor = sealed
-        .map(|s| vault.open(&face_id, &s).map(|d| decode_descriptor(&d)))
-        .transpose()?;
-    Ok(FaceRecord {
-        user_id: parse_stored_id(row.get(1))?,
-        user_generation: row.get(2),
-        engine: row.get(3),
-        model: row.get(4),
-        legacy_photo_path: row.get(5),
-        descriptor,
-        created_at: timestamp(row.get(7)),
-        face_id,
-    })
+/// A face row with its descriptor still sealed.
+fn face_from_row(row: &Row) -> Result<(FaceRecord, Option<Vec<u8>>), StoreError> {
+    Ok((
+        FaceRecord {
+            face_id: row.get(0),
+            user_id: parse_stored_id(row.get(1))?,
+            user_generation: row.get(2),
+            engine: row.get(3),
+            model: row.get(4),
+            legacy_photo_path: row.get(5),
+            descriptor: None,
+            created_at: timestamp(row.get(7)),
+        },
+        row.get(6),
+    ))
 }
 
 async fn find_user(conn: &impl GenericClient, user_id: &str) -> Result<Option<User>, StoreError> {
@@ -76,8 +75,9 @@ async fn query_faces(
     .await
     .map_err(backend("reading faces"))?
     .iter()
-    .map(|row| face_from_row(row, vault))
-    .collect()
+    .map(face_from_row)
+    .collect::<Result<Vec<_>, _>>()
+    .and_then(|sealed| unseal_faces(vault, sealed))
 }
 
 async fn insert_photo(
@@ -248,7 +248,7 @@ impl UserStore for PostgresStore {
         query_faces(
             &self.conn().await?,
             &self.vault,
-            "f.engine = $1 ORDER BY f.created_at",
+            "f.engine = $1",
             &[&engine],
         )
         .await

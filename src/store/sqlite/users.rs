@@ -9,7 +9,7 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, decode_descriptor, encode_descriptor},
+        users::{changes_in_order, encode_descriptor, unseal_faces},
         FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault,
     },
 };
@@ -76,14 +76,10 @@ fn query_faces(
     let rows = stmt
         .query_map(params, face_from_row)
         .map_err(backend("reading faces"))?;
-    rows.map(|row| {
-        let (mut face, sealed) = row.map_err(backend("reading faces"))?;
-        face.descriptor = sealed
-            .map(|s| vault.open(&face.face_id, &s).map(|d| decode_descriptor(&d)))
-            .transpose()?;
-        Ok(face)
-    })
-    .collect()
+    let sealed = rows
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(backend("reading faces"))?;
+    unseal_faces(vault, sealed)
 }
 
 #[async_trait]
@@ -239,7 +235,7 @@ impl UserStore for SqliteStore {
             query_faces(
                 conn,
                 &vault,
-                "f.engine = ?1 ORDER BY f.created_at",
+                "f.engine = ?1",
                 [engine],
             )
         })
