@@ -50,6 +50,8 @@ use crate::{
 /// How often keys are reloaded, expired token records purged and other processes' changes
 /// picked up.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+/// How often a server without a change feed looks for other processes' changes.
+const OUTSIDE_CHANGE_POLL: Duration = Duration::from_secs(2);
 /// Queued engine deletions are retried every this many maintenance ticks (five minutes).
 const PENDING_DELETION_RETRY_TICKS: u32 = 10;
 
@@ -255,8 +257,14 @@ pub async fn serve(
         tick.tick().await;
         let mut ticks = 0u32;
         let mut changes = facelock.change_feed();
+        // Without a feed (SQLite), other processes' changes are looked for every 2 s: one
+        // read of a counter, so `facelock users add` is seen by running servers at once.
+        let mut poll = tokio::time::interval(OUTSIDE_CHANGE_POLL);
         loop {
             tokio::select! {
+                _ = poll.tick(), if changes.is_none() => {
+                    facelock.follow_outside_changes().await;
+                }
                 _ = tick.tick() => {
                     ticks += 1;
                     facelock

@@ -358,7 +358,7 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> CliResult {
             )
             .await;
             println!(
-                "new signing key {} (servers pick it up within 30 s)",
+                "new signing key {} (servers pick it up within 2 s)",
                 key.kid
             );
         }

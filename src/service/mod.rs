@@ -251,26 +251,29 @@ impl FaceLock {
     }
 
     /// Catches up with another server's changes: its faces, users and signing keys.
+    /// Cheap when nothing changed: one read of the store's change marker.
     pub async fn follow_outside_changes(&self) {
-        if let Err(e) = self.tokens.reload_keys().await {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload signing keys");
+        if self.sync_engine().await {
+            if let Err(e) = self.tokens.reload_keys().await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload signing keys");
+            }
         }
-        self.sync_engine().await;
     }
 
-    /// Reloads the engine's faces when another process (`facelock users add`, another server
-    /// on the same database) has changed the store since the last load.
-    pub async fn sync_engine(&self) {
+    /// Brings the engine's faces up to date when another process (`facelock users add`,
+    /// another server on the same database) has changed the store since the last look;
+    /// says whether it had.
+    pub async fn sync_engine(&self) -> bool {
         let marker = match self.store.outside_change_marker().await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not check the store for outside changes");
-                return;
+                return false;
             }
         };
         let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
         if last == Some(marker) {
-            return;
+            return false;
         }
         match self.apply_face_changes(marker).await {
             Ok(true) => {}
@@ -286,6 +289,7 @@ impl FaceLock {
                 }
             }
         }
+        true
     }
 
     /// Applies the faces other processes added and removed since the last load or sync;

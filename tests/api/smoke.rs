@@ -698,3 +698,41 @@ fn import_enrols_the_original_reference_folder() {
         .collect();
     assert_eq!(users, [("biden", "faces=1"), ("obama", "faces=2")]);
 }
+
+/// `facelock users add` beside a running server on the same SQLite folder: the server logs the
+/// new user in within a couple of seconds, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_sees_users_the_command_line_adds() {
+    let Some(root) = shared_faces() else { return };
+    let Some(models) = models_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("FACELOCK_MODELS_DIR", models.display().to_string())];
+    let (server, base) = spawn_server(dir.path(), &env);
+    let api = Api::new(base);
+    let added = Command::new(env!("CARGO_BIN_EXE_facelock"))
+        .args(["users", "add", "rose", "--image"])
+        .arg(root.join("faces/rose_leslie/rose_leslie_01.jpg"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("FACELOCK_MODELS_DIR", &models)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let photo = std::fs::read(root.join("faces/rose_leslie/rose_leslie_02.jpg")).unwrap();
+    let added_at = std::time::Instant::now();
+    loop {
+        let (status, body) = api.verify(&[], photo.clone()).await;
+        if status == 200 {
+            assert_eq!(body["user_id"], "rose");
+            break;
+        }
+        assert!(
+            added_at.elapsed() < Duration::from_secs(5),
+            "still {status} {body} five seconds after users add"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("seen after {:?}", added_at.elapsed());
+    stop(server);
+}

@@ -231,15 +231,8 @@ impl UserStore for SqliteStore {
     async fn faces_for_engine(&self, engine: &str) -> Result<Vec<FaceRecord>, StoreError> {
         let engine = engine.to_owned();
         let vault = self.vault.clone();
-        self.run(move |conn| {
-            query_faces(
-                conn,
-                &vault,
-                "f.engine = ?1",
-                [engine],
-            )
-        })
-        .await
+        self.run(move |conn| query_faces(conn, &vault, "f.engine = ?1", [engine]))
+            .await
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {
