@@ -64,6 +64,9 @@ struct EnrolledHere {
     at: std::time::Instant,
 }
 
+/// Analyses kept for a second call on the same upload.
+const RECENT_ANALYSES: usize = 16;
+
 /// How long a face enrolled here survives a reload that does not see it in the store.
 const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -71,6 +74,8 @@ pub struct LocalEngine {
     models: Arc<Models>,
     index: RwLock<FaceIndex>,
     enrolled_here: std::sync::Mutex<HashMap<uuid::Uuid, EnrolledHere>>,
+    /// The last analyses, by upload, for a second call on the same upload.
+    recent: std::sync::Mutex<Vec<(std::sync::Weak<Upload>, Analysis)>>,
     /// One permit per core: inference jobs beyond that wait instead of thrashing.
     permits: Arc<Semaphore>,
 }
@@ -103,6 +108,7 @@ impl LocalEngine {
             models: Arc::new(models),
             index: RwLock::new(FaceIndex::default()),
             enrolled_here: Default::default(),
+            recent: Default::default(),
             permits: Arc::new(Semaphore::new(cores)),
         })
     }
@@ -111,6 +117,32 @@ impl LocalEngine {
     /// a request that times out cannot let more jobs run than there are cores; and the work
     /// stops at its next stage once nobody waits for it any more.
     async fn analyze(&self, image: Arc<Upload>) -> Result<Analysis, EngineError> {
+        if let Some(done) = self.recent_analysis(&image) {
+            return Ok(done);
+        }
+        let analysis = self.analyze_now(image.clone()).await?;
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|(upload, _)| upload.strong_count() > 0);
+        if recent.len() >= RECENT_ANALYSES {
+            recent.remove(0);
+        }
+        recent.push((Arc::downgrade(&image), analysis.clone()));
+        Ok(analysis)
+    }
+
+    /// The analysis of this very upload, when a call of this request already made it (a
+    /// registration searches for the face elsewhere, then enrols it: one analysis serves both).
+    /// Uploads are told apart by identity, and the weak reference keeps a freed upload's
+    /// address from being taken by another while its entry exists.
+    fn recent_analysis(&self, image: &Arc<Upload>) -> Option<Analysis> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .find(|(upload, _)| upload.upgrade().is_some_and(|u| Arc::ptr_eq(&u, image)))
+            .map(|(_, analysis)| analysis.clone())
+    }
+
+    async fn analyze_now(&self, image: Arc<Upload>) -> Result<Analysis, EngineError> {
         let permit = self
             .permits
             .clone()

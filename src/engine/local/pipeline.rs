@@ -47,6 +47,7 @@ pub struct Models {
 }
 
 /// What the pipeline made of one photo.
+#[derive(Clone)]
 pub struct Analysis {
     /// The faces that count, largest first (background faces dropped).
     pub faces: Vec<Face>,
