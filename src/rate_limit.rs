@@ -113,6 +113,89 @@ impl RequestLimit {
     }
 }
 
+/// Where the per-address delay after failed 1:N logins is kept: in this process, or in the
+/// store every server shares, so an address cannot multiply its free attempts by the number of
+/// replicas it reaches.
+pub enum AddressDelay {
+    Local(FailureDelay),
+    Shared {
+        free: u32,
+        max: Duration,
+        store: std::sync::Arc<dyn crate::store::LockoutStore>,
+    },
+}
+
+impl AddressDelay {
+    /// How long `ip` must still wait, if at all. A store that cannot be read lets it through
+    /// (logged); the account lockout and request limit still hold.
+    pub async fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        match self {
+            Self::Local(delay) => delay.check(ip, Instant::now()),
+            Self::Shared { store, .. } => {
+                let now = crate::clock::Timestamp::now();
+                match store.address_wait(&ip.to_string()).await {
+                    Ok(Some(until)) if until > now => Err(Duration::from_millis(
+                        (until.unix_millis() - now.unix_millis()) as u64,
+                    )),
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read an address's wait");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a failure from `ip`.
+    pub async fn failed(&self, ip: IpAddr) {
+        match self {
+            Self::Local(delay) => {
+                delay.failed(ip, Instant::now());
+            }
+            Self::Shared { free, max, store } => {
+                let now = crate::clock::Timestamp::now();
+                let address = ip.to_string();
+                let counted = store
+                    .record_address_failure(&address, now, now - IDLE)
+                    .await;
+                let result = match counted {
+                    Ok(count) => match wait_after(count, *free, *max) {
+                        wait if wait.is_zero() => Ok(()),
+                        wait => store.set_address_wait(&address, now + wait).await,
+                    },
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not count a failed login of an address");
+                }
+            }
+        }
+    }
+
+    pub async fn succeeded(&self, ip: IpAddr) {
+        match self {
+            Self::Local(delay) => delay.succeeded(ip),
+            Self::Shared { store, .. } => {
+                if let Err(e) = store.clear_address(&ip.to_string()).await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not clear an address's failures");
+                }
+            }
+        }
+    }
+}
+
+/// The wait the `count`th failure earns: none for the first `free`, then 1 s, 2 s, 4 s ...
+/// up to `max`.
+fn wait_after(count: u32, free: u32, max: Duration) -> Duration {
+    let over = count.saturating_sub(free);
+    if over == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1u64 << (over - 1).min(16)).min(max)
+    }
+}
+
 /// A per-address delay after failed face logins that name no user (1:N, where no account can be
 /// locked): the first `free` failures cost nothing, each further one makes the address wait
 /// 1 s, 2 s, 4 s ... up to `max`. A success from the address clears it.
@@ -162,12 +245,7 @@ impl FailureDelay {
         }
         f.count += 1;
         f.last = now;
-        let over = f.count.saturating_sub(self.free);
-        let wait = if over == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(1u64 << (over - 1).min(16)).min(self.max)
-        };
+        let wait = wait_after(f.count, self.free, self.max);
         f.wait_until = now + wait;
         wait
     }

@@ -65,7 +65,7 @@ impl FaceLock {
         let origin = &req.origin;
         match &req.claimed {
             Some(user) => self.refuse_if_locked(user, origin).await?,
-            None => self.refuse_if_delayed(origin)?,
+            None => self.refuse_if_delayed(origin).await?,
         }
         let threshold = self.policy.threshold(req.min_similarity);
         let claimed = req.claimed.clone();
@@ -85,7 +85,7 @@ impl FaceLock {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reset the lockout after a login");
         }
         if let Some(address) = origin.address {
-            self.address_failures.succeeded(address);
+            self.address_failures.succeeded(address).await;
         }
         let role = self.policy.role_of(&user);
         let session = self.tokens.new_session_id();
@@ -171,12 +171,13 @@ impl FaceLock {
         }
     }
 
-    fn refuse_if_delayed(&self, origin: &Origin) -> Result<(), Error> {
+    async fn refuse_if_delayed(&self, origin: &Origin) -> Result<(), Error> {
         let Some(address) = origin.address else {
             return Ok(());
         };
         self.address_failures
-            .check(address, std::time::Instant::now())
+            .check(address)
+            .await
             .map_err(|retry_after| {
                 crate::metrics::global().rate_limited("failed_logins");
                 Error::SlowDown { retry_after }
@@ -196,8 +197,7 @@ impl FaceLock {
         .await;
         let Some(user) = claimed else {
             if let Some(address) = origin.address {
-                self.address_failures
-                    .failed(address, std::time::Instant::now());
+                self.address_failures.failed(address).await;
             }
             return;
         };

@@ -28,7 +28,7 @@ use crate::{
     domain::{Role, User, UserId},
     engine::{EnrolledFace, FaceEngine, Upload},
     images::{self, DecodeLimits},
-    rate_limit::FailureDelay,
+    rate_limit::{AddressDelay, FailureDelay},
     store::{FaceChange, Store},
     tokens::{Claims, TokenService},
 };
@@ -100,7 +100,7 @@ pub struct FaceLock {
     /// Failures older than this no longer count towards a lockout.
     lockout_window: Duration,
     /// Per-address waits after failed 1:N logins (kept in this process).
-    address_failures: FailureDelay,
+    address_failures: AddressDelay,
     audit_retention: Duration,
     allow_duplicate_faces: bool,
     engine: Arc<dyn FaceEngine>,
@@ -132,10 +132,18 @@ impl FaceLock {
                 max_lock: settings.lockout.max_lock,
             },
             lockout_window: settings.lockout.window,
-            address_failures: FailureDelay::new(
-                settings.lockout.free_address_failures,
-                settings.lockout.max_lock,
-            ),
+            address_failures: if store.is_shared() {
+                AddressDelay::Shared {
+                    free: settings.lockout.free_address_failures,
+                    max: settings.lockout.max_lock,
+                    store: store.clone(),
+                }
+            } else {
+                AddressDelay::Local(FailureDelay::new(
+                    settings.lockout.free_address_failures,
+                    settings.lockout.max_lock,
+                ))
+            },
             audit_retention: settings.lockout.audit_retention,
             allow_duplicate_faces: settings.engine.allow_duplicate_faces,
             engine,

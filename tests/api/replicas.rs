@@ -163,6 +163,24 @@ async fn replicas_on_one_postgres_agree_at_once() {
         );
     }
 
+    // Failed 1:N logins from one address count on both: after the five free ones, the next
+    // is refused on either replica, not after five more on each. (One 1:N failure above.)
+    let mut statuses = Vec::new();
+    for attempt in 0..6 {
+        let api = if attempt % 2 == 0 { &a } else { &b };
+        let (status, body) = api
+            .verify(&[], photo("kit_harington/kit_harington_01.jpeg"))
+            .await;
+        statuses.push((status, body["code"].as_str().unwrap_or_default().to_owned()));
+    }
+    let refused = statuses
+        .iter()
+        .position(|(s, c)| *s == 429 && c == "RATE_LIMITED")
+        .expect("an address that keeps failing is made to wait");
+    assert_eq!(refused, 5, "{statuses:?}");
+    // Let that wait pass, so what follows meets only the request limit.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
     // The request limit counts on both: spreading requests over the replicas gains nothing.
     // Counts go by the minute; start the burst well inside one.
     let second = facelock::clock::Timestamp::now().unix_millis() % 60_000;

@@ -309,6 +309,41 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
     assert!(!store.clear_lockout(&mallory).await.unwrap());
     assert_eq!(store.locked_until(&mallory).await.unwrap(), None);
 
+    // An address's failed 1:N logins and the wait they earn.
+    let address = "198.51.100.4";
+    assert_eq!(store.address_wait(address).await.unwrap(), None);
+    for n in 1..=3 {
+        assert_eq!(
+            store
+                .record_address_failure(address, now, old)
+                .await
+                .unwrap(),
+            n
+        );
+    }
+    store
+        .set_address_wait(address, now + Duration::from_secs(4))
+        .await
+        .unwrap();
+    store
+        .set_address_wait(address, now + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.address_wait(address).await.unwrap(),
+        Some(now + Duration::from_secs(4))
+    );
+    assert_eq!(
+        store
+            .record_address_failure(address, later, later - Duration::from_secs(600))
+            .await
+            .unwrap(),
+        1,
+        "old failures are forgotten"
+    );
+    store.clear_address(address).await.unwrap();
+    assert_eq!(store.address_wait(address).await.unwrap(), None);
+
     // The audit trail, newest first, filtered.
     for (i, kind) in ["login_failed", "login_succeeded", "login_failed"]
         .iter()

@@ -83,7 +83,74 @@ impl LockoutStore for PostgresStore {
                 &[&before.unix_millis()],
             )
             .await
+            .map_err(backend("purging lockouts"))?;
+        self.conn()
+            .await?
+            .execute(
+                "DELETE FROM address_failures WHERE last_failure_at < $1 AND wait_until < $1",
+                &[&before.unix_millis()],
+            )
+            .await
             .map(|_| ())
             .map_err(backend("purging lockouts"))
+    }
+
+    async fn record_address_failure(
+        &self,
+        address: &str,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<u32, StoreError> {
+        self.conn()
+            .await?
+            .query_one(
+                "INSERT INTO address_failures AS a (address, failures, last_failure_at, wait_until)
+                 VALUES ($1, 1, $2, 0)
+                 ON CONFLICT (address) DO UPDATE SET
+                     failures = CASE WHEN a.last_failure_at < $3 THEN 1 ELSE a.failures + 1 END,
+                     last_failure_at = $2
+                 RETURNING failures",
+                &[&address, &now.unix_millis(), &forget_before.unix_millis()],
+            )
+            .await
+            .map(|row| row.get::<_, i32>(0) as u32)
+            .map_err(backend("counting a failed login"))
+    }
+
+    async fn set_address_wait(&self, address: &str, until: Timestamp) -> Result<(), StoreError> {
+        self.conn()
+            .await?
+            .execute(
+                "UPDATE address_failures SET wait_until = GREATEST(wait_until, $2)
+                 WHERE address = $1",
+                &[&address, &until.unix_millis()],
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend("delaying an address"))
+    }
+
+    async fn address_wait(&self, address: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.conn()
+            .await?
+            .query_opt(
+                "SELECT wait_until FROM address_failures WHERE address = $1",
+                &[&address],
+            )
+            .await
+            .map(|row| row.map(|r| timestamp(r.get(0))))
+            .map_err(backend("reading an address's wait"))
+    }
+
+    async fn clear_address(&self, address: &str) -> Result<(), StoreError> {
+        self.conn()
+            .await?
+            .execute(
+                "DELETE FROM address_failures WHERE address = $1",
+                &[&address],
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend("clearing an address"))
     }
 }

@@ -71,6 +71,13 @@ CREATE TABLE lockouts (
     locked_until     BIGINT
 );
 
+CREATE TABLE address_failures (
+    address          TEXT    PRIMARY KEY,
+    failures         INTEGER NOT NULL,
+    last_failure_at  BIGINT  NOT NULL,
+    wait_until       BIGINT  NOT NULL
+);
+
 CREATE TABLE audit_events (
     id          BIGSERIAL PRIMARY KEY,
     at          BIGINT NOT NULL,

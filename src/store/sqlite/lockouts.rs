@@ -91,8 +91,74 @@ impl LockoutStore for SqliteStore {
                      AND COALESCE(locked_until, 0) < ?1",
                 [before],
             )
+            .map_err(backend("purging lockouts"))?;
+            conn.execute(
+                "DELETE FROM address_failures WHERE last_failure_at < ?1 AND wait_until < ?1",
+                [before],
+            )
             .map(|_| ())
             .map_err(backend("purging lockouts"))
+        })
+        .await
+    }
+
+    async fn record_address_failure(
+        &self,
+        address: &str,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<u32, StoreError> {
+        let address = address.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                "INSERT INTO address_failures (address, failures, last_failure_at, wait_until)
+                 VALUES (?1, 1, ?2, 0)
+                 ON CONFLICT (address) DO UPDATE SET
+                     failures = CASE WHEN last_failure_at < ?3 THEN 1 ELSE failures + 1 END,
+                     last_failure_at = ?2
+                 RETURNING failures",
+                params![address, now.unix_millis(), forget_before.unix_millis()],
+                |r| r.get(0),
+            )
+            .map_err(backend("counting a failed login"))
+        })
+        .await
+    }
+
+    async fn set_address_wait(&self, address: &str, until: Timestamp) -> Result<(), StoreError> {
+        let address = address.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE address_failures SET wait_until = MAX(wait_until, ?2) WHERE address = ?1",
+                params![address, until.unix_millis()],
+            )
+            .map(|_| ())
+            .map_err(backend("delaying an address"))
+        })
+        .await
+    }
+
+    async fn address_wait(&self, address: &str) -> Result<Option<Timestamp>, StoreError> {
+        let address = address.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT wait_until FROM address_failures WHERE address = ?1",
+                [address],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|row| row.map(timestamp))
+            .map_err(backend("reading an address's wait"))
+        })
+        .await
+    }
+
+    async fn clear_address(&self, address: &str) -> Result<(), StoreError> {
+        let address = address.to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM address_failures WHERE address = ?1", [address])
+                .map(|_| ())
+                .map_err(backend("clearing an address"))
         })
         .await
     }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_admin_role.sql"),
     include_str!("migrations/0008_request_counters.sql"),
     include_str!("migrations/0009_face_changes.sql"),
+    include_str!("migrations/0010_address_failures.sql"),
 ];
 
 #[derive(Clone)]
