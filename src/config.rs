@@ -934,4 +934,26 @@ mod tests {
         assert!(from(&[("FACELOCK_TRUSTED_PROXIES", "10.0.0.0/33")]).is_err());
         assert!(from(&[("FACELOCK_TRUSTED_PROXIES", "proxy.local")]).is_err());
     }
+
+    /// Every variable the server reads is explained in `.env.example` and the README.
+    #[test]
+    fn every_setting_is_documented() {
+        let read = std::sync::Mutex::new(Vec::new());
+        Settings::from_lookup(|key| {
+            read.lock().unwrap().push(key.to_owned());
+            None
+        })
+        .unwrap();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        // AWS_* are the AWS SDK's own variables, documented by AWS.
+        for key in read.into_inner().unwrap() {
+            if key.starts_with("AWS_") {
+                continue;
+            }
+            assert!(example.contains(&key), "{key} is not in .env.example");
+            assert!(readme.contains(&key), "{key} is not in the README");
+        }
+    }
 }
