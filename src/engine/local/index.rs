@@ -223,7 +223,8 @@ impl FaceIndex {
         if face_ids.is_empty() || self.live == 0 {
             return;
         }
-        let wanted: Vec<u128> = face_ids.iter().map(|f| f.as_u128()).collect();
+        let wanted: std::collections::HashSet<u128> =
+            face_ids.iter().map(|f| f.as_u128()).collect();
         for row in 0..self.face_ids.len() {
             if self.owners[row] == NONE || !wanted.contains(&self.face_ids[row]) {
                 continue;
@@ -328,11 +329,22 @@ impl FaceIndex {
 
     /// Whether a face is in the index.
     pub fn contains(&self, face_id: &uuid::Uuid) -> bool {
-        let id = face_id.as_u128();
+        !self.present(&[*face_id]).is_empty()
+    }
+
+    /// Which of `face_ids` are in the index, in one pass over it whatever their number.
+    pub fn present(&self, face_ids: &[uuid::Uuid]) -> std::collections::HashSet<uuid::Uuid> {
+        if face_ids.is_empty() {
+            return Default::default();
+        }
+        let wanted: std::collections::HashSet<u128> =
+            face_ids.iter().map(|f| f.as_u128()).collect();
         self.face_ids
             .iter()
             .zip(&self.owners)
-            .any(|(&f, &o)| f == id && o != NONE)
+            .filter(|&(f, &o)| o != NONE && wanted.contains(f))
+            .map(|(&f, _)| uuid::Uuid::from_u128(f))
+            .collect()
     }
 }
 

@@ -227,8 +227,10 @@ impl FaceEngine for LocalEngine {
         {
             let mut here = self.enrolled_here();
             here.retain(|_, e| e.at.elapsed() < RELOAD_GRACE);
+            let ids: Vec<uuid::Uuid> = here.keys().copied().collect();
+            let already = index.present(&ids);
             for (face_id, e) in here.iter() {
-                if !index.contains(face_id) {
+                if !already.contains(face_id) {
                     index.insert(*face_id, &e.user_id, &e.descriptor);
                 }
             }
@@ -246,18 +248,22 @@ impl FaceEngine for LocalEngine {
             .iter()
             .filter_map(|f| uuid::Uuid::parse_str(f).ok())
             .collect();
+        let added: Vec<(uuid::Uuid, UserId, Descriptor)> = added
+            .into_iter()
+            .filter_map(|face| {
+                let face_id = uuid::Uuid::parse_str(&face.face_id).ok()?;
+                let descriptor = Descriptor::try_from(face.descriptor?.as_slice()).ok()?;
+                Some((face_id, face.user_id, descriptor))
+            })
+            .collect();
         let mut index = self.index_write();
         index.remove(&removed);
-        for face in added {
-            let (Some(d), Ok(face_id)) = (face.descriptor, uuid::Uuid::parse_str(&face.face_id))
-            else {
-                continue;
-            };
-            let Ok(descriptor) = Descriptor::try_from(d.as_slice()) else {
-                continue;
-            };
-            if !index.contains(&face_id) {
-                index.insert(face_id, &face.user_id, &descriptor);
+        // One pass over the index finds the faces it already has, however many were added.
+        let ids: Vec<uuid::Uuid> = added.iter().map(|(id, _, _)| *id).collect();
+        let already = index.present(&ids);
+        for (face_id, user, descriptor) in &added {
+            if !already.contains(face_id) {
+                index.insert(*face_id, user, descriptor);
             }
         }
         Ok(())
