@@ -157,12 +157,16 @@ fn reencode(
     Ok(out)
 }
 
+/// A memory figure of this process from `/proc/self/status` (Linux), in KiB.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Peak resident memory of this process (Linux), in MiB.
 pub fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    status_kib("VmHWM:").map(|kib| kib as f64 / 1024.0)
 }
 
 pub fn run(
@@ -262,10 +266,7 @@ pub fn run(
 
 /// Resident memory of this process now (Linux), in bytes.
 fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_kib("VmRSS:").map(|kib| kib * 1024)
 }
 
 /// A random descriptor of dlib's shape: 128 components scaled to unit length.
