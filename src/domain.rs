@@ -64,6 +64,13 @@ impl UserId {
     }
 }
 
+/// Hashes and compares as its text, so maps keyed by ids are searched with a `&str`.
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -99,6 +99,10 @@ enum Command {
         /// back as a server does at start.
         #[arg(long, requires = "faces")]
         from_store: bool,
+        /// With --from-store: fill this PostgreSQL database instead (postgres://…). It must
+        /// hold no users; it is left filled, so drop it afterwards.
+        #[arg(long, requires = "from_store")]
+        database_url: Option<String>,
     },
 }
 
@@ -225,13 +229,9 @@ async fn run() -> ExitCode {
         Command::Bench {
             faces: Some(n),
             from_store: true,
+            database_url,
             ..
-        } => {
-            let dir = std::env::temp_dir().join(format!("facelock-bench-{}", std::process::id()));
-            let report = facelock::bench::store_load_run(&dir, n).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            report.map(|r| print!("{r}")).map_err(Into::into)
-        }
+        } => bench_store_load(n, database_url.as_deref()).await,
         Command::Bench { faces: Some(n), .. } => {
             print!("{}", facelock::bench::index_run(n, 200));
             Ok(())
@@ -429,6 +429,38 @@ fn eval(settings: &Settings, pairs: &Path, root: &Path) -> CliResult {
     };
     print!("{}", evaluation::report(&scored, threshold));
     Ok(())
+}
+
+/// `bench --faces N --from-store`: a throwaway SQLite store, or the empty PostgreSQL database
+/// given, filled and loaded back.
+async fn bench_store_load(faces: usize, database_url: Option<&str>) -> CliResult {
+    use facelock::store::{postgres::PostgresStore, sqlite::SqliteStore, MasterKey, Store};
+    // FACELOCK_MASTER_KEY when given, so the filled database can be opened again.
+    let master = match std::env::var("FACELOCK_MASTER_KEY") {
+        Ok(key) => MasterKey::parse(&key)?,
+        Err(_) => MasterKey::generate()?,
+    };
+    let dir = std::env::temp_dir().join(format!("facelock-bench-{}", std::process::id()));
+    let (store, kind): (std::sync::Arc<dyn Store>, _) = match database_url {
+        Some(url) => (
+            std::sync::Arc::new(PostgresStore::open(url, &master).await?),
+            "PostgreSQL",
+        ),
+        None => (
+            std::sync::Arc::new(SqliteStore::open(&dir.join("bench.db"), &master)?),
+            "SQLite",
+        ),
+    };
+    let report = if store.count_users().await? > 0 {
+        Err("the benchmark fills an empty database: this one has users".into())
+    } else {
+        facelock::bench::store_load_run(store, kind, faces)
+            .await
+            .map(|r| print!("{r}"))
+            .map_err(Into::into)
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    report
 }
 
 fn bench(settings: &Settings, images: &Path, iterations: usize, seconds: u64) -> CliResult {

@@ -54,6 +54,9 @@ pub struct EnrolledFace {
     pub descriptor: Option<Vec<f32>>,
 }
 
+/// The stored faces an engine loads at start-up, a batch at a time as the store reads them.
+pub type FaceFeed = tokio::sync::mpsc::Receiver<crate::store::FaceBatch>;
+
 /// What a search looks for.
 #[derive(Clone, Debug)]
 pub struct SearchQuery {
@@ -184,8 +187,14 @@ pub trait FaceEngine: Send + Sync {
     /// Prepares the engine (creates the collection, loads models). Called once at start-up.
     async fn start(&self) -> Result<(), EngineError>;
 
-    /// Rebuilds an in-memory index from the store; engines that keep faces remotely ignore it.
-    async fn load(&self, _faces: Vec<EnrolledFace>) -> Result<(), EngineError> {
+    /// Whether the engine holds its faces in memory, rebuilt from the store with [`Self::load`]
+    /// at start-up; engines that keep them remotely are not sent any.
+    fn indexes_in_memory(&self) -> bool {
+        false
+    }
+
+    /// Rebuilds the in-memory index from the store's faces as they arrive.
+    async fn load(&self, _faces: FaceFeed) -> Result<(), EngineError> {
         Ok(())
     }
 

@@ -29,7 +29,7 @@ use crate::{
     engine::{EnrolledFace, FaceEngine, Upload},
     images::{self, DecodeLimits},
     rate_limit::{AddressDelay, FailureDelay},
-    store::{FaceChange, Store},
+    store::{FaceChange, FacesSent, Store},
     tokens::{Claims, TokenService},
 };
 
@@ -350,27 +350,34 @@ impl FaceLock {
         let marker = self.store.outside_change_marker().await.ok();
         // Read before the faces: a change made meanwhile is applied again later, harmlessly.
         let position = self.store.face_log_position().await.ok();
-        let faces = self.store.faces_for_engine(self.engine.name()).await?;
+        let read = if self.engine.indexes_in_memory() {
+            // The store reads and unseals while the engine indexes what has arrived.
+            let (batches, feed) = tokio::sync::mpsc::channel(4);
+            let (read, loaded) = tokio::join!(
+                self.store
+                    .send_enrolled_faces(self.engine.name(), self.engine.model(), batches),
+                self.engine.load(feed)
+            );
+            loaded?;
+            read?
+        } else {
+            FacesSent::default()
+        };
         let model = self.engine.model();
-        let (current, other): (Vec<_>, Vec<_>) = faces.into_iter().partition(|f| f.model == model);
-        if !other.is_empty() {
+        if read.left_out > 0 {
             tracing::warn!(
-                faces = other.len(),
+                faces = read.left_out,
                 model,
-                "faces described by another model are not loaded: they cannot be compared"
+                "faces described by another model (or by none) are not loaded: they cannot be compared"
             );
         }
-        let count = current.len();
-        self.engine
-            .load(current.into_iter().map(enrolled).collect())
-            .await?;
         *self
             .face_log_position
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = position;
         tracing::info!(
             engine = self.engine.name(),
-            faces = count,
+            faces = read.sent,
             "face engine loaded its faces"
         );
         *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = marker;

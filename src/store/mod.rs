@@ -25,7 +25,8 @@ pub use keys::{KeyStore, StoredKey};
 pub use lockouts::LockoutStore;
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
 pub use users::{
-    FaceChange, FaceChanges, FaceOwner, FaceRecord, NewFace, NewUser, ReferencePhoto, UserStore,
+    BatchFace, FaceBatch, FaceBatches, FaceChange, FaceChanges, FaceOwner, FaceRecord, FacesSent,
+    NewFace, NewUser, ReferencePhoto, UserStore,
 };
 pub use vault::{MasterKey, Vault, VaultError};
 

@@ -34,6 +34,110 @@ pub struct FaceRecord {
     pub created_at: Timestamp,
 }
 
+/// Faces for an in-memory index, a batch in a few flat buffers. A start-up reads every face,
+/// and an allocation per face, made on one thread and freed on another, cost more than the
+/// reading and unsealing together.
+#[derive(Debug, Default)]
+pub struct FaceBatch {
+    /// Each face's id then its user's id.
+    text: String,
+    /// Sealed descriptors, until [`FaceBatch::unseal`].
+    sealed: Vec<u8>,
+    descriptors: Vec<f32>,
+    /// Where each face's parts end in the buffers (they start where the previous face's end).
+    ends: Vec<FaceEnds>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct FaceEnds {
+    face_id: usize,
+    user_id: usize,
+    sealed: usize,
+    descriptor: usize,
+}
+
+/// A face of a [`FaceBatch`].
+#[derive(Clone, Copy, Debug)]
+pub struct BatchFace<'a> {
+    pub face_id: &'a str,
+    /// As stored: validated when it was registered.
+    pub user_id: &'a str,
+    pub descriptor: &'a [f32],
+}
+
+impl FaceBatch {
+    pub(crate) fn with_capacity(faces: usize) -> Self {
+        Self {
+            text: String::with_capacity(faces * 48),
+            sealed: Vec::with_capacity(faces * 560),
+            descriptors: Vec::new(),
+            ends: Vec::with_capacity(faces),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Adds a face whose descriptor is still sealed.
+    pub(crate) fn push_sealed(&mut self, face_id: &str, user_id: &str, sealed: &[u8]) {
+        self.text.push_str(face_id);
+        let face_id = self.text.len();
+        self.text.push_str(user_id);
+        self.sealed.extend_from_slice(sealed);
+        self.ends.push(FaceEnds {
+            face_id,
+            user_id: self.text.len(),
+            sealed: self.sealed.len(),
+            descriptor: 0,
+        });
+    }
+
+    /// Opens every descriptor (where it lies, then decoded once).
+    pub(crate) fn unseal(&mut self, vault: &super::Vault) -> Result<(), StoreError> {
+        let mut previous = FaceEnds::default();
+        for ends in self.ends.iter_mut() {
+            let face_id = &self.text[previous.user_id..ends.face_id];
+            let plain =
+                vault.open_in_place(face_id, &mut self.sealed[previous.sealed..ends.sealed])?;
+            self.descriptors.extend(
+                plain
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            ends.descriptor = self.descriptors.len();
+            previous = *ends;
+        }
+        self.sealed = Vec::new();
+        Ok(())
+    }
+
+    /// The faces, once unsealed.
+    pub fn iter(&self) -> impl Iterator<Item = BatchFace<'_>> {
+        let starts = std::iter::once(FaceEnds::default()).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, end)| BatchFace {
+            face_id: &self.text[start.user_id..end.face_id],
+            user_id: &self.text[end.face_id..end.user_id],
+            descriptor: &self.descriptors[start.descriptor..end.descriptor],
+        })
+    }
+}
+
+/// Where a store sends faces, a batch at a time, as it reads them.
+pub type FaceBatches = tokio::sync::mpsc::Sender<FaceBatch>;
+
+/// What [`UserStore::send_enrolled_faces`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FacesSent {
+    pub sent: u64,
+    /// Faces of the engine described by another model (or by none), not sent.
+    pub left_out: u64,
+}
+
 /// The profile given when a user is first registered.
 #[derive(Clone, Debug)]
 pub struct NewUser {
@@ -102,6 +206,15 @@ pub trait UserStore: Send + Sync {
     async fn faces(&self, face_ids: &[String]) -> Result<Vec<FaceRecord>, StoreError>;
     /// Every face enrolled with `engine`, for engines that rebuild an index at start-up.
     async fn faces_for_engine(&self, engine: &str) -> Result<Vec<FaceRecord>, StoreError>;
+    /// Every face of `engine` described by `model`, sent to `into` in batches as they are read
+    /// and unsealed, so that an index is built while the rest is still being read (start-up).
+    /// Stops early, and without error, when the receiver is dropped.
+    async fn send_enrolled_faces(
+        &self,
+        engine: &str,
+        model: &str,
+        into: FaceBatches,
+    ) -> Result<FacesSent, StoreError>;
     /// Deletes the user and their faces, and queues the faces for deletion in the engine, in one
     /// transaction. Returns the deleted faces.
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError>;
@@ -191,4 +304,83 @@ pub(crate) fn unseal_faces(
         })?;
     }
     Ok(faces.into_iter().map(|(face, _)| face).collect())
+}
+
+/// Faces per batch while loading: enough that passing a batch between threads costs nothing
+/// per face, few enough that the first arrive at once.
+pub(crate) const LOAD_BATCH: usize = 4096;
+
+/// Unseals the batches arriving on `sealed` on the blocking pool, one per core at a time
+/// (unsealing is most of a start-up's work), and passes them on to `into` as they are ready.
+/// Returns the faces passed on; stops when `into` is closed.
+pub(crate) async fn unseal_batches(
+    vault: std::sync::Arc<super::Vault>,
+    mut sealed: tokio::sync::mpsc::Receiver<FaceBatch>,
+    into: FaceBatches,
+) -> Result<u64, StoreError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut working = tokio::task::JoinSet::new();
+    let mut reading = true;
+    let mut sent = 0u64;
+    loop {
+        tokio::select! {
+            batch = sealed.recv(), if reading && working.len() < workers => match batch {
+                Some(mut batch) => {
+                    let vault = vault.clone();
+                    working.spawn_blocking(move || batch.unseal(&vault).map(|()| batch));
+                }
+                None => reading = false,
+            },
+            Some(done) = working.join_next(), if !working.is_empty() => {
+                let batch = done.map_err(|e| StoreError::backend("unsealing faces", e))??;
+                let count = batch.len() as u64;
+                if into.send(batch).await.is_err() {
+                    break;
+                }
+                sent += count;
+            }
+            else => break,
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MasterKey, Vault};
+
+    #[test]
+    fn a_batch_keeps_each_face_apart_and_opens_each_descriptor_in_its_row() {
+        let (vault, _) = Vault::create(&MasterKey::generate().unwrap()).unwrap();
+        let faces = [
+            ("f1", "alice", vec![0.5f32, -1.0]),
+            ("face-22", "b", vec![3.0; 128]),
+        ];
+        let mut batch = FaceBatch::with_capacity(1);
+        for (face_id, user_id, d) in &faces {
+            batch.push_sealed(
+                face_id,
+                user_id,
+                &vault.seal(face_id, &encode_descriptor(d)).unwrap(),
+            );
+        }
+        assert_eq!(batch.len(), 2);
+        batch.unseal(&vault).unwrap();
+        let read: Vec<_> = batch
+            .iter()
+            .map(|f| (f.face_id, f.user_id, f.descriptor.to_vec()))
+            .collect();
+        let expected: Vec<_> = faces.iter().map(|(f, u, d)| (*f, *u, d.clone())).collect();
+        assert_eq!(read, expected);
+
+        // A descriptor sealed for another row does not open.
+        let mut swapped = FaceBatch::with_capacity(1);
+        swapped.push_sealed(
+            "f2",
+            "alice",
+            &vault.seal("f1", &encode_descriptor(&[1.0])).unwrap(),
+        );
+        assert!(swapped.unseal(&vault).is_err());
+    }
 }

@@ -83,6 +83,44 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
     assert_eq!(faces[0].descriptor.as_deref(), Some(&[0.25, -1.5, 3.0][..]));
     assert_eq!(faces[0].user_id, uid("alice"));
     assert_eq!(store.faces_for_engine("local").await.unwrap().len(), 6);
+    // What a start-up loads: faces of one model, in batches, and a count of the others.
+    let (into, mut batches) = tokio::sync::mpsc::channel(4);
+    let sent = store
+        .send_enrolled_faces("local", "m1", into)
+        .await
+        .unwrap();
+    assert_eq!((sent.sent, sent.left_out), (6, 0));
+    let mut loaded = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        for f in batch.iter() {
+            loaded.push((
+                f.face_id.to_owned(),
+                f.user_id.to_owned(),
+                f.descriptor.to_vec(),
+            ));
+        }
+    }
+    loaded.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(loaded.len(), 6);
+    assert_eq!(
+        loaded[0],
+        ("Zed1".to_owned(), "Zed".to_owned(), vec![0.25, -1.5, 3.0])
+    );
+    assert!(loaded.iter().any(|(f, u, _)| f == "a2" && u == "alice"));
+    let (into, batches) = tokio::sync::mpsc::channel(4);
+    let other_model = store
+        .send_enrolled_faces("local", "m2", into)
+        .await
+        .unwrap();
+    assert_eq!((other_model.sent, other_model.left_out), (0, 6));
+    drop(batches);
+    let (into, batches) = tokio::sync::mpsc::channel(4);
+    drop(batches);
+    let nobody_listening = store
+        .send_enrolled_faces("local", "m1", into)
+        .await
+        .unwrap();
+    assert_eq!(nobody_listening.sent, 0, "stops when the receiver is gone");
     assert_eq!(store.count_faces("local").await.unwrap(), 6);
     assert_eq!(store.count_faces("rekognition").await.unwrap(), 0);
     assert_eq!(store.count_users().await.unwrap(), 5);

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use super::{pipeline::Descriptor, recognition::DESCRIPTOR_LEN};
-use crate::domain::UserId;
+use crate::{domain::UserId, engine::FaceFeed};
 
 const DIM: usize = DESCRIPTOR_LEN;
 /// Coarse scale: components are clamped to ±0.5 (dlib's stay well inside) in steps of 1/254.
@@ -31,6 +31,11 @@ const RERANK: usize = 64;
 /// Below this many faces one thread scans them all.
 const PARALLEL_FROM: usize = 65_536;
 const NONE: u32 = u32::MAX;
+
+/// A stored face the index cannot hold.
+#[derive(Debug, thiserror::Error)]
+#[error("face {0} has a damaged descriptor")]
+pub struct DamagedDescriptor(pub String);
 
 /// A face found by a search, nearest first.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,16 +57,25 @@ pub struct FaceIndex {
     next_of_user: Vec<u32>,
     users: Vec<UserId>,
     first_of_user: Vec<u32>,
-    user_index: HashMap<UserId, u32>,
+    user_index: HashMap<UserId, u32, foldhash::fast::RandomState>,
     live: usize,
 }
 
+/// `v` clamped to ±`limit` and rounded half away from zero. Written with a truncating cast
+/// rather than `f32::round`, which the x86-64 baseline has no instruction for (a call per
+/// component: most of a million-face load).
+#[inline(always)]
+fn quantize(v: f32, limit: f32) -> i32 {
+    let x = v.clamp(-limit, limit);
+    (x + 0.5f32.copysign(x)) as i32
+}
+
 fn coarse_of(d: &Descriptor) -> [i8; DIM] {
-    d.map(|v| (v * COARSE_SCALE).round().clamp(-127.0, 127.0) as i8)
+    d.map(|v| quantize(v * COARSE_SCALE, 127.0) as i8)
 }
 
 fn fine_of(d: &Descriptor) -> [i16; DIM] {
-    d.map(|v| (v * FINE_SCALE).round().clamp(-32767.0, 32767.0) as i16)
+    d.map(|v| quantize(v * FINE_SCALE, 32767.0) as i16)
 }
 
 #[inline(always)]
@@ -181,8 +195,43 @@ impl FaceIndex {
             + self.user_index.capacity() * (std::mem::size_of::<UserId>() + 4 + 1)
     }
 
+    /// An index of the faces a store sends, built as they arrive, so it is ready soon after
+    /// the last is read. Blocks on the feed: run it on a blocking thread.
+    pub fn build(mut faces: FaceFeed) -> Result<Self, DamagedDescriptor> {
+        let mut index = Self::default();
+        while let Some(batch) = faces.blocking_recv() {
+            for face in batch.iter() {
+                let descriptor: &Descriptor = face
+                    .descriptor
+                    .try_into()
+                    .map_err(|_| DamagedDescriptor(face.face_id.to_owned()))?;
+                let Ok(face_id) = uuid::Uuid::parse_str(face.face_id) else {
+                    tracing::warn!(face_id = %face.face_id, "stored face id is not a UUID; skipped");
+                    continue;
+                };
+                let Some(owner) = index.intern_stored(face.user_id) else {
+                    tracing::warn!(face_id = %face.face_id, "stored face has an invalid user id; skipped");
+                    continue;
+                };
+                index.insert_row(face_id, owner, descriptor);
+            }
+        }
+        // Grown by doubling while the count was unknown; give back the rest (large blocks
+        // shrink in place).
+        index.coarse.shrink_to_fit();
+        index.fine.shrink_to_fit();
+        index.coarse_norms.shrink_to_fit();
+        index.face_ids.shrink_to_fit();
+        index.owners.shrink_to_fit();
+        index.next_of_user.shrink_to_fit();
+        index.first_of_user.shrink_to_fit();
+        index.users.shrink_to_fit();
+        Ok(index)
+    }
+
     /// Room for `faces` more faces, so loading a known number does not reallocate.
     pub fn reserve(&mut self, faces: usize) {
+        self.user_index.reserve(faces);
         self.coarse.reserve_exact(faces * DIM);
         self.fine.reserve_exact(faces * DIM);
         self.coarse_norms.reserve_exact(faces);
@@ -192,7 +241,7 @@ impl FaceIndex {
     }
 
     fn intern(&mut self, user: &UserId) -> u32 {
-        if let Some(&i) = self.user_index.get(user) {
+        if let Some(&i) = self.user_index.get(user.as_str()) {
             return i;
         }
         let i = self.users.len() as u32;
@@ -202,10 +251,23 @@ impl FaceIndex {
         i
     }
 
+    /// [`Self::intern`] for an id read from the store, parsed only the first time it is seen;
+    /// `None` if it does not parse.
+    fn intern_stored(&mut self, user: &str) -> Option<u32> {
+        match self.user_index.get(user) {
+            Some(&i) => Some(i),
+            None => Some(self.intern(&UserId::parse(user).ok()?)),
+        }
+    }
+
     /// Adds a face. Face ids are unique (the store's primary key, or a new UUID): the index
     /// does not look for an earlier copy.
     pub fn insert(&mut self, face_id: uuid::Uuid, user: &UserId, descriptor: &Descriptor) {
         let owner = self.intern(user);
+        self.insert_row(face_id, owner, descriptor);
+    }
+
+    fn insert_row(&mut self, face_id: uuid::Uuid, owner: u32, descriptor: &Descriptor) {
         let row = self.owners.len() as u32;
         let coarse = coarse_of(descriptor);
         self.coarse_norms.push(dot_i8(&coarse, &coarse));
@@ -365,6 +427,21 @@ mod tests {
             x ^= x << 17;
             ((x % 2001) as f32 / 1000.0 - 1.0) * 0.15
         })
+    }
+
+    #[test]
+    fn quantizing_rounds_half_away_from_zero_and_clamps() {
+        for k in -3000..=3000 {
+            let v = k as f32 / 20.0;
+            assert_eq!(
+                quantize(v, 127.0),
+                v.round().clamp(-127.0, 127.0) as i32,
+                "{v}"
+            );
+        }
+        assert_eq!(quantize(f32::INFINITY, 127.0), 127);
+        assert_eq!(quantize(f32::NEG_INFINITY, 32767.0), -32767);
+        assert_eq!(quantize(f32::NAN, 127.0), 0);
     }
 
     fn exact(a: &Descriptor, b: &Descriptor) -> f32 {

@@ -31,8 +31,8 @@ use self::{
     weights::ModelError,
 };
 use super::{
-    BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceMatch, IndexedFace, SearchQuery,
-    SearchScope, Upload,
+    BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, IndexedFace,
+    SearchQuery, SearchScope, Upload,
 };
 use crate::domain::{Similarity, UserId};
 
@@ -205,23 +205,15 @@ impl FaceEngine for LocalEngine {
         Ok(())
     }
 
-    async fn load(&self, faces: Vec<EnrolledFace>) -> Result<(), EngineError> {
-        let mut index = FaceIndex::default();
-        index.reserve(faces.len());
-        for face in faces {
-            let Some(d) = face.descriptor else {
-                tracing::warn!(face_id = %face.face_id, "stored face has no descriptor; skipped");
-                continue;
-            };
-            let descriptor: Descriptor = d.as_slice().try_into().map_err(|_| {
-                EngineError::internal(format!("face {} has a damaged descriptor", face.face_id))
-            })?;
-            let Ok(face_id) = uuid::Uuid::parse_str(&face.face_id) else {
-                tracing::warn!(face_id = %face.face_id, "stored face id is not a UUID; skipped");
-                continue;
-            };
-            index.insert(face_id, &face.user_id, &descriptor);
-        }
+    fn indexes_in_memory(&self) -> bool {
+        true
+    }
+
+    async fn load(&self, faces: FaceFeed) -> Result<(), EngineError> {
+        let mut index = tokio::task::spawn_blocking(move || FaceIndex::build(faces))
+            .await
+            .map_err(|e| EngineError::internal(format!("building the face index: {e}")))?
+            .map_err(EngineError::internal)?;
         // A face being registered right now may not be in the store yet. Keeping it is safe:
         // verify only accepts matches the store knows.
         {

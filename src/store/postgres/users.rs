@@ -10,8 +10,9 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, encode_descriptor, unseal_faces},
-        FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault,
+        users::{changes_in_order, encode_descriptor, unseal_batches, unseal_faces, LOAD_BATCH},
+        FaceBatch, FaceBatches, FaceChanges, FaceOwner, FaceRecord, FacesSent, NewFace,
+        ReferencePhoto, StoreError, UserStore, Vault,
     },
 };
 
@@ -95,6 +96,52 @@ async fn insert_photo(
     .await
     .map(|_| ())
     .map_err(backend("storing a reference photo"))
+}
+
+/// Streams the faces of `engine` for an index, a batch at a time, into `into`; counts the
+/// faces left out (another model, or no descriptor). Stops when `into` is closed.
+async fn read_sealed_faces(
+    conn: &impl GenericClient,
+    engine: &str,
+    model: &str,
+    into: tokio::sync::mpsc::Sender<FaceBatch>,
+) -> Result<u64, StoreError> {
+    use futures_core::Stream;
+    let failed = backend("reading faces");
+    let rows = conn
+        .query_raw(
+            "SELECT f.face_id, u.user_id, CASE WHEN f.model = $2 THEN f.descriptor END
+             FROM faces f JOIN users u ON u.id = f.user_rowid WHERE f.engine = $1",
+            [engine, model],
+        )
+        .await
+        .map_err(&failed)?;
+    let mut rows = std::pin::pin!(rows);
+    let mut left_out = 0;
+    let mut batch = FaceBatch::with_capacity(LOAD_BATCH);
+    while let Some(row) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
+        let row = row.map_err(&failed)?;
+        // Borrowed from the row, copied into the batch's buffers: nothing allocated per face.
+        let Some(sealed) = row.try_get::<_, Option<&[u8]>>(2).map_err(&failed)? else {
+            left_out += 1;
+            continue;
+        };
+        batch.push_sealed(
+            row.try_get(0).map_err(&failed)?,
+            row.try_get(1).map_err(&failed)?,
+            sealed,
+        );
+        if batch.len() == LOAD_BATCH {
+            let full = std::mem::replace(&mut batch, FaceBatch::with_capacity(LOAD_BATCH));
+            if into.send(full).await.is_err() {
+                return Ok(left_out);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = into.send(batch).await;
+    }
+    Ok(left_out)
 }
 
 #[async_trait]
@@ -252,6 +299,24 @@ impl UserStore for PostgresStore {
             &[&engine],
         )
         .await
+    }
+
+    async fn send_enrolled_faces(
+        &self,
+        engine: &str,
+        model: &str,
+        into: FaceBatches,
+    ) -> Result<FacesSent, StoreError> {
+        let conn = self.conn().await?;
+        let (sealed, to_unseal) = tokio::sync::mpsc::channel(4);
+        let (left_out, sent) = tokio::join!(
+            read_sealed_faces(&conn, engine, model, sealed),
+            unseal_batches(self.vault.clone(), to_unseal, into)
+        );
+        Ok(FacesSent {
+            sent: sent?,
+            left_out: left_out?,
+        })
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {

@@ -9,8 +9,9 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, encode_descriptor, unseal_faces},
-        FaceChanges, FaceOwner, FaceRecord, NewFace, ReferencePhoto, StoreError, UserStore, Vault,
+        users::{changes_in_order, encode_descriptor, unseal_batches, unseal_faces, LOAD_BATCH},
+        FaceBatch, FaceBatches, FaceChanges, FaceOwner, FaceRecord, FacesSent, NewFace,
+        ReferencePhoto, StoreError, UserStore, Vault,
     },
 };
 
@@ -80,6 +81,54 @@ fn query_faces(
         .collect::<Result<Vec<_>, _>>()
         .map_err(backend("reading faces"))?;
     unseal_faces(vault, sealed)
+}
+
+/// Reads the faces of `engine` for an index, a batch at a time, into `into`; counts the faces
+/// left out (another model, or no descriptor). Stops when `into` is closed.
+fn read_sealed_faces(
+    conn: &Connection,
+    engine: &str,
+    model: &str,
+    into: tokio::sync::mpsc::Sender<FaceBatch>,
+) -> Result<u64, StoreError> {
+    let failed = backend("reading faces");
+    let mut stmt = conn
+        .prepare(
+            "SELECT f.face_id, u.user_id, CASE WHEN f.model = ?2 THEN f.descriptor END
+             FROM faces f JOIN users u ON u.id = f.user_rowid WHERE f.engine = ?1",
+        )
+        .map_err(&failed)?;
+    let mut rows = stmt.query([engine, model]).map_err(&failed)?;
+    let mut left_out = 0;
+    let mut batch = FaceBatch::with_capacity(LOAD_BATCH);
+    while let Some(row) = rows.next().map_err(&failed)? {
+        // Borrowed from the row, copied into the batch's buffers: nothing allocated per face.
+        let text = |i| -> Result<&str, StoreError> {
+            let value = row.get_ref(i).map_err(&failed)?;
+            value
+                .as_str()
+                .map_err(|e| StoreError::backend("reading faces", e))
+        };
+        let sealed = row.get_ref(2).map_err(&failed)?;
+        let Some(sealed) = sealed
+            .as_blob_or_null()
+            .map_err(|e| StoreError::backend("reading faces", e))?
+        else {
+            left_out += 1;
+            continue;
+        };
+        batch.push_sealed(text(0)?, text(1)?, sealed);
+        if batch.len() == LOAD_BATCH {
+            let full = std::mem::replace(&mut batch, FaceBatch::with_capacity(LOAD_BATCH));
+            if into.blocking_send(full).is_err() {
+                return Ok(left_out);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = into.blocking_send(batch);
+    }
+    Ok(left_out)
 }
 
 #[async_trait]
@@ -233,6 +282,23 @@ impl UserStore for SqliteStore {
         let vault = self.vault.clone();
         self.run(move |conn| query_faces(conn, &vault, "f.engine = ?1", [engine]))
             .await
+    }
+
+    async fn send_enrolled_faces(
+        &self,
+        engine: &str,
+        model: &str,
+        into: FaceBatches,
+    ) -> Result<FacesSent, StoreError> {
+        let (engine, model) = (engine.to_owned(), model.to_owned());
+        let (sealed, to_unseal) = tokio::sync::mpsc::channel(4);
+        let reading = self.run(move |conn| read_sealed_faces(conn, &engine, &model, sealed));
+        let (left_out, sent) =
+            tokio::join!(reading, unseal_batches(self.vault.clone(), to_unseal, into));
+        Ok(FacesSent {
+            sent: sent?,
+            left_out: left_out?,
+        })
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {
