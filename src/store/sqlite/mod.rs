@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_request_counters.sql"),
     include_str!("migrations/0009_face_changes.sql"),
     include_str!("migrations/0010_address_failures.sql"),
+    include_str!("migrations/0011_plaintext_sealed.sql"),
 ];
 
 #[derive(Clone)]
@@ -138,11 +139,20 @@ fn open_vault(conn: &mut Connection, master: &MasterKey) -> Result<Vault, StoreE
 }
 
 /// Seals descriptors and signing keys written in plaintext by a server from before encryption
-/// at rest, in one transaction.
+/// at rest, in one transaction, which also records that it was done: later starts skip it
+/// (every write since seals its values).
 fn seal_plaintext(conn: &mut Connection, vault: &Vault) -> Result<(), StoreError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(backend("sealing plaintext"))?;
+    let done: bool = tx
+        .query_row("SELECT plaintext_sealed FROM vault WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .map_err(backend("sealing plaintext"))?;
+    if done {
+        return Ok(());
+    }
     let mut sealed = 0usize;
     for (table, id_column, value_column) in [
         ("faces", "face_id", "descriptor"),
@@ -174,6 +184,8 @@ fn seal_plaintext(conn: &mut Connection, vault: &Vault) -> Result<(), StoreError
             sealed += 1;
         }
     }
+    tx.execute("UPDATE vault SET plaintext_sealed = 1 WHERE id = 1", [])
+        .map_err(backend("sealing plaintext"))?;
     tx.commit().map_err(backend("sealing plaintext"))?;
     if sealed > 0 {
         tracing::info!(values = sealed, "sealed plaintext descriptors and keys");
@@ -325,8 +337,13 @@ mod tests {
         assert_eq!(key_created, 1_769_860_800_000);
         assert_eq!(revoked_until, 1_769_860_900_000);
         assert_eq!(model, crate::engine::local::models::MODEL_ID);
-        // The plaintext is sealed now, and still reads back as it was.
+        // The plaintext is sealed now, and still reads back as it was; later starts skip the
+        // search for it.
         assert!(Vault::is_sealed(&descriptor) && Vault::is_sealed(&der));
+        let done: bool = conn
+            .query_row("SELECT plaintext_sealed FROM vault", [], |r| r.get(0))
+            .unwrap();
+        assert!(done);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
