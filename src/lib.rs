@@ -16,6 +16,7 @@ pub mod files;
 pub mod images;
 pub mod import;
 pub mod legacy_photos;
+pub mod liveness;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;

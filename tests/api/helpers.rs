@@ -351,6 +351,17 @@ pub fn shared_faces() -> Option<std::path::PathBuf> {
     }
 }
 
+/// The larger labelled set (`../shared/faces-dev`), or `None` after reporting the skip.
+pub fn shared_faces_dev() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/faces-dev");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        skip("../shared/faces-dev is not present");
+        None
+    }
+}
+
 /// The local engine's models in one cache folder outside the checkout, shared by every test;
 /// fetched (with npm, as at a first start) on first use. `None` after reporting the skip when
 /// they cannot be had.

@@ -8,6 +8,7 @@ mod fake_rekognition;
 mod flow;
 mod hardening;
 mod helpers;
+mod liveness;
 mod local_engine;
 mod metrics;
 mod openapi;
