@@ -83,22 +83,34 @@ const STAGES: [&str; 6] = [
     "end to end",
 ];
 
-/// One photo through every stage; returns the times of [`STAGES`].
-fn run_once(models: &Models, bytes: &[u8]) -> Result<[Duration; 6], BenchError> {
+/// One photo through every stage; returns the times of [`STAGES`] and the floating-point
+/// operations of each (the networks' only: decoding and turning count none).
+fn run_once(models: &Models, bytes: &[u8]) -> Result<([Duration; 6], [u64; 6]), BenchError> {
     let start = Instant::now();
     let mut times = StageTimes::default();
     std::hint::black_box(analyze_photo(models, bytes, LIMITS, &mut times)?);
     let total = start.elapsed();
     let decode =
         total.saturating_sub(times.detect + times.landmarks + times.descriptor + times.rotate);
-    Ok([
-        decode,
-        times.detect,
-        times.landmarks,
-        times.descriptor,
-        times.rotate,
-        total,
-    ])
+    let flops = [
+        0,
+        times.detect_flops,
+        times.landmarks_flops,
+        times.descriptor_flops,
+        0,
+        times.detect_flops + times.landmarks_flops + times.descriptor_flops,
+    ];
+    Ok((
+        [
+            decode,
+            times.detect,
+            times.landmarks,
+            times.descriptor,
+            times.rotate,
+            total,
+        ],
+        flops,
+    ))
 }
 
 /// Runs `bytes` `rounds` times and prints a table of each stage's median and p95.
@@ -110,21 +122,31 @@ fn stage_table(
     rounds: usize,
 ) -> Result<(), BenchError> {
     let mut stages: [Vec<Duration>; 6] = Default::default();
+    let mut flops = [0u64; 6];
     for _ in 0..rounds {
         for bytes in inputs {
-            for (all, t) in stages.iter_mut().zip(run_once(models, bytes)?) {
+            let (times, ops) = run_once(models, bytes)?;
+            for (all, t) in stages.iter_mut().zip(times) {
                 all.push(t);
             }
+            flops.iter_mut().zip(ops).for_each(|(f, o)| *f += o);
         }
     }
-    let _ = writeln!(out, "\n{title:<38}   median ms   p95 ms");
-    for (name, samples) in STAGES.iter().zip(stages.iter_mut()) {
-        let _ = writeln!(
+    let runs = (rounds * inputs.len()).max(1) as f64;
+    let _ = writeln!(out, "\n{title:<38}   median ms   p95 ms    GFLOP  GFLOP/s");
+    for ((name, samples), ops) in STAGES.iter().zip(stages.iter_mut()).zip(flops) {
+        let median = percentile(samples, 0.5);
+        let _ = write!(
             out,
             "  {name:<38} {:>8.1} {:>8.1}",
-            ms(percentile(samples, 0.5)),
+            ms(median),
             ms(percentile(samples, 0.95))
         );
+        let gflop = ops as f64 / runs / 1e9;
+        if ops > 0 && !median.is_zero() {
+            let _ = write!(out, " {gflop:>8.3} {:>8.1}", gflop / median.as_secs_f64());
+        }
+        let _ = writeln!(out);
     }
     Ok(())
 }
@@ -258,10 +280,51 @@ pub fn run(
             total as f64 / seconds as f64
         );
     }
+    let _ = writeln!(
+        out,
+        "matrix product 512x512x512 on one core (the machine's practical ceiling): {:.1} GFLOP/s",
+        sgemm_gflops()
+    );
     if let Some(peak) = peak_memory_mib() {
         let _ = writeln!(out, "peak memory (VmHWM): {peak:.0} MiB");
     }
     Ok(out)
+}
+
+/// GFLOP/s of the best of a few 512x512x512 matrix products with the kernels the networks use:
+/// what this core reaches on the easiest work there is, beside which each stage's rate shows
+/// how far it is from the machine's limit.
+fn sgemm_gflops() -> f64 {
+    const N: usize = 512;
+    let a = vec![1.0f32; N * N];
+    let b = vec![0.5f32; N * N];
+    let mut c = vec![0.0f32; N * N];
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        // SAFETY: all three are N x N, row-major, fully inside their vectors.
+        unsafe {
+            matrixmultiply::sgemm(
+                N,
+                N,
+                N,
+                1.0,
+                a.as_ptr(),
+                N as isize,
+                1,
+                b.as_ptr(),
+                N as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                N as isize,
+                1,
+            );
+        }
+        best = best.min(start.elapsed());
+    }
+    std::hint::black_box(&c);
+    2.0 * (N * N * N) as f64 / best.as_secs_f64() / 1e9
 }
 
 /// Resident memory of this process now (Linux), in bytes.

@@ -11,6 +11,7 @@ use super::{
     landmarks::{self, LandmarkNet},
     quality::Metrics,
     recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
+    tensor,
     weights::ModelError,
 };
 use crate::images::{self, DecodeLimits, ImageError};
@@ -67,7 +68,8 @@ impl Analysis {
     }
 }
 
-/// Time spent in each stage of one analysis, for the benchmark.
+/// Time spent in each stage of one analysis, and the floating-point operations of each
+/// network stage, for the benchmark.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {
     pub detect: std::time::Duration,
@@ -75,6 +77,20 @@ pub struct StageTimes {
     pub descriptor: std::time::Duration,
     /// Turning a photo with no upright face.
     pub rotate: std::time::Duration,
+    pub detect_flops: u64,
+    pub landmarks_flops: u64,
+    pub descriptor_flops: u64,
+}
+
+/// Starts timing a stage: its start time and the operations counted so far.
+fn stage_start() -> (std::time::Instant, u64) {
+    (std::time::Instant::now(), tensor::flops_so_far())
+}
+
+/// Adds what the stage begun at `start` took to `time` and `flops`.
+fn stage_end(start: (std::time::Instant, u64), time: &mut std::time::Duration, flops: &mut u64) {
+    *time += start.0.elapsed();
+    *flops += tensor::flops_so_far() - start.1;
 }
 
 /// Decodes an uploaded photo and analyses it: the one path from bytes to a descriptor, used by
@@ -172,12 +188,12 @@ impl Models {
         if stop() {
             return None;
         }
-        let started = std::time::Instant::now();
+        let started = stage_start();
         let dominant = faces.first().map(|face| {
             let chip = self.chip(image, face);
             (self.describe_chip(&chip), Metrics::measure(face, &chip))
         });
-        times.descriptor += started.elapsed();
+        stage_end(started, &mut times.descriptor, &mut times.descriptor_flops);
         let (mut width, mut height, mut turned) = (image.width(), image.height(), 0);
         match seen.as_ref().map(|(view, _)| *view) {
             Some(View::Padded(pad)) => {
@@ -209,13 +225,13 @@ impl Models {
         min_score: f32,
         times: &mut StageTimes,
     ) -> Vec<Face> {
-        let started = std::time::Instant::now();
+        let started = stage_start();
         let (input, content, scale) = square_input(img, DETECTOR_SIZE);
         let mut detections = self
             .detector
             .detect(&input, DETECTOR_SIZE, content, scale, min_score);
-        times.detect += started.elapsed();
-        let started = std::time::Instant::now();
+        stage_end(started, &mut times.detect, &mut times.detect_flops);
+        let started = stage_start();
         detections.sort_by(|a, b| b.area().total_cmp(&a.area()));
         let faces = detections
             .into_iter()
@@ -231,7 +247,7 @@ impl Models {
                 }
             })
             .collect();
-        times.landmarks += started.elapsed();
+        stage_end(started, &mut times.landmarks, &mut times.landmarks_flops);
         faces
     }
 

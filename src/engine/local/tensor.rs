@@ -6,6 +6,20 @@
 //! convolutions and pooling are plain loops over contiguous channels, which the compiler
 //! vectorises.
 
+thread_local! {
+    static FLOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Floating-point operations of the convolutions and dense layers run on this thread so far (a
+/// multiply-add counts two): the benchmark reads it before and after a stage.
+pub fn flops_so_far() -> u64 {
+    FLOPS.with(std::cell::Cell::get)
+}
+
+fn count_flops(multiply_adds: usize) {
+    FLOPS.with(|f| f.set(f.get() + 2 * multiply_adds as u64));
+}
+
 /// A feature map: `data[(y * w + x) * c + ch]`.
 #[derive(Clone, Debug)]
 pub struct Tensor {
@@ -122,6 +136,7 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tenso
     let k = conv.kh * conv.kw * conv.cin;
     let pointwise = conv.kh == 1 && conv.kw == 1 && stride == 1;
     let rows = oh * ow;
+    count_flops(rows * k * conv.cout);
     let mut cols = if pointwise {
         Vec::new()
     } else {
@@ -200,6 +215,7 @@ pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) ->
     let (oh, ow, input) = padded(x, dw.kh, dw.kw, stride, padding);
     let x = input.as_ref();
     let c = x.c;
+    count_flops(oh * ow * dw.kh * dw.kw * c);
     let mut out = Tensor::zeros(oh, ow, c);
     for oy in 0..oh {
         for ox in 0..ow {
@@ -308,6 +324,7 @@ pub fn global_mean(x: &Tensor) -> Vec<f32> {
 /// A fully connected layer: `weights` is `[inputs][outputs]`.
 pub fn dense(x: &[f32], weights: &[f32], bias: Option<&[f32]>, outputs: usize) -> Vec<f32> {
     assert_eq!(weights.len(), x.len() * outputs, "dense shapes");
+    count_flops(x.len() * outputs);
     let mut out = bias.map_or_else(|| vec![0.0; outputs], <[f32]>::to_vec);
     for (xi, row) in x.iter().zip(weights.chunks_exact(outputs)) {
         out.iter_mut().zip(row).for_each(|(o, w)| *o += xi * w);
@@ -392,6 +409,25 @@ mod tests {
         assert_eq!(out_and_pad(512, 3, 2, Padding::Same), (256, 0));
         assert_eq!(out_and_pad(7, 3, 2, Padding::Same), (4, 1));
         assert_eq!(out_and_pad(150, 7, 2, Padding::Valid), (72, 0));
+    }
+
+    #[test]
+    fn operations_are_counted_per_layer() {
+        let x = Tensor::from_data(6, 5, 3, pseudo(90, 1));
+        let conv = Conv {
+            kh: 3,
+            kw: 3,
+            cin: 3,
+            cout: 4,
+            weights: pseudo(108, 2),
+            bias: vec![0.0; 4],
+        };
+        let before = flops_so_far();
+        conv2d(&x, &conv, 1, Padding::Same);
+        assert_eq!(flops_so_far() - before, 2 * (6 * 5) * (3 * 3 * 3) * 4);
+        let before = flops_so_far();
+        dense(&[1.0; 7], &[0.5; 21], None, 3);
+        assert_eq!(flops_so_far() - before, 2 * 7 * 3);
     }
 
     #[test]
