@@ -564,6 +564,82 @@ fn close_up_crops_yield_exactly_the_right_face() {
     );
 }
 
+/// A close-up lying on its side (a phone's front camera held sideways, no EXIF tag) is turned
+/// upright and then given a border, as an upright one is: the tightest crops (margins 0 and
+/// 0.15 of dlib's box, full size and 150 px wide, colour) turned 90 degrees clockwise.
+#[test]
+fn close_ups_lying_on_their_side_are_found() {
+    let Some((root, models)) = fixtures() else {
+        return;
+    };
+    let reference = dlib_reference(&root);
+    let limits = DecodeLimits {
+        max_pixels: 40_000_000,
+    };
+    let (mut total, mut right, mut misses) = (0, 0, Vec::new());
+    for (path, info) in reference["images"].as_object().unwrap() {
+        let bytes = std::fs::read(root.join(path)).unwrap();
+        let photo = facelock::images::decode(&bytes, limits).unwrap().image;
+        let k = photo.width() as f32 / info["width"].as_f64().unwrap() as f32;
+        let b: Vec<f32> = info["box_ltrb"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32 * k)
+            .collect();
+        let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
+        for margin in [0.0f32, 0.15] {
+            let x0 = (b[0] - margin * bw).max(0.0);
+            let y0 = (b[1] - margin * bh).max(0.0);
+            let x1 = (b[2] + margin * bw).min(photo.width() as f32);
+            let y1 = (b[3] + margin * bh).min(photo.height() as f32);
+            let crop = photo.crop_imm(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
+            for width in [None, Some(150u32)] {
+                let sized = match width {
+                    None => crop.clone(),
+                    Some(w) => crop.resize(w, u32::MAX, image::imageops::FilterType::Triangle),
+                };
+                let s = sized.width() as f32 / crop.width() as f32;
+                let expected = [
+                    (b[0] - x0) * s,
+                    (b[1] - y0) * s,
+                    (b[2] - x0) * s,
+                    (b[3] - y0) * s,
+                ];
+                let sideways = image::imageops::rotate90(&sized.to_rgb8());
+                let analysis = models.analyze(&sideways, &mut StageTimes::default());
+                total += 1;
+                // Turned back 270 degrees, the faces stand as in the crop.
+                let ok = analysis.faces.len() == 1 && analysis.turned == 270 && {
+                    let lm = &analysis.faces[0].landmarks;
+                    let xs = lm.iter().map(|p| p.0);
+                    let ys = lm.iter().map(|p| p.1);
+                    let found = [
+                        xs.clone().fold(f32::MAX, f32::min),
+                        ys.clone().fold(f32::MAX, f32::min),
+                        xs.fold(f32::MIN, f32::max),
+                        ys.fold(f32::MIN, f32::max),
+                    ];
+                    iou(found, expected) >= 0.5
+                };
+                if ok {
+                    right += 1;
+                } else {
+                    misses.push(format!(
+                        "{path} margin {margin} {width:?}: {} faces, turned {}",
+                        analysis.faces.len(),
+                        analysis.turned
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!("close-ups on their side: {right}/{total} right; misses: {misses:?}");
+    assert_eq!(total, 56);
+    // 54 of 56 here; the two misses are found upside down.
+    assert!(right * 100 >= total * 90, "{right}/{total}: {misses:#?}");
+}
+
 fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);

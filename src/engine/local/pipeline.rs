@@ -128,43 +128,17 @@ impl Models {
         times: &mut StageTimes,
         stop: &dyn Fn() -> bool,
     ) -> Option<Analysis> {
-        let find = |image: &RgbImage, times: &mut StageTimes| {
-            salient(self.find_faces_above(image, MIN_DETECTION_SCORE, times))
-        };
         if stop() {
             return None;
         }
-        let mut faces = find(rgb, times);
-        // Where the faces were found: the photo itself, or a padded or turned copy of it.
-        let mut seen: Option<(View, RgbImage)> = None;
-        // A close-up (a login camera, an ID photo, a cropped avatar): the detector was trained
-        // on faces with a margin around them, so give the photo one, of a few widths while it
-        // is unsure, and keep the view it is surest of.
-        // A photo with several faces, or one well-framed face, is not a close-up.
-        for border in PADDINGS {
-            let view = seen.as_ref().map_or(rgb, |(_, canvas)| canvas);
-            let unsure_close_up = match faces.as_slice() {
-                [] => true,
-                [face] => face.detection.score < CONFIDENT_SCORE && looks_close(face, view),
-                _ => false,
-            };
-            if !unsure_close_up {
-                break;
-            }
-            if stop() {
-                return None;
-            }
-            let pad = (rgb.width().max(rgb.height()) as f32 * border) as u32;
-            let canvas = pad_image(rgb, pad);
-            let found = find(&canvas, times);
-            if best_score(&found) > best_score(&faces) {
-                faces = found;
-                seen = Some((View::Padded(pad), canvas));
-            }
-        }
+        let (mut faces, mut padded) = self.find_upright(rgb, &PADDINGS, times, stop)?;
+        // A photo whose pixels lie on their side (a phone held sideways, no EXIF tag): the
+        // detector only knows upright faces, so look at the photo turned each way, an unsure
+        // close-up with the two borders that find most, and keep the surest view: the detector
+        // also takes some upside-down close-ups for faces, less surely, so the first turn that
+        // finds one is not enough. A photo with no face costs thirteen detections.
+        let mut turned_view: Option<(u16, RgbImage)> = None;
         if faces.is_empty() {
-            // A photo whose pixels lie on their side (a phone held sideways, no EXIF tag): the
-            // detector only knows upright faces, so turn the photo until one stands up.
             for degrees in [90, 270, 180] {
                 if stop() {
                     return None;
@@ -176,15 +150,17 @@ impl Models {
                     _ => image::imageops::rotate180(rgb),
                 };
                 times.rotate += started.elapsed();
-                let found = find(&candidate, times);
-                if !found.is_empty() {
-                    faces = found;
-                    seen = Some((View::Turned(degrees), candidate));
-                    break;
+                let (found, bordered) =
+                    self.find_upright(&candidate, &PADDINGS[..2], times, stop)?;
+                if best_score(&found) > best_score(&faces) {
+                    (faces, padded) = (found, bordered);
+                    turned_view = Some((degrees, candidate));
                 }
             }
         }
-        let image = seen.as_ref().map_or(rgb, |(_, image)| image);
+        // The photo as the faces stand upright, and the copy their positions refer to.
+        let upright = turned_view.as_ref().map_or(rgb, |(_, image)| image);
+        let image = padded.as_ref().map_or(upright, |(_, canvas)| canvas);
         if stop() {
             return None;
         }
@@ -194,16 +170,12 @@ impl Models {
             (self.describe_chip(&chip), Metrics::measure(face, &chip))
         });
         stage_end(started, &mut times.descriptor, &mut times.descriptor_flops);
-        let (mut width, mut height, mut turned) = (image.width(), image.height(), 0);
-        match seen.as_ref().map(|(view, _)| *view) {
-            Some(View::Padded(pad)) => {
-                // Back to the photo's own pixels.
-                faces.iter_mut().for_each(|f| f.shift(-(pad as f32)));
-                (width, height) = (rgb.width(), rgb.height());
-            }
-            Some(View::Turned(degrees)) => turned = degrees,
-            None => {}
+        if let Some((pad, _)) = padded {
+            // Back to the upright photo's own pixels.
+            faces.iter_mut().for_each(|f| f.shift(-(pad as f32)));
         }
+        let (width, height) = (upright.width(), upright.height());
+        let turned = turned_view.map_or(0, |(degrees, _)| degrees);
         Some(Analysis {
             faces,
             width,
@@ -309,17 +281,56 @@ fn looks_close(face: &Face, img: &RgbImage) -> bool {
         || d.bottom > h - edge
 }
 
-fn best_score(faces: &[Face]) -> f32 {
-    faces.iter().map(|f| f.detection.score).fold(0.0, f32::max)
+/// A bordered copy of a photo: the border's width in pixels, and the copy.
+type Bordered = Option<(u32, RgbImage)>;
+
+impl Models {
+    /// The salient faces of `image` as it stands. A close-up (a login camera, an ID photo, a
+    /// cropped avatar) defeats the detector, trained on faces with a margin around them, so
+    /// while it is unsure the photo gets a border of each width of `borders` in turn (of its
+    /// longer side), keeping the view it is surest of. A photo with several faces, or one
+    /// well-framed face, is not a close-up. `None` once `stop` says to stop.
+    fn find_upright(
+        &self,
+        image: &RgbImage,
+        borders: &[f32],
+        times: &mut StageTimes,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<(Vec<Face>, Bordered)> {
+        let mut faces = self.find_salient(image, times);
+        let mut kept: Bordered = None;
+        for border in borders {
+            let view = kept.as_ref().map_or(image, |(_, canvas)| canvas);
+            let unsure_close_up = match faces.as_slice() {
+                [] => true,
+                [face] => face.detection.score < CONFIDENT_SCORE && looks_close(face, view),
+                _ => false,
+            };
+            if !unsure_close_up {
+                break;
+            }
+            if stop() {
+                return None;
+            }
+            let pad = (image.width().max(image.height()) as f32 * border) as u32;
+            let canvas = pad_image(image, pad);
+            let found = self.find_salient(&canvas, times);
+            if best_score(&found) > best_score(&faces) {
+                faces = found;
+                kept = Some((pad, canvas));
+            }
+        }
+        Some((faces, kept))
+    }
+
+    /// The faces that count in `image` as it stands.
+    fn find_salient(&self, image: &RgbImage, times: &mut StageTimes) -> Vec<Face> {
+        salient(self.find_faces_above(image, MIN_DETECTION_SCORE, times))
+    }
 }
 
-/// How the photo was looked at to find its faces.
-#[derive(Clone, Copy)]
-enum View {
-    /// With a border of this many pixels on every side.
-    Padded(u32),
-    /// Turned this many degrees clockwise.
-    Turned(u16),
+fn best_score(faces: &[Face]) -> f32 {
+    faces.iter().map(|f| f.detection.score).fold(0.0, f32::max)
 }
 
 /// `img` in the middle of a canvas `pad` pixels larger on every side, filled with the
