@@ -310,10 +310,29 @@ pub(crate) fn unseal_faces(
 /// per face, few enough that the first arrive at once.
 pub(crate) const LOAD_BATCH: usize = 4096;
 
+/// What a store's [`UserStore::send_enrolled_faces`] does once it knows how to read: `read`
+/// fills batches with sealed faces (returning how many it left out) while they are unsealed
+/// and passed on to `into`.
+pub(crate) async fn read_and_unseal<Read>(
+    vault: std::sync::Arc<super::Vault>,
+    into: FaceBatches,
+    read: impl FnOnce(tokio::sync::mpsc::Sender<FaceBatch>) -> Read,
+) -> Result<FacesSent, StoreError>
+where
+    Read: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let (sealed, to_unseal) = tokio::sync::mpsc::channel(4);
+    let (left_out, sent) = tokio::join!(read(sealed), unseal_batches(vault, to_unseal, into));
+    Ok(FacesSent {
+        sent: sent?,
+        left_out: left_out?,
+    })
+}
+
 /// Unseals the batches arriving on `sealed` on the blocking pool, one per core at a time
 /// (unsealing is most of a start-up's work), and passes them on to `into` as they are ready.
 /// Returns the faces passed on; stops when `into` is closed.
-pub(crate) async fn unseal_batches(
+async fn unseal_batches(
     vault: std::sync::Arc<super::Vault>,
     mut sealed: tokio::sync::mpsc::Receiver<FaceBatch>,
     into: FaceBatches,

@@ -340,26 +340,27 @@ pub fn skip(reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
-/// The shared face fixtures, or `None` after reporting the skip when they are absent.
-pub fn shared_faces() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/faces");
+/// `../shared/<name>` beside the checkout, or `None` after reporting the skip when absent.
+fn shared(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(name);
     if dir.is_dir() {
         Some(dir)
     } else {
-        skip("../shared/faces is not present");
+        skip(&format!("../shared/{name} is not present"));
         None
     }
 }
 
+/// The shared face fixtures, or `None` after reporting the skip when they are absent.
+pub fn shared_faces() -> Option<std::path::PathBuf> {
+    shared("faces")
+}
+
 /// The larger labelled set (`../shared/faces-dev`), or `None` after reporting the skip.
 pub fn shared_faces_dev() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/faces-dev");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        skip("../shared/faces-dev is not present");
-        None
-    }
+    shared("faces-dev")
 }
 
 /// The local engine's models in one cache folder outside the checkout, shared by every test;

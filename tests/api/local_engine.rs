@@ -472,18 +472,24 @@ async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
 /// photo cropped around its dlib box with margins 0, 0.15, 0.3 and 0.6 of the box, at full
 /// size and 150 and 100 px wide, in colour and grayscale (336 images). At least 99% must yield
 /// exactly one face, the right one: its landmarks' box overlaps dlib's box (IoU >= 0.5).
-#[test]
-fn close_up_crops_yield_exactly_the_right_face() {
-    let Some((root, models)) = fixtures() else {
-        return;
-    };
-    let reference = dlib_reference(&root);
+/// A crop of an identity photo around dlib's face box.
+struct CloseUp {
+    path: String,
+    margin: f32,
+    width: Option<u32>,
+    image: image::DynamicImage,
+    /// dlib's box in the crop's pixels (left, top, right, bottom).
+    expected: [f32; 4],
+}
+
+/// Crops of every identity photo around dlib's box, with each margin (of the box, on every
+/// side), at full size or scaled to each width.
+fn close_ups(root: &Path, margins: &[f32], widths: &[Option<u32>]) -> Vec<CloseUp> {
+    let reference = dlib_reference(root);
     let limits = DecodeLimits {
         max_pixels: 40_000_000,
     };
-    let (mut total, mut right) = (0, 0);
-    let mut misses: HashMap<String, usize> = HashMap::new();
-    let mut details = Vec::new();
+    let mut out = Vec::new();
     for (path, info) in reference["images"].as_object().unwrap() {
         let bytes = std::fs::read(root.join(path)).unwrap();
         let photo = facelock::images::decode(&bytes, limits).unwrap().image;
@@ -496,60 +502,87 @@ fn close_up_crops_yield_exactly_the_right_face() {
             .map(|v| v.as_f64().unwrap() as f32 * k)
             .collect();
         let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
-        for margin in [0.0f32, 0.15, 0.3, 0.6] {
+        for &margin in margins {
             let x0 = (b[0] - margin * bw).max(0.0);
             let y0 = (b[1] - margin * bh).max(0.0);
             let x1 = (b[2] + margin * bw).min(photo.width() as f32);
             let y1 = (b[3] + margin * bh).min(photo.height() as f32);
             let crop = photo.crop_imm(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
-            for width in [None, Some(150u32), Some(100)] {
-                let sized = match width {
+            for &width in widths {
+                let image = match width {
                     None => crop.clone(),
                     Some(w) => crop.resize(w, u32::MAX, image::imageops::FilterType::Triangle),
                 };
-                let s = sized.width() as f32 / crop.width() as f32;
-                let expected = [
-                    (b[0] - x0) * s,
-                    (b[1] - y0) * s,
-                    (b[2] - x0) * s,
-                    (b[3] - y0) * s,
-                ];
-                for gray in [false, true] {
-                    let rgb = if gray {
-                        image::DynamicImage::ImageLuma8(sized.to_luma8()).to_rgb8()
-                    } else {
-                        sized.to_rgb8()
-                    };
-                    let analysis = models.analyze(&rgb, &mut StageTimes::default());
-                    total += 1;
-                    let ok = analysis.faces.len() == 1 && analysis.turned == 0 && {
-                        let lm = &analysis.faces[0].landmarks;
-                        let xs = lm.iter().map(|p| p.0);
-                        let ys = lm.iter().map(|p| p.1);
-                        let found = [
-                            xs.clone().fold(f32::MAX, f32::min),
-                            ys.clone().fold(f32::MAX, f32::min),
-                            xs.fold(f32::MIN, f32::max),
-                            ys.fold(f32::MIN, f32::max),
-                        ];
-                        iou(found, expected) >= 0.5
-                    };
-                    if ok {
-                        right += 1;
-                    } else {
-                        details.push(format!(
-                            "{path} margin {margin} {width:?} gray={gray}: {} faces, turned {}",
-                            analysis.faces.len(),
-                            analysis.turned
-                        ));
-                        let key = format!(
-                            "margin {margin} {} {}",
-                            width.map_or("full".into(), |w| format!("{w}px")),
-                            if gray { "gray" } else { "colour" }
-                        );
-                        *misses.entry(key).or_default() += 1;
-                    }
-                }
+                let s = image.width() as f32 / crop.width() as f32;
+                out.push(CloseUp {
+                    path: path.clone(),
+                    margin,
+                    width,
+                    image,
+                    expected: [
+                        (b[0] - x0) * s,
+                        (b[1] - y0) * s,
+                        (b[2] - x0) * s,
+                        (b[3] - y0) * s,
+                    ],
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether the analysis found exactly one face, turned `turned` degrees, over `expected`.
+fn found_exactly(analysis: &Analysis, turned: u16, expected: [f32; 4]) -> bool {
+    analysis.faces.len() == 1 && analysis.turned == turned && {
+        let lm = &analysis.faces[0].landmarks;
+        let xs = lm.iter().map(|p| p.0);
+        let ys = lm.iter().map(|p| p.1);
+        let found = [
+            xs.clone().fold(f32::MAX, f32::min),
+            ys.clone().fold(f32::MAX, f32::min),
+            xs.fold(f32::MIN, f32::max),
+            ys.fold(f32::MIN, f32::max),
+        ];
+        iou(found, expected) >= 0.5
+    }
+}
+
+#[test]
+fn close_up_crops_yield_exactly_the_right_face() {
+    let Some((root, models)) = fixtures() else {
+        return;
+    };
+    let (mut total, mut right) = (0, 0);
+    let mut misses: HashMap<String, usize> = HashMap::new();
+    let mut details = Vec::new();
+    for c in close_ups(&root, &[0.0, 0.15, 0.3, 0.6], &[None, Some(150), Some(100)]) {
+        for gray in [false, true] {
+            let rgb = if gray {
+                image::DynamicImage::ImageLuma8(c.image.to_luma8()).to_rgb8()
+            } else {
+                c.image.to_rgb8()
+            };
+            let analysis = models.analyze(&rgb, &mut StageTimes::default());
+            total += 1;
+            if found_exactly(&analysis, 0, c.expected) {
+                right += 1;
+            } else {
+                details.push(format!(
+                    "{} margin {} {:?} gray={gray}: {} faces, turned {}",
+                    c.path,
+                    c.margin,
+                    c.width,
+                    analysis.faces.len(),
+                    analysis.turned
+                ));
+                let key = format!(
+                    "margin {} {} {}",
+                    c.margin,
+                    c.width.map_or("full".into(), |w| format!("{w}px")),
+                    if gray { "gray" } else { "colour" }
+                );
+                *misses.entry(key).or_default() += 1;
             }
         }
     }
@@ -572,66 +605,23 @@ fn close_ups_lying_on_their_side_are_found() {
     let Some((root, models)) = fixtures() else {
         return;
     };
-    let reference = dlib_reference(&root);
-    let limits = DecodeLimits {
-        max_pixels: 40_000_000,
-    };
     let (mut total, mut right, mut misses) = (0, 0, Vec::new());
-    for (path, info) in reference["images"].as_object().unwrap() {
-        let bytes = std::fs::read(root.join(path)).unwrap();
-        let photo = facelock::images::decode(&bytes, limits).unwrap().image;
-        let k = photo.width() as f32 / info["width"].as_f64().unwrap() as f32;
-        let b: Vec<f32> = info["box_ltrb"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32 * k)
-            .collect();
-        let (bw, bh) = (b[2] - b[0], b[3] - b[1]);
-        for margin in [0.0f32, 0.15] {
-            let x0 = (b[0] - margin * bw).max(0.0);
-            let y0 = (b[1] - margin * bh).max(0.0);
-            let x1 = (b[2] + margin * bw).min(photo.width() as f32);
-            let y1 = (b[3] + margin * bh).min(photo.height() as f32);
-            let crop = photo.crop_imm(x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32);
-            for width in [None, Some(150u32)] {
-                let sized = match width {
-                    None => crop.clone(),
-                    Some(w) => crop.resize(w, u32::MAX, image::imageops::FilterType::Triangle),
-                };
-                let s = sized.width() as f32 / crop.width() as f32;
-                let expected = [
-                    (b[0] - x0) * s,
-                    (b[1] - y0) * s,
-                    (b[2] - x0) * s,
-                    (b[3] - y0) * s,
-                ];
-                let sideways = image::imageops::rotate90(&sized.to_rgb8());
-                let analysis = models.analyze(&sideways, &mut StageTimes::default());
-                total += 1;
-                // Turned back 270 degrees, the faces stand as in the crop.
-                let ok = analysis.faces.len() == 1 && analysis.turned == 270 && {
-                    let lm = &analysis.faces[0].landmarks;
-                    let xs = lm.iter().map(|p| p.0);
-                    let ys = lm.iter().map(|p| p.1);
-                    let found = [
-                        xs.clone().fold(f32::MAX, f32::min),
-                        ys.clone().fold(f32::MAX, f32::min),
-                        xs.fold(f32::MIN, f32::max),
-                        ys.fold(f32::MIN, f32::max),
-                    ];
-                    iou(found, expected) >= 0.5
-                };
-                if ok {
-                    right += 1;
-                } else {
-                    misses.push(format!(
-                        "{path} margin {margin} {width:?}: {} faces, turned {}",
-                        analysis.faces.len(),
-                        analysis.turned
-                    ));
-                }
-            }
+    for c in close_ups(&root, &[0.0, 0.15], &[None, Some(150)]) {
+        let sideways = image::imageops::rotate90(&c.image.to_rgb8());
+        let analysis = models.analyze(&sideways, &mut StageTimes::default());
+        total += 1;
+        // Turned back 270 degrees, the face stands as in the crop.
+        if found_exactly(&analysis, 270, c.expected) {
+            right += 1;
+        } else {
+            misses.push(format!(
+                "{} margin {} {:?}: {} faces, turned {}",
+                c.path,
+                c.margin,
+                c.width,
+                analysis.faces.len(),
+                analysis.turned
+            ));
         }
     }
     eprintln!("close-ups on their side: {right}/{total} right; misses: {misses:?}");

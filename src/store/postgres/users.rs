@@ -10,7 +10,7 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, encode_descriptor, unseal_batches, unseal_faces, LOAD_BATCH},
+        users::{changes_in_order, encode_descriptor, read_and_unseal, unseal_faces, LOAD_BATCH},
         FaceBatch, FaceBatches, FaceChanges, FaceOwner, FaceRecord, FacesSent, NewFace,
         ReferencePhoto, StoreError, UserStore, Vault,
     },
@@ -308,15 +308,10 @@ impl UserStore for PostgresStore {
         into: FaceBatches,
     ) -> Result<FacesSent, StoreError> {
         let conn = self.conn().await?;
-        let (sealed, to_unseal) = tokio::sync::mpsc::channel(4);
-        let (left_out, sent) = tokio::join!(
-            read_sealed_faces(&conn, engine, model, sealed),
-            unseal_batches(self.vault.clone(), to_unseal, into)
-        );
-        Ok(FacesSent {
-            sent: sent?,
-            left_out: left_out?,
+        read_and_unseal(self.vault.clone(), into, |sealed| {
+            read_sealed_faces(&conn, engine, model, sealed)
         })
+        .await
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {

@@ -9,7 +9,7 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, encode_descriptor, unseal_batches, unseal_faces, LOAD_BATCH},
+        users::{changes_in_order, encode_descriptor, read_and_unseal, unseal_faces, LOAD_BATCH},
         FaceBatch, FaceBatches, FaceChanges, FaceOwner, FaceRecord, FacesSent, NewFace,
         ReferencePhoto, StoreError, UserStore, Vault,
     },
@@ -291,14 +291,10 @@ impl UserStore for SqliteStore {
         into: FaceBatches,
     ) -> Result<FacesSent, StoreError> {
         let (engine, model) = (engine.to_owned(), model.to_owned());
-        let (sealed, to_unseal) = tokio::sync::mpsc::channel(4);
-        let reading = self.run(move |conn| read_sealed_faces(conn, &engine, &model, sealed));
-        let (left_out, sent) =
-            tokio::join!(reading, unseal_batches(self.vault.clone(), to_unseal, into));
-        Ok(FacesSent {
-            sent: sent?,
-            left_out: left_out?,
+        read_and_unseal(self.vault.clone(), into, |sealed| {
+            self.run(move |conn| read_sealed_faces(conn, &engine, &model, sealed))
         })
+        .await
     }
 
     async fn delete_user(&self, user_id: &UserId) -> Result<Vec<FaceRecord>, StoreError> {
