@@ -54,8 +54,14 @@ pub struct EnrolledFace {
     pub descriptor: Option<Vec<f32>>,
 }
 
-/// The stored faces an engine loads at start-up, a batch at a time as the store reads them.
-pub type FaceFeed = tokio::sync::mpsc::Receiver<crate::store::FaceBatch>;
+/// The stored faces an engine loads, a batch at a time as the store reads them, and word at
+/// the end that the store read them all: an index built from a read that failed half-way must
+/// not replace the one in use.
+pub struct FaceFeed {
+    pub batches: tokio::sync::mpsc::Receiver<crate::store::FaceBatch>,
+    /// Sent once every face was read; dropped unsent when the read failed.
+    pub complete: tokio::sync::oneshot::Receiver<()>,
+}
 
 /// What a search looks for.
 #[derive(Clone, Debug)]

@@ -351,15 +351,28 @@ impl FaceLock {
         // Read before the faces: a change made meanwhile is applied again later, harmlessly.
         let position = self.store.face_log_position().await.ok();
         let read = if self.engine.indexes_in_memory() {
-            // The store reads and unseals while the engine indexes what has arrived.
-            let (batches, feed) = tokio::sync::mpsc::channel(4);
-            let (read, loaded) = tokio::join!(
-                self.store
-                    .send_enrolled_faces(self.engine.name(), self.engine.model(), batches),
-                self.engine.load(feed)
-            );
+            // The store reads and unseals while the engine indexes what has arrived; the
+            // engine keeps the new index only once told the read was complete.
+            let (batches, batches_rx) = tokio::sync::mpsc::channel(4);
+            let (complete, complete_rx) = tokio::sync::oneshot::channel();
+            let reading = async {
+                let read = self
+                    .store
+                    .send_enrolled_faces(self.engine.name(), self.engine.model(), batches)
+                    .await;
+                if read.is_ok() {
+                    let _ = complete.send(());
+                }
+                read
+            };
+            let feed = crate::engine::FaceFeed {
+                batches: batches_rx,
+                complete: complete_rx,
+            };
+            let (read, loaded) = tokio::join!(reading, self.engine.load(feed));
+            let read = read?;
             loaded?;
-            read?
+            read
         } else {
             FacesSent::default()
         };

@@ -32,10 +32,14 @@ const RERANK: usize = 64;
 const PARALLEL_FROM: usize = 65_536;
 const NONE: u32 = u32::MAX;
 
-/// A stored face the index cannot hold.
+/// Why an index could not be built from the store's faces.
 #[derive(Debug, thiserror::Error)]
-#[error("face {0} has a damaged descriptor")]
-pub struct DamagedDescriptor(pub String);
+pub enum BuildError {
+    #[error("face {0} has a damaged descriptor")]
+    DamagedDescriptor(String),
+    #[error("the store stopped before sending every face")]
+    Incomplete,
+}
 
 /// A face found by a search, nearest first.
 #[derive(Clone, Debug, PartialEq)]
@@ -197,14 +201,14 @@ impl FaceIndex {
 
     /// An index of the faces a store sends, built as they arrive, so it is ready soon after
     /// the last is read. Blocks on the feed: run it on a blocking thread.
-    pub fn build(mut faces: FaceFeed) -> Result<Self, DamagedDescriptor> {
+    pub fn build(mut faces: FaceFeed) -> Result<Self, BuildError> {
         let mut index = Self::default();
-        while let Some(batch) = faces.blocking_recv() {
+        while let Some(batch) = faces.batches.blocking_recv() {
             for face in batch.iter() {
                 let descriptor: &Descriptor = face
                     .descriptor
                     .try_into()
-                    .map_err(|_| DamagedDescriptor(face.face_id.to_owned()))?;
+                    .map_err(|_| BuildError::DamagedDescriptor(face.face_id.to_owned()))?;
                 let Ok(face_id) = uuid::Uuid::parse_str(face.face_id) else {
                     tracing::warn!(face_id = %face.face_id, "stored face id is not a UUID; skipped");
                     continue;
@@ -216,6 +220,10 @@ impl FaceIndex {
                 index.insert_row(face_id, owner, descriptor);
             }
         }
+        faces
+            .complete
+            .blocking_recv()
+            .map_err(|_| BuildError::Incomplete)?;
         // Grown by doubling while the count was unknown; give back the rest (large blocks
         // shrink in place).
         index.coarse.shrink_to_fit();
@@ -427,6 +435,31 @@ mod tests {
             x ^= x << 17;
             ((x % 2001) as f32 / 1000.0 - 1.0) * 0.15
         })
+    }
+
+    #[test]
+    fn an_index_is_built_only_from_a_complete_read() {
+        let feed = || {
+            let (batches, batches_rx) = tokio::sync::mpsc::channel(1);
+            let (complete, complete_rx) = tokio::sync::oneshot::channel();
+            drop(batches);
+            (
+                FaceFeed {
+                    batches: batches_rx,
+                    complete: complete_rx,
+                },
+                complete,
+            )
+        };
+        let (read_all, complete) = feed();
+        complete.send(()).unwrap();
+        assert!(FaceIndex::build(read_all).unwrap().is_empty());
+        let (failed_half_way, complete) = feed();
+        drop(complete);
+        assert!(matches!(
+            FaceIndex::build(failed_half_way),
+            Err(BuildError::Incomplete)
+        ));
     }
 
     #[test]
