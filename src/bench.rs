@@ -477,15 +477,9 @@ pub async fn store_load_run(
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let (batches, batches_rx) = tokio::sync::mpsc::channel(4);
-    let (complete, complete_rx) = tokio::sync::oneshot::channel();
-    let feed = crate::engine::FaceFeed {
-        batches: batches_rx,
-        complete: complete_rx,
-    };
+    let (source, feed) = crate::engine::FaceFeed::channel();
     let building = tokio::task::spawn_blocking(move || FaceIndex::build(feed));
-    let sent = store.send_enrolled_faces("local", "bench", batches).await?;
-    let _ = complete.send(());
+    let sent = source.fill_from(store.as_ref(), "local", "bench").await?;
     let index = building
         .await
         .map_err(|e| crate::store::StoreError::backend("building the index", e))?

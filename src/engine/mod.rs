@@ -63,6 +63,44 @@ pub struct FaceFeed {
     pub complete: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// The store's end of a [`FaceFeed`].
+pub struct FaceSource {
+    batches: crate::store::FaceBatches,
+    complete: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FaceFeed {
+    /// A feed and the end that fills it.
+    pub fn channel() -> (FaceSource, FaceFeed) {
+        let (batches, batches_rx) = tokio::sync::mpsc::channel(4);
+        let (complete, complete_rx) = tokio::sync::oneshot::channel();
+        (
+            FaceSource { batches, complete },
+            FaceFeed {
+                batches: batches_rx,
+                complete: complete_rx,
+            },
+        )
+    }
+}
+
+impl FaceSource {
+    /// Sends the faces `store` holds for `engine` and `model`, and then, only if all were
+    /// read, word that the feed is complete.
+    pub async fn fill_from(
+        self,
+        store: &dyn crate::store::UserStore,
+        engine: &str,
+        model: &str,
+    ) -> Result<crate::store::FacesSent, crate::store::StoreError> {
+        let sent = store
+            .send_enrolled_faces(engine, model, self.batches)
+            .await?;
+        let _ = self.complete.send(());
+        Ok(sent)
+    }
+}
+
 /// What a search looks for.
 #[derive(Clone, Debug)]
 pub struct SearchQuery {

@@ -353,22 +353,9 @@ impl FaceLock {
         let read = if self.engine.indexes_in_memory() {
             // The store reads and unseals while the engine indexes what has arrived; the
             // engine keeps the new index only once told the read was complete.
-            let (batches, batches_rx) = tokio::sync::mpsc::channel(4);
-            let (complete, complete_rx) = tokio::sync::oneshot::channel();
-            let reading = async {
-                let read = self
-                    .store
-                    .send_enrolled_faces(self.engine.name(), self.engine.model(), batches)
-                    .await;
-                if read.is_ok() {
-                    let _ = complete.send(());
-                }
-                read
-            };
-            let feed = crate::engine::FaceFeed {
-                batches: batches_rx,
-                complete: complete_rx,
-            };
+            let (source, feed) = crate::engine::FaceFeed::channel();
+            let reading =
+                source.fill_from(self.store.as_ref(), self.engine.name(), self.engine.model());
             let (read, loaded) = tokio::join!(reading, self.engine.load(feed));
             let read = read?;
             loaded?;
