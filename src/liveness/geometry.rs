@@ -204,13 +204,13 @@ pub fn planar_residual(a: &Landmarks, b: &Landmarks) -> Option<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A synthetic 3-D face: the landmarks of a frontal face with a depth per point (the nose
     /// in front, the jaw line behind), turned by `yaw` radians and projected with a pinhole
     /// camera.
-    fn head(yaw: f32) -> Landmarks {
+    pub(crate) fn head(yaw: f32) -> Landmarks {
         std::array::from_fn(|i| {
             let k = i as f32;
             let (x, y, z) = match i {

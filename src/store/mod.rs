@@ -6,6 +6,7 @@
 //! beyond the records it keeps.
 
 pub mod audit;
+pub mod challenges;
 pub mod counters;
 pub mod keys;
 pub mod lockouts;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 
 pub use audit::{AuditQuery, AuditRecord, AuditStore};
+pub use challenges::{ChallengeSpend, ChallengeStore, StoredChallenge};
 pub use counters::CounterStore;
 pub use keys::{KeyStore, StoredKey};
 pub use lockouts::LockoutStore;
@@ -64,7 +66,7 @@ impl StoreError {
 /// Everything a store backend offers.
 #[async_trait]
 pub trait Store:
-    UserStore + KeyStore + TokenStore + LockoutStore + AuditStore + CounterStore
+    UserStore + KeyStore + TokenStore + LockoutStore + AuditStore + CounterStore + ChallengeStore
 {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

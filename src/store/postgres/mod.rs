@@ -4,6 +4,7 @@
 //! at once. One file per capability, as for SQLite.
 
 mod audit;
+mod challenges;
 mod counters;
 mod keys;
 mod lockouts;
@@ -20,7 +21,10 @@ use super::{MasterKey, Store, StoreError, Vault};
 use crate::{clock::Timestamp, domain::UserId};
 
 /// Embedded migrations, applied in order; `schema_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("0002_liveness_challenges.sql"),
+];
 
 /// An advisory lock key only Face Lock's migrations take ("facelock" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6661_6365_6c6f_636b;

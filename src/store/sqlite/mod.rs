@@ -3,6 +3,7 @@
 //! One file per capability: `users.rs`, `keys.rs`, `tokens.rs`.
 
 mod audit;
+mod challenges;
 mod counters;
 mod keys;
 mod lockouts;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_face_changes.sql"),
     include_str!("migrations/0010_address_failures.sql"),
     include_str!("migrations/0011_plaintext_sealed.sql"),
+    include_str!("migrations/0012_liveness_challenges.sql"),
 ];
 
 #[derive(Clone)]
