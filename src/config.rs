@@ -251,6 +251,9 @@ pub struct EngineSettings {
     /// Whether a face that already belongs to another user may be enrolled again under a new
     /// id (off: 409 `FACE_ALREADY_ENROLLED`).
     pub allow_duplicate_faces: bool,
+    /// Whether `/verify/` refuses a single photo and logs in only after a passed liveness
+    /// challenge (off: the original clients keep working).
+    pub require_liveness: bool,
     pub rekognition: RekognitionSettings,
     /// Why `kind` is the engine.
     pub chosen_by: EngineChoice,
@@ -559,6 +562,7 @@ fn engine_settings(get: &impl Fn(&str) -> Option<String>) -> Result<EngineSettin
         min_similarity,
         max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
         allow_duplicate_faces: flag(get, "FACELOCK_ALLOW_DUPLICATE_FACES"),
+        require_liveness: flag(get, "FACELOCK_REQUIRE_LIVENESS"),
         rekognition,
         chosen_by,
     })

@@ -12,7 +12,7 @@ use facelock::{
     clock::Timestamp,
     config::{EngineKind, Settings},
     domain::{Email, FullName, Page, Role, UserId},
-    service::{self, policy::Policy, Actor, AuditKind, Origin, Registration},
+    service::{self, policy::Policy, Actor, AuditKind, Evidence, Origin, Registration},
     store::{vault::MasterKeySource, AuditQuery, MasterKey, Store},
     tokens::keyring::KeyRing,
 };
@@ -309,7 +309,7 @@ async fn import(settings: &Settings, folder: &Path) -> CliResult {
                 user_id: user_id.clone(),
                 full_name: None,
                 email: None,
-                image,
+                evidence: Evidence::Photo(image),
                 origin: Origin::operator(),
             };
             match core.register(registration, Actor::Operator).await {
@@ -557,8 +557,10 @@ async fn users(settings: Settings, cmd: UsersCommand) -> CliResult {
                 user_id: UserId::parse(&user_id)?,
                 full_name: full_name.as_deref().map(FullName::parse).transpose()?,
                 email: email.as_deref().map(Email::parse).transpose()?,
-                image: std::fs::read(&image)
-                    .map_err(|e| format!("reading {}: {e}", image.display()))?,
+                evidence: Evidence::Photo(
+                    std::fs::read(&image)
+                        .map_err(|e| format!("reading {}: {e}", image.display()))?,
+                ),
                 origin: Origin::operator(),
             };
             // Enrolment is the one users command that needs the face engine.

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::{
     domain::{Similarity, UserId},
     images::DecodedImage,
+    liveness::FrameFace,
 };
 
 /// An uploaded image, decoded once and shared by every step that needs it.
@@ -266,6 +267,25 @@ pub trait FaceEngine: Send + Sync {
         image: Arc<Upload>,
         query: &SearchQuery,
     ) -> Result<Vec<FaceMatch>, EngineError>;
+
+    /// Whether the engine places the 68 landmarks a liveness check reads
+    /// ([`Self::observe`]).
+    fn observes_liveness(&self) -> bool {
+        false
+    }
+
+    /// The single face of a frame of a liveness burst: its landmarks and descriptor.
+    async fn observe(&self, _image: Arc<Upload>) -> Result<FrameFace, EngineError> {
+        Err(EngineError::internal(
+            "this engine does not place the landmarks a liveness check reads",
+        ))
+    }
+
+    /// Similarity (0-100) of two descriptors [`Self::observe`] gave, on the scale of
+    /// [`Self::search`].
+    fn descriptor_similarity(&self, _a: &[f32], _b: &[f32]) -> f32 {
+        0.0
+    }
 
     /// Similarity of the dominant faces of two images.
     async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError>;

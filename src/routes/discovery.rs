@@ -45,8 +45,13 @@ pub struct Discovery {
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub subject_types_supported: Vec<String>,
-    /// `face`: how users authenticate (RFC 8176).
+    /// How users authenticate (RFC 8176): `face`, plus `liveness` after a passed liveness
+    /// challenge.
     pub amr_values_supported: Vec<String>,
+    /// `urn:facelock:acr:face`: a photo matched; `urn:facelock:acr:face-liveness`: frames
+    /// matched and showed a live head following a random challenge. Refreshed tokens say
+    /// `face`: liveness is proven at the face login only.
+    pub acr_values_supported: Vec<String>,
     /// How to validate tokens from this issuer.
     pub token_validation_note: String,
 }
@@ -77,7 +82,14 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discove
         id_token_signing_alg_values_supported: vec![alg],
         response_types_supported: vec!["token".into()],
         subject_types_supported: vec!["public".into()],
-        amr_values_supported: vec![crate::tokens::AMR_FACE.into()],
+        amr_values_supported: vec![
+            crate::tokens::AMR_FACE.into(),
+            crate::tokens::AMR_LIVENESS.into(),
+        ],
+        acr_values_supported: crate::tokens::Assurance::ALL
+            .iter()
+            .map(|a| a.acr().to_owned())
+            .collect(),
         token_validation_note: note,
     })
 }

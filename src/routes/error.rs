@@ -104,9 +104,50 @@ pub enum ApiError {
     /// 503 `ENGINE_UNAVAILABLE` with `Retry-After`: the face engine is throttled or down.
     #[error("The face engine is temporarily unavailable; try again shortly")]
     Unavailable { retry_after_secs: u32 },
+    /// 400 `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED` or `CHALLENGE_USED`: the liveness challenge
+    /// cannot be answered; fetch a new one.
+    #[error("{}", challenge_detail(*.0))]
+    ChallengeRefused(service::ChallengeProblem),
+    /// 400 `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING` or `LIVENESS_FLAT`: the frames do
+    /// not show a live head following the challenge.
+    #[error("{}", not_live_detail(&.0))]
+    NotLive(crate::liveness::Refusal),
+    /// 400 `LIVENESS_REQUIRED`: this server logs in only after a liveness challenge.
+    #[error("This server requires a liveness check: fetch POST /liveness/challenge and send its challenge_id with frames")]
+    LivenessRequired,
+    /// 501 `LIVENESS_UNAVAILABLE`: the configured face engine cannot check liveness.
+    #[error("This server's face engine cannot check liveness")]
+    LivenessUnavailable,
     /// 500 `INTERNAL`: logged with its cause chain, never shown to the caller.
     #[error("Internal server error")]
     Internal(#[source] Cause),
+}
+
+fn challenge_detail(problem: service::ChallengeProblem) -> &'static str {
+    use service::ChallengeProblem as P;
+    match problem {
+        P::Unknown => "Unknown liveness challenge",
+        P::Expired => "The liveness challenge has expired; fetch a new one",
+        P::Used => "The liveness challenge was already answered; fetch a new one",
+    }
+}
+
+fn not_live_detail(refusal: &crate::liveness::Refusal) -> String {
+    use crate::liveness::Refusal as R;
+    match refusal {
+        R::FaceChanged { frame } => {
+            format!("Frame {frame} shows another face than the frame before it")
+        }
+        R::MotionMissing { seen } if seen.is_empty() => {
+            "The frames do not show the head turning as the challenge asked".to_owned()
+        }
+        R::MotionMissing { seen } => format!(
+            "The frames show the head turning {} ({}), not as the challenge asked",
+            if seen.len() == 1 { "once" } else { "in turn" },
+            crate::liveness::encode_actions(seen).replace(',', ", ")
+        ),
+        R::Flat { .. } => "The face moved as a flat picture does, not as a head turning".to_owned(),
+    }
 }
 
 fn token_detail(problem: TokenProblem) -> &'static str {
@@ -140,7 +181,11 @@ impl ApiError {
             | PoorQuality { .. }
             | NoMatch
             | InvalidImage(_)
-            | BadRequest(_) => StatusCode::BAD_REQUEST,
+            | BadRequest(_)
+            | ChallengeRefused(_)
+            | NotLive(_)
+            | LivenessRequired => StatusCode::BAD_REQUEST,
+            LivenessUnavailable => StatusCode::NOT_IMPLEMENTED,
             UnsupportedImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ImageTooLarge(_) | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -181,6 +226,14 @@ impl ApiError {
             AccountLocked { .. } => "ACCOUNT_LOCKED",
             UpstreamAuth => "UPSTREAM_AUTH",
             Unavailable { .. } => "ENGINE_UNAVAILABLE",
+            ChallengeRefused(service::ChallengeProblem::Unknown) => "CHALLENGE_UNKNOWN",
+            ChallengeRefused(service::ChallengeProblem::Expired) => "CHALLENGE_EXPIRED",
+            ChallengeRefused(service::ChallengeProblem::Used) => "CHALLENGE_USED",
+            NotLive(crate::liveness::Refusal::FaceChanged { .. }) => "LIVENESS_FACE_CHANGED",
+            NotLive(crate::liveness::Refusal::MotionMissing { .. }) => "LIVENESS_MOTION_MISSING",
+            NotLive(crate::liveness::Refusal::Flat { .. }) => "LIVENESS_FLAT",
+            LivenessRequired => "LIVENESS_REQUIRED",
+            LivenessUnavailable => "LIVENESS_UNAVAILABLE",
             Internal(_) => "INTERNAL",
         }
     }
@@ -342,6 +395,10 @@ impl From<service::Error> for ApiError {
             E::SlowDown { retry_after } => ApiError::RateLimited {
                 retry_after_secs: whole_seconds(retry_after),
             },
+            E::Challenge(problem) => ApiError::ChallengeRefused(problem),
+            E::NotLive(refusal) => ApiError::NotLive(refusal),
+            E::LivenessRequired => ApiError::LivenessRequired,
+            E::LivenessUnavailable => ApiError::LivenessUnavailable,
             // Only the token endpoint meets this, and it answers in OAuth's own shape.
             E::InvalidGrant => ApiError::BadRequest(e.to_string()),
             e @ (E::Store(_) | E::Token(_) | E::LegacyPhoto(_) | E::Task(_)) => {

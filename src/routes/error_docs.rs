@@ -14,7 +14,12 @@ use utoipa::openapi::{
 };
 
 use super::error::{generic_error, ApiError};
-use crate::{engine::QualityProblem, tokens::TokenProblem};
+use crate::{
+    engine::QualityProblem,
+    liveness::{Action, Refusal},
+    service::ChallengeProblem,
+    tokens::TokenProblem,
+};
 
 /// One answer the API can give: status, code and sentence.
 struct Documented {
@@ -55,8 +60,28 @@ fn catalogue() -> Vec<Documented> {
         ApiError::Unavailable {
             retry_after_secs: 5,
         },
+        ApiError::LivenessRequired,
+        ApiError::LivenessUnavailable,
         ApiError::internal("hidden cause"),
     ];
+    errors.extend(
+        [
+            ChallengeProblem::Unknown,
+            ChallengeProblem::Expired,
+            ChallengeProblem::Used,
+        ]
+        .map(ApiError::ChallengeRefused),
+    );
+    errors.extend(
+        [
+            Refusal::FaceChanged { frame: 3 },
+            Refusal::MotionMissing {
+                seen: vec![Action::TurnRight],
+            },
+            Refusal::Flat { residual: 0.02 },
+        ]
+        .map(ApiError::NotLive),
+    );
     errors.extend(
         [
             TokenProblem::Missing,

@@ -34,7 +34,7 @@ pub struct RegisterResponse {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Face enrolled", body = RegisterResponse),
-        (status = 400, description = "`NO_FACE`; `MULTIPLE_FACES`; a face too poor to enrol (`SMALL_BOUNDING_BOX`, `LOW_SHARPNESS`, `LOW_BRIGHTNESS`, `EXTREME_POSE`, `LOW_CONFIDENCE`, `LOW_FACE_QUALITY`); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
+        (status = 400, description = "`NO_FACE`; `MULTIPLE_FACES`; a face too poor to enrol (`SMALL_BOUNDING_BOX`, `LOW_SHARPNESS`, `LOW_BRIGHTNESS`, `EXTREME_POSE`, `LOW_CONFIDENCE`, `LOW_FACE_QUALITY`); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body; with frames: `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED`, `CHALLENGE_USED`, `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING`, `LIVENESS_FLAT`", body = ErrorBody),
         (status = 401, description = "A bearer token was sent and is not valid", body = ErrorBody),
         (status = 403, description = "The user id is an administrator's and the caller is not an admin", body = ErrorBody),
         (status = 409, description = "`USER_EXISTS`: the user id exists and the caller may not add faces to it; `FACE_ALREADY_ENROLLED`: the face belongs to another user", body = ErrorBody),
@@ -43,6 +43,7 @@ pub struct RegisterResponse {
         (status = 415, description = "`UNSUPPORTED_IMAGE`: the file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
+        (status = 501, description = "`LIVENESS_UNAVAILABLE`: frames were sent and the face engine cannot check liveness", body = ErrorBody),
         (status = 503, description = "The face engine is throttled or down; see Retry-After", body = ErrorBody),
     )
 )]
@@ -53,12 +54,12 @@ pub async fn register(
     _quota: EngineQuota,
     form: Multipart<RegisterForm>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
-    let form = form.data;
+    let mut form = form.data;
     let registration = Registration {
+        evidence: form.take_evidence()?,
         user_id: form.user_id,
         full_name: form.full_name.into_inner(),
         email: form.email.into_inner(),
-        image: form.face_image.into(),
         origin,
     };
     let actor = caller.as_ref().map_or(Actor::Anonymous, Actor::Caller);
@@ -102,12 +103,13 @@ pub struct VerifyResponse {
     request_body(content = VerifyForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Face matched; token issued", body = VerifyResponse),
-        (status = 400, description = "`NO_MATCH`: no enrolled face matches (also for an unknown `user_id`); `NO_FACE`; `AMBIGUOUS_FACES`: several faces of similar size; `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
+        (status = 400, description = "`NO_MATCH`: no enrolled face matches (also for an unknown `user_id`); `NO_FACE`; `AMBIGUOUS_FACES`: several faces of similar size; `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body; `LIVENESS_REQUIRED`: a single photo where the server demands liveness; with frames: `MULTIPLE_FACES`, `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED`, `CHALLENGE_USED`, `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING`, `LIVENESS_FLAT`", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many requests or failed logins from this client; `ACCOUNT_LOCKED`: too many failed logins for this `user_id`. See Retry-After", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_IMAGE`: the file is not a JPEG, PNG or WebP image", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
         (status = 502, description = "The face service refused the server's credentials", body = ErrorBody),
+        (status = 501, description = "`LIVENESS_UNAVAILABLE`: frames were sent and the face engine cannot check liveness", body = ErrorBody),
         (status = 503, description = "The face engine is throttled or down; see Retry-After", body = ErrorBody),
     )
 )]
@@ -117,11 +119,11 @@ pub async fn verify(
     _quota: EngineQuota,
     form: Multipart<VerifyForm>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let form = form.data;
+    let mut form = form.data;
     let session = state
         .facelock
         .login(LoginRequest {
-            image: form.face_image.into(),
+            evidence: form.take_evidence()?,
             min_similarity: form.similarity_threshold.into_inner(),
             claimed: form.user_id.into_inner(),
             audience: form.audience.into_inner(),

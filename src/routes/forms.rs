@@ -16,7 +16,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::domain::{Email, FullName, InvalidField, Similarity, UserId};
+use crate::{
+    domain::{Email, FullName, InvalidField, Similarity, UserId},
+    service::{Evidence, LivenessProof},
+};
 
 /// A multipart form parsed into `T`, failing with the API's errors.
 pub type Multipart<T> = BaseMultipart<T, ApiError>;
@@ -35,19 +38,49 @@ pub struct RegisterForm {
     #[form_data(limit = "4KiB", default)]
     #[schema(value_type = Option<String>, format = Email, max_length = 254)]
     pub email: Text<Email>,
-    /// A JPEG, PNG or WebP photo with exactly one face.
+    /// A JPEG, PNG or WebP photo with exactly one face. Not sent with `challenge_id`.
     #[form_data(limit = "unlimited")]
-    #[schema(value_type = String, format = Binary)]
-    pub face_image: Bytes,
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub face_image: Option<Bytes>,
+    /// The `challenge_id` of `POST /liveness/challenge`, answered by `frames`: the most
+    /// frontal frame is enrolled.
+    #[form_data(limit = "4KiB", default)]
+    #[schema(value_type = Option<String>)]
+    pub challenge_id: Text<String>,
+    /// 3 to 15 frames taken while the person follows the challenge (repeat the part).
+    #[form_data(limit = "unlimited", default)]
+    #[schema(value_type = Vec<String>, format = Binary)]
+    pub frames: Vec<Bytes>,
 }
 
-/// Multipart body of `POST /verify/`.
+impl RegisterForm {
+    /// What the form shows of the person: the photo, or the frames answering a challenge.
+    pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
+        evidence(
+            self.face_image.take(),
+            self.challenge_id.0.take(),
+            std::mem::take(&mut self.frames),
+        )
+    }
+}
+
+/// Multipart body of `POST /verify/`: a photo (`face_image`), or the answer to a liveness
+/// challenge (`challenge_id` and `frames`).
 #[derive(TryFromMultipart, ToSchema)]
 pub struct VerifyForm {
-    /// A JPEG, PNG or WebP photo of the person logging in.
+    /// A JPEG, PNG or WebP photo of the person logging in. Not sent with `challenge_id`.
     #[form_data(limit = "unlimited")]
-    #[schema(value_type = String, format = Binary)]
-    pub face_image: Bytes,
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub face_image: Option<Bytes>,
+    /// The `challenge_id` of `POST /liveness/challenge`, answered by `frames`.
+    #[form_data(limit = "4KiB", default)]
+    #[schema(value_type = Option<String>)]
+    pub challenge_id: Text<String>,
+    /// 3 to 15 JPEG, PNG or WebP frames, in the order taken, while the person follows the
+    /// challenge (repeat the part). Send them as the camera took them, not mirrored.
+    #[form_data(limit = "unlimited", default)]
+    #[schema(value_type = Vec<String>, format = Binary)]
+    pub frames: Vec<Bytes>,
     /// Minimum similarity, 0-100. It can only raise the server's floor
     /// (`FACELOCK_MIN_SIMILARITY`), never lower it; when omitted the floor applies.
     #[form_data(limit = "4KiB", default)]
@@ -61,6 +94,41 @@ pub struct VerifyForm {
     #[form_data(limit = "4KiB", default)]
     #[schema(value_type = Option<String>)]
     pub audience: Text<String>,
+}
+
+impl VerifyForm {
+    /// What the form shows of the person: the photo, or the frames answering a challenge.
+    pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
+        evidence(
+            self.face_image.take(),
+            self.challenge_id.0.take(),
+            std::mem::take(&mut self.frames),
+        )
+    }
+}
+
+/// A photo, or a challenge's id with its frames: one or the other.
+fn evidence(
+    face_image: Option<Bytes>,
+    challenge_id: Option<String>,
+    frames: Vec<Bytes>,
+) -> Result<Evidence, ApiError> {
+    match (challenge_id, face_image) {
+        (Some(_), Some(_)) => Err(ApiError::validation(
+            "face_image",
+            "send either face_image or challenge_id with frames, not both",
+        )),
+        (Some(challenge_id), None) => Ok(Evidence::Live(LivenessProof {
+            challenge_id,
+            frames: frames.into_iter().map(Vec::from).collect(),
+        })),
+        (None, _) if !frames.is_empty() => Err(ApiError::validation(
+            "challenge_id",
+            "frames answer a liveness challenge: send its challenge_id",
+        )),
+        (None, Some(image)) => Ok(Evidence::Photo(image.into())),
+        (None, None) => Err(ApiError::validation("face_image", "field required")),
+    }
 }
 
 /// Multipart body of `POST /compare/`.

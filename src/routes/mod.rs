@@ -11,6 +11,7 @@ mod extract;
 mod faces;
 pub mod forms;
 pub mod listener;
+mod liveness;
 mod metrics;
 mod oauth;
 mod system;
@@ -102,6 +103,7 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(faces::register))
         .routes(routes!(faces::verify))
         .routes(routes!(faces::compare))
+        .routes(routes!(liveness::challenge))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::revoke))
         .routes(routes!(oauth::introspect))

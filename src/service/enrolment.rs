@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{Actor, AuditKind, Error, FaceLock, Origin};
+use super::{Actor, AuditKind, Error, Evidence, FaceLock, Origin};
 use std::sync::Arc;
 
 use crate::{
@@ -17,7 +17,9 @@ pub struct Registration {
     pub user_id: UserId,
     pub full_name: Option<FullName>,
     pub email: Option<Email>,
-    pub image: Vec<u8>,
+    /// A photo, or frames answering a liveness challenge (their most frontal frame is
+    /// enrolled).
+    pub evidence: Evidence,
     pub origin: Origin,
 }
 
@@ -64,7 +66,11 @@ impl FaceLock {
             }
         };
 
-        let upload = self.prepare_image(req.image).await?;
+        let live = matches!(req.evidence, Evidence::Live(_));
+        let upload = match req.evidence {
+            Evidence::Photo(bytes) => self.prepare_image(bytes).await?,
+            Evidence::Live(proof) => self.check_liveness(proof).await?,
+        };
         if !self.allow_duplicate_faces {
             self.refuse_duplicate(&req.user_id, upload.clone(), &req.origin, actor)
                 .await?;
@@ -98,7 +104,7 @@ impl FaceLock {
                     &req.origin,
                     Some(&user.user_id),
                     actor,
-                    json!({ "face_id": face_id, "faces": user.face_count }),
+                    json!({ "face_id": face_id, "faces": user.face_count, "liveness": live }),
                 )
                 .await;
                 Ok(Registered { user, face_id })

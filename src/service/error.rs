@@ -45,6 +45,18 @@ pub enum Error {
     /// A refresh token that is unknown, expired, used or revoked, or of a deleted user.
     #[error("the refresh token is unknown, expired, already used or revoked")]
     InvalidGrant,
+    /// The engine cannot check liveness (it does not place face landmarks).
+    #[error("this server's face engine cannot check liveness")]
+    LivenessUnavailable,
+    /// A single photo was sent where the server demands a liveness challenge.
+    #[error("a liveness challenge is required")]
+    LivenessRequired,
+    /// The liveness challenge answered is unknown, expired or already used.
+    #[error("liveness challenge {0:?}")]
+    Challenge(crate::service::liveness::ChallengeProblem),
+    /// The frames do not show a live head following the challenge.
+    #[error("not live: {0}")]
+    NotLive(#[from] crate::liveness::Refusal),
     #[error("the store failed")]
     Store(#[source] StoreError),
     #[error(transparent)]

@@ -1,24 +1,32 @@
 //! Logging in with a face, and everything tokens do afterwards: refresh, authentication of a
 //! bearer token, revocation and introspection. Also the two-photo comparison.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 
-use super::{Actor, AuditKind, Caller, Error, FaceLock, Origin};
+use super::{liveness::LivenessProof, Actor, AuditKind, Caller, Error, FaceLock, Origin};
 use crate::{
     clock::Timestamp,
     domain::{InvalidInput, Role, Similarity, User, UserId},
-    engine::{SearchQuery, SearchScope},
+    engine::{SearchQuery, SearchScope, Upload},
     tokens::{
         issuer::{is_refresh_token, Spent},
-        Introspection, Issued, TokenProblem,
+        Assurance, Introspection, Issued, TokenProblem,
     },
 };
 
+/// What a face login shows of the person.
+pub enum Evidence {
+    /// One photo: proves the face matches, not that its owner is at the camera.
+    Photo(Vec<u8>),
+    /// A burst of frames answering a liveness challenge.
+    Live(LivenessProof),
+}
+
 /// A face login.
 pub struct LoginRequest {
-    pub image: Vec<u8>,
+    pub evidence: Evidence,
     /// The similarity the client asks for; it can only raise the server's floor.
     pub min_similarity: Option<Similarity>,
     /// Check only this user's faces (1:1) instead of every user's (1:N).
@@ -40,6 +48,7 @@ pub struct Session {
     pub user: User,
     pub role: Role,
     pub similarity: Similarity,
+    pub assurance: Assurance,
     pub tokens: TokenPair,
 }
 
@@ -69,10 +78,20 @@ impl FaceLock {
         }
         let threshold = self.policy.threshold(req.min_similarity);
         let claimed = req.claimed.clone();
-        let (user, similarity) = match self.match_face(req.image, claimed, threshold).await {
+        let (upload, assurance) = match self.examine(req.evidence).await {
+            Ok(examined) => examined,
+            Err(e) => {
+                if let Some(code) = counted_failure(&e) {
+                    self.count_failure(req.claimed.as_ref(), origin, code).await;
+                }
+                return Err(e);
+            }
+        };
+        let (user, similarity) = match self.match_face(upload, claimed, threshold).await {
             Ok(found) => found,
             Err(Error::NoMatch) => {
-                self.count_failure(req.claimed.as_ref(), origin).await;
+                self.count_failure(req.claimed.as_ref(), origin, "NO_MATCH")
+                    .await;
                 return Err(Error::NoMatch);
             }
             Err(e) => return Err(e),
@@ -91,7 +110,13 @@ impl FaceLock {
         let session = self.tokens.new_session_id();
         let access = self
             .tokens
-            .issue(&user, role, Some(similarity), &audience, &session)
+            .issue(
+                &user,
+                role,
+                (Some(similarity), assurance),
+                &audience,
+                &session,
+            )
             .await?;
         let refresh_token = self
             .tokens
@@ -106,6 +131,7 @@ impl FaceLock {
                 "similarity": similarity.value(),
                 "claimed": req.claimed.is_some(),
                 "audience": audience,
+                "acr": assurance.acr(),
             }),
         )
         .await;
@@ -114,17 +140,31 @@ impl FaceLock {
             user,
             role,
             similarity,
+            assurance,
         })
+    }
+
+    /// The photo to match and how surely it is of a person at the camera: a single photo
+    /// (unless the server demands liveness), or the frontal frame of a burst that passed its
+    /// liveness challenge.
+    async fn examine(&self, evidence: Evidence) -> Result<(Arc<Upload>, Assurance), Error> {
+        match evidence {
+            Evidence::Photo(_) if self.require_liveness => Err(Error::LivenessRequired),
+            Evidence::Photo(bytes) => Ok((self.prepare_image(bytes).await?, Assurance::Face)),
+            Evidence::Live(proof) => Ok((
+                self.check_liveness(proof).await?,
+                Assurance::FaceAndLiveness,
+            )),
+        }
     }
 
     /// The enrolled user whose face best matches the photo, under the policy.
     async fn match_face(
         &self,
-        image: Vec<u8>,
+        upload: Arc<Upload>,
         claimed: Option<UserId>,
         threshold: Similarity,
     ) -> Result<(User, Similarity), Error> {
-        let upload = self.prepare_image(image).await?;
         let query = SearchQuery {
             scope: claimed.map_or(SearchScope::All, SearchScope::User),
             min_similarity: threshold,
@@ -171,7 +211,7 @@ impl FaceLock {
         }
     }
 
-    async fn refuse_if_delayed(&self, origin: &Origin) -> Result<(), Error> {
+    pub(super) async fn refuse_if_delayed(&self, origin: &Origin) -> Result<(), Error> {
         let Some(address) = origin.address else {
             return Ok(());
         };
@@ -186,13 +226,13 @@ impl FaceLock {
 
     /// A failed login: counted against the claimed account (which may lock it), or against
     /// the address when no user was claimed.
-    async fn count_failure(&self, claimed: Option<&UserId>, origin: &Origin) {
+    async fn count_failure(&self, claimed: Option<&UserId>, origin: &Origin, code: &str) {
         self.audit(
             AuditKind::LoginFailed,
             origin,
             claimed,
             Actor::Anonymous,
-            json!({ "code": "NO_MATCH" }),
+            json!({ "code": code }),
         )
         .await;
         let Some(user) = claimed else {
@@ -256,7 +296,13 @@ impl FaceLock {
         let role = self.policy.role_of(&user);
         let access = self
             .tokens
-            .issue(&user, role, None, &record.audience, &record.family_id)
+            .issue(
+                &user,
+                role,
+                (None, Assurance::Face),
+                &record.audience,
+                &record.family_id,
+            )
             .await?;
         let refresh_token = self.tokens.continue_session(&record).await?;
         Ok(self.pair(access, refresh_token))
@@ -383,4 +429,22 @@ impl FaceLock {
             is_match: similarity >= threshold,
         })
     }
+}
+
+/// The code a failed login is counted under, for failures that count: a face that matches no
+/// one, and a liveness check failed (a challenge unknown, expired or reused, or frames that do
+/// not show a live head), so that trying prints or replays wears out the same allowance.
+fn counted_failure(e: &Error) -> Option<&'static str> {
+    use super::ChallengeProblem as P;
+    use crate::liveness::Refusal as R;
+    Some(match e {
+        Error::NoMatch => "NO_MATCH",
+        Error::Challenge(P::Unknown) => "CHALLENGE_UNKNOWN",
+        Error::Challenge(P::Expired) => "CHALLENGE_EXPIRED",
+        Error::Challenge(P::Used) => "CHALLENGE_USED",
+        Error::NotLive(R::FaceChanged { .. }) => "LIVENESS_FACE_CHANGED",
+        Error::NotLive(R::MotionMissing { .. }) => "LIVENESS_MOTION_MISSING",
+        Error::NotLive(R::Flat { .. }) => "LIVENESS_FLAT",
+        _ => return None,
+    })
 }

@@ -11,6 +11,7 @@
 pub mod audit;
 mod enrolment;
 mod error;
+mod liveness;
 mod login;
 pub mod policy;
 
@@ -19,7 +20,8 @@ use std::{sync::Arc, time::Duration};
 pub use audit::{AuditKind, Origin};
 pub use enrolment::{Registered, Registration, UserPage};
 pub use error::Error;
-pub use login::{Comparison, LoginRequest, Session, TokenPair};
+pub use liveness::{ChallengeProblem, IssuedChallenge, LivenessProof};
+pub use login::{Comparison, Evidence, LoginRequest, Session, TokenPair};
 
 use self::policy::{LockoutRule, Policy};
 use crate::{
@@ -103,6 +105,8 @@ pub struct FaceLock {
     address_failures: AddressDelay,
     audit_retention: Duration,
     allow_duplicate_faces: bool,
+    /// Single-photo logins are refused: only a passed liveness challenge logs in.
+    require_liveness: bool,
     engine: Arc<dyn FaceEngine>,
     store: Arc<dyn Store>,
     tokens: TokenService,
@@ -146,6 +150,7 @@ impl FaceLock {
             },
             audit_retention: settings.lockout.audit_retention,
             allow_duplicate_faces: settings.engine.allow_duplicate_faces,
+            require_liveness: settings.engine.require_liveness,
             engine,
             store,
             tokens,
@@ -228,6 +233,14 @@ impl FaceLock {
         let now = Timestamp::now();
         if let Err(e) = self.store.purge_lockouts(now - self.lockout_window).await {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old lockouts");
+        }
+        // Kept an hour past expiry, so a late answer is told "expired" rather than "unknown".
+        if let Err(e) = self
+            .store
+            .purge_challenges(now - Duration::from_secs(3600))
+            .await
+        {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge expired liveness challenges");
         }
         if let Err(e) = self.store.purge_audit(now - self.audit_retention).await {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old audit events");

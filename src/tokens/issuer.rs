@@ -16,7 +16,7 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Heade
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{keyring::KeyRing, TokenError, TokenProblem, AMR_FACE};
+use super::{keyring::KeyRing, Assurance, TokenError, TokenProblem};
 use crate::{
     clock::Timestamp,
     config::{Secret, TokenSettings},
@@ -49,9 +49,13 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     pub role: Role,
-    /// How the user authenticated: `face` (RFC 8176).
+    /// How the user authenticated (RFC 8176): `face`, and `liveness` after a passed
+    /// liveness challenge.
     #[serde(default)]
     pub amr: Vec<String>,
+    /// How surely: one of the discovery document's `acr_values_supported`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// The similarity (0-100) of the face match that started this session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
@@ -107,6 +111,8 @@ pub struct Introspection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amr: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
 }
 
@@ -131,6 +137,7 @@ impl Introspection {
             client_id: c.client_id,
             role: Some(c.role),
             amr: Some(c.amr),
+            acr: c.acr,
             similarity: c.similarity,
         }
     }
@@ -226,15 +233,16 @@ impl TokenService {
     }
 
     /// Mints an access token for `user`; `similarity` is that of the face login, when this
-    /// token comes straight from one.
+    /// token comes straight from one, and `assurance` how that login was made.
     pub async fn issue(
         &self,
         user: &User,
         role: Role,
-        similarity: Option<Similarity>,
+        login: (Option<Similarity>, Assurance),
         audience: &str,
         session: &str,
     ) -> Result<Issued, TokenError> {
+        let (similarity, assurance) = login;
         let now = Timestamp::now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -246,7 +254,8 @@ impl TokenService {
             jti: uuid::Uuid::new_v4().to_string(),
             client_id: self.with_audience.then(|| audience.to_owned()),
             role,
-            amr: vec![AMR_FACE.into()],
+            amr: assurance.amr(),
+            acr: Some(assurance.acr().to_owned()),
             similarity: similarity.map(|s| (s.value() * 100.0).round() / 100.0),
             ugen: user.generation,
             sid: Some(session.to_owned()),

@@ -25,6 +25,38 @@ pub enum TokenProblem {
 
 /// How a user proved who they are, as tokens say it (`amr`, RFC 8176).
 pub const AMR_FACE: &str = "face";
+/// Added to `amr` when the face login passed a liveness challenge.
+pub const AMR_LIVENESS: &str = "liveness";
+
+/// How surely the person at the camera is the user, as a token's `acr` says it: a backend
+/// demands [`Assurance::FaceAndLiveness`] before a sensitive action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assurance {
+    /// A photo of the face matched: anyone holding a good picture of the user gets this far.
+    Face,
+    /// A burst of frames matched and showed a live head following a random challenge.
+    FaceAndLiveness,
+}
+
+impl Assurance {
+    pub const ALL: [Assurance; 2] = [Self::Face, Self::FaceAndLiveness];
+
+    /// The `amr` values (RFC 8176).
+    pub fn amr(self) -> Vec<String> {
+        match self {
+            Self::Face => vec![AMR_FACE.into()],
+            Self::FaceAndLiveness => vec![AMR_FACE.into(), AMR_LIVENESS.into()],
+        }
+    }
+
+    /// The `acr` value, listed in the discovery document.
+    pub fn acr(self) -> &'static str {
+        match self {
+            Self::Face => "urn:facelock:acr:face",
+            Self::FaceAndLiveness => "urn:facelock:acr:face-liveness",
+        }
+    }
+}
 
 /// A failure of the issuer itself (never the caller's token: that is a [`TokenProblem`]).
 #[derive(Debug, thiserror::Error)]

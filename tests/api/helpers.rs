@@ -11,7 +11,7 @@ use axum::{
 use facelock::{
     config::{EngineKind, Secret, Settings},
     domain::UserId,
-    service::{Actor, Origin, Registration},
+    service::{Actor, Evidence, Origin, Registration},
     AppState,
 };
 use http_body_util::BodyExt;
@@ -74,6 +74,25 @@ impl TestApp {
         }
     }
 
+    /// A test server on the local engine, or `None` after reporting the skip.
+    pub async fn local() -> Option<Self> {
+        Self::local_with(|_| {}).await
+    }
+
+    /// [`TestApp::local`] with more settings changed.
+    pub async fn local_with(configure: impl FnOnce(&mut Settings)) -> Option<Self> {
+        let dir = models_dir()?;
+        Some(
+            Self::spawn_with(move |s| {
+                s.engine.kind = EngineKind::Local;
+                s.engine.models_dir = dir;
+                s.engine.min_similarity = facelock::config::LOCAL_MIN_SIMILARITY;
+                configure(s);
+            })
+            .await,
+        )
+    }
+
     /// Enrols the admin as the operator would, then logs in with the admin's face.
     pub async fn admin_token(&self) -> String {
         if self
@@ -92,7 +111,7 @@ impl TestApp {
                         user_id: UserId::parse(ADMIN).unwrap(),
                         full_name: None,
                         email: None,
-                        image: face_of(ADMIN_PERSON),
+                        evidence: Evidence::Photo(face_of(ADMIN_PERSON)),
                         origin: Origin::operator(),
                     },
                     Actor::Operator,

@@ -4,13 +4,22 @@
 
 use std::{path::Path, sync::OnceLock};
 
+use axum::http::StatusCode;
 use facelock::{
-    engine::local::pipeline::{Models, StageTimes},
-    liveness::geometry::{planar_residual, yaw, Homography, Landmarks, MIN_HEAD_RESIDUAL},
+    engine::local::{
+        pipeline::{distance, Descriptor, Models, StageTimes},
+        similarity_from_distance,
+    },
+    liveness::{
+        actions_for, encode_actions,
+        geometry::{planar_residual, yaw, Homography, Landmarks, MIN_HEAD_RESIDUAL},
+        judge, Action, FrameFace, Refusal, Verdict,
+    },
+    store::StoredChallenge,
 };
 use image::RgbImage;
 
-use crate::helpers::{models_dir, shared_faces_dev};
+use crate::helpers::{models_dir, shared_faces_dev, Multipart, TestApp};
 
 fn models() -> Option<&'static Models> {
     let dir = models_dir()?;
@@ -27,13 +36,17 @@ fn landmarks(models: &Models, image: &RgbImage) -> Option<Landmarks> {
 
 /// The frames of one sitting of `pose`, by yaw (degrees): `<person>/person<NN><series><frame>+0<yaw>.jpg`.
 fn sitting(root: &Path, person: u32, series: u32, yaw_deg: i32) -> RgbImage {
-    let file = format!(
-        "pose/pointing04_{person:02}/person{person:02}{series}{:02}+0{yaw_deg:+}.jpg",
-        frame_of(yaw_deg)
-    );
+    let file = sitting_file(person, series, yaw_deg);
     image::open(root.join(&file))
         .unwrap_or_else(|e| panic!("{file}: {e}"))
         .to_rgb8()
+}
+
+fn sitting_file(person: u32, series: u32, yaw_deg: i32) -> String {
+    format!(
+        "pose/pointing04_{person:02}/person{person:02}{series}{:02}+0{yaw_deg:+}.jpg",
+        frame_of(yaw_deg)
+    )
 }
 
 /// Pointing'04 numbers the tilt-0 frames 40-52 from yaw -90 to +90.
@@ -211,4 +224,504 @@ fn a_turning_head_is_told_from_a_moved_picture() {
         .filter(|r| **r >= MIN_HEAD_RESIDUAL)
         .collect();
     assert!(high.is_empty(), "moved pictures taken for a head: {high:?}");
+}
+
+/// The face of one frame, as the engine's liveness check sees it.
+fn frame_face(models: &Models, image: &RgbImage) -> Option<FrameFace> {
+    let analysis = models.analyze(image, &mut StageTimes::default());
+    match (analysis.faces.as_slice(), analysis.descriptor()) {
+        ([face], Some(d)) => Some(FrameFace {
+            landmarks: face.landmarks,
+            descriptor: d.to_vec(),
+        }),
+        _ => None,
+    }
+}
+
+/// The head angles (degrees, the set's sign: positive = towards the image's left, the
+/// person's right) of a burst following `actions`: from the camera, out to 30 degrees and back
+/// for each turn.
+fn angles_for(actions: &[Action]) -> Vec<i32> {
+    let mut angles = vec![0];
+    for action in actions {
+        let side = match action {
+            Action::TurnLeft => -1,
+            Action::TurnRight => 1,
+        };
+        angles.extend([15 * side, 30 * side, 15 * side, 0]);
+    }
+    angles
+}
+
+fn similarity(a: &[f32], b: &[f32]) -> f32 {
+    let a: &Descriptor = a.try_into().unwrap();
+    similarity_from_distance(distance(a, b))
+}
+
+/// Every challenge sequence.
+fn sequences() -> Vec<Vec<Action>> {
+    let mut all: Vec<Vec<Action>> = (0..=255u8).map(actions_for).collect();
+    all.sort_by_key(|a| encode_actions(a));
+    all.dedup();
+    all
+}
+
+/// The judge on real pixels, over every sitting of `pose` and every challenge sequence: genuine
+/// bursts pass, a photo of the frontal frame waved in front of the camera does not, nor does a
+/// burst whose person changes after the first turn, nor a genuine burst answering another
+/// sequence. Prints the rates.
+#[test]
+fn bursts_of_real_frames_are_judged_as_measured() {
+    let (Some(root), Some(models)) = (shared_faces_dev(), models()) else {
+        return;
+    };
+    let floor = facelock::config::LOCAL_MIN_SIMILARITY;
+    let mut faces = std::collections::HashMap::new();
+    for person in 1..=15 {
+        for series in 1..=2 {
+            for deg in [-30, -15, 0, 15, 30] {
+                let face = frame_face(models, &sitting(&root, person, series, deg))
+                    .unwrap_or_else(|| panic!("person {person} sitting {series} {deg}: no face"));
+                faces.insert((person, series, deg), face);
+            }
+        }
+    }
+    let burst = |person: u32, series: u32, angles: &[i32]| -> Vec<FrameFace> {
+        angles
+            .iter()
+            .map(|d| faces[&(person, series, *d)].clone())
+            .collect()
+    };
+    let mut outcomes =
+        std::collections::BTreeMap::<&str, std::collections::BTreeMap<String, u32>>::new();
+    let mut tally = |kind: &'static str, outcome: &str| {
+        *outcomes
+            .entry(kind)
+            .or_default()
+            .entry(outcome.into())
+            .or_default() += 1;
+    };
+    let sequences = sequences();
+    let mut least_genuine = f32::MAX;
+    for person in 1..=15 {
+        for series in 1..=2 {
+            for (i, actions) in sequences.iter().enumerate() {
+                let angles = angles_for(actions);
+                let genuine = burst(person, series, &angles);
+                tally(
+                    "genuine",
+                    outcome(judge(actions, &genuine, &similarity, floor)),
+                );
+                for pair in genuine
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(k, a)| genuine[k + 1..].iter().map(move |b| (a, b)))
+                {
+                    least_genuine =
+                        least_genuine.min(similarity(&pair.0.descriptor, &pair.1.descriptor));
+                }
+                // The same head answering the other challenges.
+                for (k, other) in sequences.iter().enumerate() {
+                    if k != i {
+                        tally(
+                            "other sequence",
+                            outcome(judge(other, &genuine, &similarity, floor)),
+                        );
+                    }
+                }
+                // Someone else after the first turn, each other person of the set.
+                for stranger in (1..=15).filter(|&p| p != person) {
+                    let mut switched = genuine.clone();
+                    switched[5..].clone_from_slice(&burst(stranger, series, &angles[5..]));
+                    tally(
+                        "switched person",
+                        outcome(judge(actions, &switched, &similarity, floor)),
+                    );
+                }
+            }
+            // The frontal photo waved at the camera, moved every way the set of moves has.
+            let front = sitting(&root, person, series, 0);
+            let waved: Option<Vec<FrameFace>> =
+                std::iter::once(Some(faces[&(person, series, 0)].clone()))
+                    .chain(
+                        PICTURE_MOVES
+                            .iter()
+                            .map(|m| frame_face(models, &picture_moved(&front, m))),
+                    )
+                    .collect();
+            // The frontal photo turned as the challenge asks, as an attacker would: to each
+            // side as far as it still moves the yaw most (57 or 63 degrees; much further and
+            // no face is found), and half as far on the way.
+            let turned = |radians: f32| {
+                let m = PictureMove {
+                    turn: radians,
+                    tilt: 0.0,
+                    roll: 0.0,
+                    scale: 1.3,
+                    shift: (0.0, 0.0),
+                };
+                frame_face(models, &picture_moved(&front, &m))
+            };
+            let start = yaw(&faces[&(person, series, 0)].landmarks);
+            let furthest = |side: f32| {
+                [1.0f32, 1.1]
+                    .into_iter()
+                    .filter_map(|r| turned(side * r))
+                    .max_by(|a, b| {
+                        let moved = |f: &FrameFace| (yaw(&f.landmarks) - start).abs();
+                        moved(a).total_cmp(&moved(b))
+                    })
+            };
+            let print_at: std::collections::HashMap<i32, Option<FrameFace>> = [
+                (-30, furthest(-1.0)),
+                (-15, turned(-0.5)),
+                (0, Some(faces[&(person, series, 0)].clone())),
+                (15, turned(0.5)),
+                (30, furthest(1.0)),
+            ]
+            .into_iter()
+            .collect();
+            for actions in &sequences {
+                let frames: Option<Vec<FrameFace>> = angles_for(actions)
+                    .iter()
+                    .map(|deg| print_at[deg].clone())
+                    .collect();
+                match frames {
+                    Some(frames) => tally(
+                        "turned photo",
+                        outcome(judge(actions, &frames, &similarity, floor)),
+                    ),
+                    None => tally("turned photo", "NO_FACE or MULTIPLE_FACES"),
+                }
+                match &waved {
+                    Some(waved) => tally(
+                        "waved photo",
+                        outcome(judge(actions, waved, &similarity, floor)),
+                    ),
+                    // A frame without exactly one face is refused before it is judged.
+                    None => tally("waved photo", "NO_FACE or MULTIPLE_FACES"),
+                }
+            }
+        }
+    }
+    for (kind, counts) in &outcomes {
+        eprintln!("{kind}: {counts:?}");
+    }
+    eprintln!("least similarity of two frames of a genuine burst: {least_genuine:.2}");
+    let count = |kind: &str, key: &str| outcomes[kind].get(key).copied().unwrap_or(0);
+    assert_eq!(count("genuine", "passed"), 120, "genuine bursts refused");
+    for kind in [
+        "other sequence",
+        "switched person",
+        "waved photo",
+        "turned photo",
+    ] {
+        assert_eq!(count(kind, "passed"), 0, "{kind} passed");
+    }
+}
+
+/// The API's answer to a verdict.
+fn outcome(verdict: Result<Verdict, Refusal>) -> &'static str {
+    match verdict {
+        Ok(_) => "passed",
+        Err(Refusal::FaceChanged { .. }) => "LIVENESS_FACE_CHANGED",
+        Err(Refusal::MotionMissing { .. }) => "LIVENESS_MOTION_MISSING",
+        Err(Refusal::Flat { .. }) => "LIVENESS_FLAT",
+    }
+}
+
+/// Frames of one sitting at the angles a challenge's actions ask for, as uploaded bytes.
+fn frames_for(root: &Path, person: u32, series: u32, actions: &[Action]) -> Vec<Vec<u8>> {
+    angles_for(actions)
+        .into_iter()
+        .map(|deg| std::fs::read(root.join(sitting_file(person, series, deg))).unwrap())
+        .collect()
+}
+
+fn actions_of(challenge: &serde_json::Value) -> Vec<Action> {
+    challenge["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| Action::parse(a.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// A challenge's answer: its id, the frames, and the claimed user id if any.
+fn answer(challenge_id: &str, frames: &[Vec<u8>], user_id: Option<&str>) -> Multipart {
+    let mut form = Multipart::new().text("challenge_id", challenge_id);
+    for (i, frame) in frames.iter().enumerate() {
+        form = form.file("frames", &format!("frame{i}.jpg"), frame.clone());
+    }
+    if let Some(user) = user_id {
+        form = form.text("user_id", user);
+    }
+    form
+}
+
+/// The claims of a JWT, unverified (the issuer's tests verify signatures).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn challenge(app: &TestApp) -> serde_json::Value {
+    let res = app
+        .post_form("/liveness/challenge", Multipart::new(), None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    res.body
+}
+
+/// Enrols person 1 from their second sitting, as "p01".
+async fn enrol_person_one(app: &TestApp, root: &Path) {
+    let photo = std::fs::read(root.join(sitting_file(1, 2, 0))).unwrap();
+    let res = app.register("p01", photo, None).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+}
+
+/// Over HTTP: a challenge, a genuine burst of a head turning as asked (another sitting than the
+/// enrolment photo's), a token that says liveness; the challenge cannot be answered twice, and
+/// a single photo logs in with a token that says only `face`.
+#[tokio::test]
+async fn a_head_turning_as_asked_logs_in_with_liveness_in_its_token() {
+    let Some(root) = shared_faces_dev() else {
+        return;
+    };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
+    enrol_person_one(&app, &root).await;
+
+    let issued = challenge(&app).await;
+    assert!(issued["expires_in"].as_u64().unwrap() > 50);
+    assert!(issued["instructions"]
+        .as_str()
+        .unwrap()
+        .contains("turn your head"));
+    let id = issued["challenge_id"].as_str().unwrap();
+    let frames = frames_for(&root, 1, 1, &actions_of(&issued));
+    let res = app
+        .post_form("/verify/", answer(id, &frames, None), None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["user_id"], "p01");
+    let c = claims(res.body["token"].as_str().unwrap());
+    assert_eq!(c["amr"], serde_json::json!(["face", "liveness"]));
+    assert_eq!(c["acr"], "urn:facelock:acr:face-liveness");
+
+    let again = app
+        .post_form("/verify/", answer(id, &frames, None), None)
+        .await;
+    again.assert_error(StatusCode::BAD_REQUEST, "CHALLENGE_USED");
+
+    let single = app
+        .verify(
+            std::fs::read(root.join(sitting_file(1, 1, 0))).unwrap(),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::OK, "{}", single.body);
+    let c = claims(single.body["token"].as_str().unwrap());
+    assert_eq!(c["amr"], serde_json::json!(["face"]));
+    assert_eq!(c["acr"], "urn:facelock:acr:face");
+
+    // Enrolment by a liveness answer: its most frontal frame is enrolled.
+    let issued = challenge(&app).await;
+    let form = answer(
+        issued["challenge_id"].as_str().unwrap(),
+        &frames_for(&root, 3, 2, &actions_of(&issued)),
+        None,
+    )
+    .text("user_id", "p03");
+    let res = app.post_form("/register/", form, None).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = app
+        .verify(
+            std::fs::read(root.join(sitting_file(3, 1, 0))).unwrap(),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert_eq!(res.body["user_id"], "p03");
+
+    let discovery = app
+        .get("/.well-known/openid-configuration", None)
+        .await
+        .body;
+    assert_eq!(
+        discovery["acr_values_supported"],
+        serde_json::json!(["urn:facelock:acr:face", "urn:facelock:acr:face-liveness"])
+    );
+}
+
+/// Over HTTP, every way of answering wrongly has its code: too few frames, the same frame
+/// repeated, a photo waved at the camera, a person switching mid-way, an unknown and an expired
+/// challenge. Each refused answer spends its challenge.
+#[tokio::test]
+async fn prints_replays_and_switches_are_refused_with_their_codes() {
+    let Some(root) = shared_faces_dev() else {
+        return;
+    };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
+    enrol_person_one(&app, &root).await;
+    let front = std::fs::read(root.join(sitting_file(1, 1, 0))).unwrap();
+
+    let issued = challenge(&app).await;
+    let id = issued["challenge_id"].as_str().unwrap();
+    app.post_form(
+        "/verify/",
+        answer(id, std::slice::from_ref(&front), None),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+
+    let issued = challenge(&app).await;
+    let id = issued["challenge_id"].as_str().unwrap();
+    app.post_form("/verify/", answer(id, &vec![front.clone(); 6], None), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "LIVENESS_MOTION_MISSING");
+    app.post_form(
+        "/verify/",
+        answer(id, &frames_for(&root, 1, 1, &actions_of(&issued)), None),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "CHALLENGE_USED");
+
+    let issued = challenge(&app).await;
+    let id = issued["challenge_id"].as_str().unwrap();
+    let picture = image::load_from_memory(&front).unwrap().to_rgb8();
+    let mut waved = vec![front.clone()];
+    for m in &PICTURE_MOVES {
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageRgb8(picture_moved(&picture, m))
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        waved.push(jpeg);
+    }
+    let res = app
+        .post_form("/verify/", answer(id, &waved, None), None)
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    assert!(
+        ["LIVENESS_MOTION_MISSING", "LIVENESS_FLAT"].contains(&res.code()),
+        "{}",
+        res.body
+    );
+
+    let issued = challenge(&app).await;
+    let id = issued["challenge_id"].as_str().unwrap();
+    let actions = actions_of(&issued);
+    let mut switched = frames_for(&root, 1, 1, &actions);
+    let stranger = frames_for(&root, 2, 1, &actions);
+    switched[5..].clone_from_slice(&stranger[5..]);
+    let res = app
+        .post_form("/verify/", answer(id, &switched, None), None)
+        .await;
+    res.assert_error(StatusCode::BAD_REQUEST, "LIVENESS_FACE_CHANGED");
+    assert!(
+        res.body["detail"].as_str().unwrap().contains("Frame 5"),
+        "{}",
+        res.body
+    );
+
+    let genuine = frames_for(&root, 1, 1, &actions);
+    app.post_form(
+        "/verify/",
+        answer("no-such-challenge", &genuine, None),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "CHALLENGE_UNKNOWN");
+    let past = facelock::clock::Timestamp::now() - std::time::Duration::from_secs(120);
+    let expired = StoredChallenge {
+        id: "expired-challenge".into(),
+        actions: encode_actions(&actions),
+        created_at: past,
+        expires_at: past + facelock::liveness::CHALLENGE_TTL,
+    };
+    app.state
+        .facelock
+        .store()
+        .save_challenge(&expired)
+        .await
+        .unwrap();
+    app.post_form("/verify/", answer(&expired.id, &genuine, None), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "CHALLENGE_EXPIRED");
+    app.post_form(
+        "/verify/",
+        answer(id, &genuine, None).file("face_image", "f.jpg", front),
+        None,
+    )
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+}
+
+/// Failed liveness answers against a claimed user lock the account like failed faces; a server
+/// that requires liveness refuses a single photo; challenges spend the client's rate limit.
+#[tokio::test]
+async fn failed_challenges_lock_and_single_photos_can_be_refused() {
+    let Some(root) = shared_faces_dev() else {
+        return;
+    };
+    let Some(app) = TestApp::local_with(|s| {
+        s.engine.require_liveness = true;
+        s.server.rate_limit_per_minute = 12;
+    })
+    .await
+    else {
+        return;
+    };
+    enrol_person_one(&app, &root).await;
+    let front = std::fs::read(root.join(sitting_file(1, 1, 0))).unwrap();
+    app.verify(front.clone(), None, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "LIVENESS_REQUIRED");
+
+    let junk = vec![b"not read".to_vec(); 3];
+    for _ in 0..5 {
+        app.post_form("/verify/", answer("guessed", &junk, Some("p01")), None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "CHALLENGE_UNKNOWN");
+    }
+    // Locked now, even with a genuine answer.
+    let issued = challenge(&app).await;
+    let frames = frames_for(&root, 1, 1, &actions_of(&issued));
+    let id = issued["challenge_id"].as_str().unwrap();
+    app.post_form("/verify/", answer(id, &frames, Some("p01")), None)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+
+    // 12 requests a minute: 9 spent above, then 3 challenges, then none.
+    for _ in 0..3 {
+        challenge(&app).await;
+    }
+    app.post_form("/liveness/challenge", Multipart::new(), None)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+}
+
+/// Rekognition gives no 68-point landmarks: a challenge is refused up front.
+#[tokio::test]
+async fn an_engine_without_landmarks_says_liveness_is_unavailable() {
+    let app = TestApp::spawn().await;
+    app.post_form("/liveness/challenge", Multipart::new(), None)
+        .await
+        .assert_error(StatusCode::NOT_IMPLEMENTED, "LIVENESS_UNAVAILABLE");
 }

@@ -6,7 +6,6 @@ use std::{collections::HashMap, path::Path, sync::OnceLock};
 
 use axum::http::StatusCode;
 use facelock::{
-    config::EngineKind,
     engine::local::{
         pipeline::{analyze_photo, distance, Analysis, Descriptor, Models, StageTimes},
         similarity_from_distance, DEFAULT_MIN_SIMILARITY,
@@ -162,19 +161,6 @@ fn all_pairs_are_decided_right_and_agree_with_the_dlib_reference() {
     );
 }
 
-/// A test server on the local engine, or `None` after reporting the skip.
-async fn local_app() -> Option<TestApp> {
-    let dir = models_dir()?;
-    Some(
-        TestApp::spawn_with(move |s| {
-            s.engine.kind = EngineKind::Local;
-            s.engine.models_dir = dir;
-            s.engine.min_similarity = DEFAULT_MIN_SIMILARITY;
-        })
-        .await,
-    )
-}
-
 fn read(root: &Path, rel: &str) -> Vec<u8> {
     std::fs::read(root.join(rel)).unwrap()
 }
@@ -188,7 +174,9 @@ async fn enrol(app: &TestApp, root: &Path, user: &str, rel: &str) {
 #[tokio::test]
 async fn register_verify_token_delete_over_http_with_real_photos() {
     let Some(root) = shared_faces() else { return };
-    let Some(app) = local_app().await else { return };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
     enrol(&app, &root, "obama", "faces/barack_obama/obama_01.jpg").await;
     enrol(&app, &root, "biden", "faces/joe_biden/biden_01.jpg").await;
 
@@ -254,7 +242,9 @@ async fn register_verify_token_delete_over_http_with_real_photos() {
 #[tokio::test]
 async fn crowded_empty_and_broken_photos_get_clear_answers() {
     let Some(root) = shared_faces() else { return };
-    let Some(app) = local_app().await else { return };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
     app.register("two", read(&root, "multi_face/obama_and_biden.jpg"), None)
         .await
         .assert_error(StatusCode::BAD_REQUEST, "MULTIPLE_FACES");
@@ -282,7 +272,7 @@ async fn crowded_empty_and_broken_photos_get_clear_answers() {
                 user_id: facelock::domain::UserId::parse("admin").unwrap(),
                 full_name: None,
                 email: None,
-                image: admin_face.clone(),
+                evidence: facelock::service::Evidence::Photo(admin_face.clone()),
                 origin: facelock::service::Origin::operator(),
             },
             facelock::service::Actor::Operator,
@@ -330,7 +320,9 @@ async fn crowded_empty_and_broken_photos_get_clear_answers() {
 #[tokio::test]
 async fn compare_reports_real_similarities() {
     let Some(root) = shared_faces() else { return };
-    let Some(app) = local_app().await else { return };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
     app.register(
         "rose",
         read(&root, "faces/rose_leslie/rose_leslie_01.jpg"),
@@ -393,7 +385,9 @@ fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
 #[tokio::test]
 async fn faces_enrolled_by_another_process_reach_a_running_server() {
     let Some(root) = shared_faces() else { return };
-    let Some(app) = local_app().await else { return };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
     // A second instance on the same data folder: `facelock users add`, or another server.
     let other = facelock::build_state(app.settings.clone()).await.unwrap();
     other
@@ -403,7 +397,10 @@ async fn faces_enrolled_by_another_process_reach_a_running_server() {
                 user_id: facelock::domain::UserId::parse("biden").unwrap(),
                 full_name: None,
                 email: None,
-                image: read(&root, "faces/joe_biden/biden_01.jpg"),
+                evidence: facelock::service::Evidence::Photo(read(
+                    &root,
+                    "faces/joe_biden/biden_01.jpg",
+                )),
                 origin: facelock::service::Origin::operator(),
             },
             facelock::service::Actor::Operator,
@@ -438,7 +435,9 @@ async fn faces_enrolled_by_another_process_reach_a_running_server() {
 #[tokio::test]
 async fn someone_elses_face_cannot_be_enrolled_under_a_new_id() {
     let Some(root) = shared_faces() else { return };
-    let Some(app) = local_app().await else { return };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
     enrol(&app, &root, "obama", "faces/barack_obama/obama_01.jpg").await;
     // Another photo of the same man, under another id.
     app.register(

@@ -16,6 +16,7 @@ async fn the_document_lists_every_route_with_its_errors() {
         ("/register/", "post"),
         ("/verify/", "post"),
         ("/compare/", "post"),
+        ("/liveness/challenge", "post"),
         ("/token", "post"),
         ("/revoke", "post"),
         ("/introspect", "post"),

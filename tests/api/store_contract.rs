@@ -8,9 +8,9 @@ use facelock::{
     domain::{Page, UserId},
     images::Format,
     store::{
-        postgres::PostgresStore, sqlite::SqliteStore, AuditQuery, AuditRecord, FaceChange,
-        FaceOwner, MasterKey, NewFace, NewRefreshToken, NewUser, ReferencePhoto, RefreshUse, Store,
-        StoreError, StoredKey, UserStore,
+        postgres::PostgresStore, sqlite::SqliteStore, AuditQuery, AuditRecord, ChallengeSpend,
+        FaceChange, FaceOwner, MasterKey, NewFace, NewRefreshToken, NewUser, ReferencePhoto,
+        RefreshUse, Store, StoreError, StoredChallenge, StoredKey, UserStore,
     },
 };
 
@@ -456,6 +456,64 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_some());
+
+    // Liveness challenges: answered once, by whichever of several concurrent answers comes
+    // first; an expired one says so; an unknown one too; expired ones are purged.
+    let now = Timestamp::now();
+    let challenge = |id: &str, expires_at: Timestamp| StoredChallenge {
+        id: id.into(),
+        actions: "turn_left,turn_right".into(),
+        created_at: now,
+        expires_at,
+    };
+    let live = challenge("c-live", now + Duration::from_secs(60));
+    store.save_challenge(&live).await.unwrap();
+    let spends = futures_join_all((0..4).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .spend_challenge("c-live", Timestamp::now())
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(
+        spends
+            .iter()
+            .filter(|s| **s == ChallengeSpend::Spent(live.clone()))
+            .count(),
+        1,
+        "{spends:?}"
+    );
+    assert_eq!(
+        spends
+            .iter()
+            .filter(|s| **s == ChallengeSpend::Used)
+            .count(),
+        3
+    );
+    store
+        .save_challenge(&challenge("c-old", now - Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.spend_challenge("c-old", now).await.unwrap(),
+        ChallengeSpend::Expired
+    );
+    assert_eq!(
+        store.spend_challenge("c-none", now).await.unwrap(),
+        ChallengeSpend::Unknown
+    );
+    store.purge_challenges(now).await.unwrap();
+    assert_eq!(
+        store.spend_challenge("c-old", now).await.unwrap(),
+        ChallengeSpend::Unknown
+    );
+    assert_eq!(
+        store.spend_challenge("c-live", now).await.unwrap(),
+        ChallengeSpend::Used
+    );
 
     // A new master key re-seals the data key; the old one no longer opens the store.
     let new_master = MasterKey::generate().unwrap();

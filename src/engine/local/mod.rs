@@ -34,7 +34,10 @@ use super::{
     BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, IndexedFace,
     SearchQuery, SearchScope, Upload,
 };
-use crate::domain::{Similarity, UserId};
+use crate::{
+    domain::{Similarity, UserId},
+    liveness::FrameFace,
+};
 
 /// At verification, a second face at least this fraction of the largest face's area makes the
 /// photo ambiguous: whose login would it be?
@@ -331,6 +334,29 @@ impl FaceEngine for LocalEngine {
                 similarity: Similarity::clamped(similarity_from_distance(hit.distance)),
             })
             .collect())
+    }
+
+    fn observes_liveness(&self) -> bool {
+        true
+    }
+
+    async fn observe(&self, image: Arc<Upload>) -> Result<FrameFace, EngineError> {
+        let analysis = self.analyze(image).await?;
+        match (analysis.faces.as_slice(), analysis.descriptor()) {
+            ([face], Some(descriptor)) => Ok(FrameFace {
+                landmarks: face.landmarks,
+                descriptor: descriptor.to_vec(),
+            }),
+            ([], _) | (_, None) => Err(EngineError::NoFace),
+            _ => Err(EngineError::MultipleFaces),
+        }
+    }
+
+    fn descriptor_similarity(&self, a: &[f32], b: &[f32]) -> f32 {
+        match Descriptor::try_from(a) {
+            Ok(a) if b.len() == a.len() => similarity_from_distance(distance(&a, b)),
+            _ => 0.0,
+        }
     }
 
     async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError> {
