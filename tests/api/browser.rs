@@ -301,6 +301,19 @@ async fn the_demo_page_enrols_and_logs_in_with_a_webcam() {
         page.screenshot("phone");
         page.command("Emulation.clearDeviceMetricsOverride", json!({}));
 
+        // The liveness button fetches a challenge, shows what to do, films and sends the
+        // frames; a camera that shows one still photo is refused with a sentence. (A burst that
+        // passes is tested over HTTP with real head-turn frames: the fake camera cannot follow
+        // a challenge drawn at random.)
+        let live = page.run(r#"return press("login-live", { "login-user": "" });"#);
+        assert_eq!(live["code"], "LIVENESS_MOTION_MISSING", "{live}");
+        assert_eq!(
+            live["message"],
+            "The camera did not see your head turn as asked. Start again and follow the instructions."
+        );
+        let asked = page.run(r#"return el("result").dataset.challenge;"#);
+        assert!(asked.as_str().unwrap().contains("turn_"), "{asked}");
+
         // Biden is refused, 1:N and as Obama, with a sentence rather than a code; his face
         // cannot take Obama's id either.
         let mut other = Browser::launch(&chromium, &photo("joe_biden/biden_01.jpg"), &demo);

@@ -31,7 +31,19 @@ const MESSAGES = {
   UPSTREAM_AUTH: "The server cannot reach its face service (its credentials were refused).",
   ENGINE_UNAVAILABLE: "The face service is busy or down. Try again shortly.",
   INTERNAL: "The server failed. Try again; if it persists, quote the request id.",
+  CHALLENGE_UNKNOWN: "The liveness check was not recognised. Start it again.",
+  CHALLENGE_EXPIRED: "The liveness check took too long. Start it again.",
+  CHALLENGE_USED: "This liveness check was already used. Start it again.",
+  LIVENESS_FACE_CHANGED: "The face changed during the check. Only you should be in view; try again in good light.",
+  LIVENESS_MOTION_MISSING: "The camera did not see your head turn as asked. Start again and follow the instructions.",
+  LIVENESS_FLAT: "The camera saw a flat picture move, not a head turn.",
+  LIVENESS_REQUIRED: "This server requires the liveness check: use the liveness button.",
+  LIVENESS_UNAVAILABLE: "This server's face engine cannot check liveness.",
 };
+
+/// How long the page films a liveness answer: per turn, out and back.
+const FRAME_INTERVAL_MS = 350;
+const FRAMES_PER_TURN = 4;
 
 const $ = (id) => document.getElementById(id);
 let session = null; // { token, refreshToken, userId }
@@ -76,6 +88,7 @@ async function startCamera() {
     $("camera-status").dataset.ready = "true";
     $("enrol").disabled = false;
     $("login").disabled = false;
+    $("login-live").disabled = false;
   } catch (e) {
     $("camera-status").textContent =
       e.name === "NotAllowedError"
@@ -146,7 +159,31 @@ async function login(event) {
   event.preventDefault();
   show("busy", "Checking your face");
   const body = await withPhoto({ user_id: $("login-user").value.trim() });
-  const done = await call("POST", "/verify/", body);
+  signIn(await call("POST", "/verify/", body));
+}
+
+/// A liveness login: fetch a challenge, show what to do, film it, send the frames.
+async function liveLogin() {
+  show("busy", "Preparing the liveness check");
+  const challenge = await call("POST", "/liveness/challenge");
+  if (!challenge) return;
+  const frames = Math.min(challenge.max_frames, 1 + FRAMES_PER_TURN * challenge.actions.length);
+  show("busy", `${challenge.instructions}.`);
+  $("result").dataset.challenge = challenge.actions.join(",");
+  const form = new FormData();
+  form.append("challenge_id", challenge.challenge_id);
+  const userId = $("login-user").value.trim();
+  if (userId) form.append("user_id", userId);
+  for (let i = 0; i < frames; i++) {
+    await new Promise((ok) => setTimeout(ok, FRAME_INTERVAL_MS));
+    form.append("frames", await capture(), `frame${i}.jpg`);
+  }
+  show("busy", "Checking the frames");
+  signIn(await call("POST", "/verify/", form));
+}
+
+/// Shows the session a successful login started.
+async function signIn(done) {
   if (!done) return;
   session = { token: done.token, refreshToken: done.refresh_token, userId: done.user_id };
   $("claims").textContent = JSON.stringify(claimsOf(done.token), null, 2);
@@ -187,6 +224,7 @@ async function deleteAccount() {
 
 $("enrol-form").addEventListener("submit", enrol);
 $("login-form").addEventListener("submit", login);
+$("login-live").addEventListener("click", liveLogin);
 $("logout").addEventListener("click", logout);
 $("delete").addEventListener("click", deleteAccount);
 startCamera();
