@@ -15,6 +15,8 @@ pub struct PgServer {
     as_postgres: bool,
     /// `postgres://…` of the cluster's `postgres` database.
     pub url: String,
+    /// The cluster's `postgres` database over its Unix socket, for the test's own set-up.
+    admin: String,
     _dir: tempfile::TempDir,
 }
 
@@ -48,9 +50,49 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A server certificate for `localhost` and the authority that signed it, made for one test.
+pub struct TestCertificates {
+    pub ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl TestCertificates {
+    pub fn new() -> Self {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Face Lock test authority");
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
 impl PgServer {
     /// A new cluster, or `None` after reporting the skip when PostgreSQL is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A cluster that takes TCP connections only over TLS, with `certs`' server certificate;
+    /// its [`PgServer::url`] names `localhost`, as the certificate does.
+    pub fn start_with_tls(certs: &TestCertificates) -> Option<Self> {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(tls: Option<&TestCertificates>) -> Option<Self> {
         let Some(bin) = binaries() else {
             skip("no PostgreSQL binaries under /usr/lib/postgresql (apt-get install postgresql)");
             return None;
@@ -74,6 +116,7 @@ impl PgServer {
             data,
             as_postgres,
             url: String::new(),
+            admin: String::new(),
             _dir: dir,
         };
         server.run(
@@ -92,6 +135,16 @@ impl PgServer {
         );
         let port = free_port();
         let socket_dir = server.data.parent().unwrap().display().to_string();
+        let mut ssl = String::new();
+        if let Some(certs) = tls {
+            server.write_owned("server.crt", &certs.cert_pem);
+            server.write_owned("server.key", &certs.key_pem);
+            server.write_owned(
+                "pg_hba.conf",
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            );
+            ssl = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        }
         server.run(
             "pg_ctl",
             &[
@@ -103,7 +156,7 @@ impl PgServer {
                 // A test database: durability off for speed, connections only from here.
                 format!(
                     "-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-                     -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                     -c synchronous_commit=off -c full_page_writes=off -c max_connections=200{ssl}"
                 ),
                 "-w".into(),
                 "-t".into(),
@@ -111,13 +164,35 @@ impl PgServer {
                 "start".into(),
             ],
         );
-        server.url = format!("postgres://facelock@127.0.0.1:{port}/postgres");
+        let host = if tls.is_some() {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        server.url = format!("postgres://facelock@{host}:{port}/postgres");
+        server.admin = format!("host={socket_dir} port={port} user=facelock dbname=postgres");
         Some(server)
+    }
+
+    /// Writes `name` into the data folder, readable by the server's user only.
+    fn write_owned(&self, name: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if self.as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown {name} to the postgres user failed");
+        }
     }
 
     /// A new, empty database on this server; its URL.
     pub async fn database(&self, name: &str) -> String {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+        let (client, connection) = tokio_postgres::connect(&self.admin, tokio_postgres::NoTls)
             .await
             .unwrap();
         let driver = tokio::spawn(connection);

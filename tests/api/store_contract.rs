@@ -14,7 +14,7 @@ use facelock::{
     },
 };
 
-use crate::postgres::PgServer;
+use crate::postgres::{PgServer, TestCertificates};
 
 fn uid(s: &str) -> UserId {
     UserId::parse(s).unwrap()
@@ -595,4 +595,37 @@ async fn postgres_servers_hear_each_others_changes() {
         "only a has written"
     );
     assert!(!server.log().contains("FATAL"), "{}", server.log());
+}
+
+/// `sslmode=verify-full` (or `require`) reaches a server that takes only TLS, checking its
+/// certificate against `sslrootcert`; without the authority, or in plaintext, the server is not
+/// reached; modes that could fall back to plaintext are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_checks_the_server_certificate() {
+    let certs = TestCertificates::new();
+    let Some(server) = PgServer::start_with_tls(&certs) else {
+        return;
+    };
+    let url = server.database("secure").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    let ca = ca.display().to_string().replace('/', "%2F");
+    for mode in ["verify-full", "require"] {
+        let secure = format!("{url}?sslmode={mode}&sslrootcert={ca}");
+        let store = PostgresStore::open(&secure, &master())
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {}\n{}", facelock::error_chain(&e), server.log()));
+        store.ping().await.unwrap();
+    }
+    let untrusted = PostgresStore::open(&format!("{url}?sslmode=verify-full"), &master()).await;
+    let why = facelock::error_chain(&untrusted.err().expect("an unknown authority is refused"));
+    assert!(why.contains("UnknownIssuer"), "{why}");
+    let plaintext = PostgresStore::open(&url, &master()).await;
+    assert!(plaintext.is_err(), "plaintext reached a TLS-only server");
+    assert!(
+        PostgresStore::open(&format!("{url}?sslmode=prefer"), &master())
+            .await
+            .is_err()
+    );
 }

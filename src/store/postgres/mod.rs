@@ -8,6 +8,7 @@ mod challenges;
 mod counters;
 mod keys;
 mod lockouts;
+mod tls;
 mod tokens;
 mod users;
 
@@ -15,7 +16,7 @@ use std::{future::poll_fn, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::{MasterKey, Store, StoreError, Vault};
 use crate::{clock::Timestamp, domain::UserId};
@@ -46,9 +47,10 @@ impl PostgresStore {
     /// up to date, opens the data key with `master` and starts listening for other servers'
     /// changes.
     pub async fn open(url: &str, master: &MasterKey) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::backend("reading FACELOCK_DATABASE_URL", e))?;
+        let tls::Connection {
+            mut config,
+            tls: connector,
+        } = tls::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -57,7 +59,7 @@ impl PostgresStore {
         config.options(format!("-c facelock.origin={origin}"));
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -72,7 +74,7 @@ impl PostgresStore {
         let mut conn = connection(&pool).await?;
         let vault = migrate_and_open_vault(&mut conn, master).await?;
         drop(conn);
-        let changes = listen_for_changes(config, origin.clone());
+        let changes = listen_for_changes(config, connector, origin.clone());
         Ok(Self {
             pool,
             vault: Arc::new(vault),
@@ -157,13 +159,14 @@ async fn migrate_and_open_vault(
 /// failure, counting one change then, since some may have been missed meanwhile.
 fn listen_for_changes(
     config: tokio_postgres::Config,
+    connector: tokio_postgres_rustls::MakeRustlsConnect,
     origin: Arc<str>,
 ) -> tokio::sync::watch::Receiver<u64> {
     let (tell, changes) = tokio::sync::watch::channel(0u64);
     tokio::spawn(async move {
         let mut failures = 0u32;
         while !tell.is_closed() {
-            match listen_once(&config, &origin, &tell).await {
+            match listen_once(&config, connector.clone(), &origin, &tell).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -180,14 +183,18 @@ fn listen_for_changes(
 /// Listens on one connection until it fails.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    connector: tokio_postgres_rustls::MakeRustlsConnect,
     origin: &str,
     tell: &tokio::sync::watch::Sender<u64>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(connector).await?;
     let (forward, mut messages) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
+        // A failed connection may answer every poll with its error at once: stop at the
+        // first, or this loop would never yield and fill the channel without end.
         while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
-            if forward.send(message).is_err() {
+            let failed = message.is_err();
+            if forward.send(message).is_err() || failed {
                 break;
             }
         }
