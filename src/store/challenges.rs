@@ -42,13 +42,22 @@ pub trait ChallengeStore: Send + Sync {
 }
 
 impl ChallengeSpend {
-    /// The answer when the spending update returned `row`; when it returned none, the
-    /// challenge was used before if a row with its id exists, unknown otherwise.
+    /// The answer when the spending update returned `row`.
     pub(super) fn of_updated(row: StoredChallenge, now: Timestamp) -> Self {
         if row.expires_at <= now {
             Self::Expired
         } else {
             Self::Spent(row)
+        }
+    }
+
+    /// The answer when the spending update returned nothing: used before if a row with the
+    /// id `exists`, unknown otherwise.
+    pub(super) fn of_unchanged(exists: bool) -> Self {
+        if exists {
+            Self::Used
+        } else {
+            Self::Unknown
         }
     }
 }

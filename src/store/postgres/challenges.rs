@@ -57,11 +57,7 @@ impl ChallengeStore for PostgresStore {
             .await
             .map_err(backend("spending a liveness challenge"))?
             .is_some();
-        Ok(if exists {
-            ChallengeSpend::Used
-        } else {
-            ChallengeSpend::Unknown
-        })
+        Ok(ChallengeSpend::of_unchanged(exists))
     }
 
     async fn purge_challenges(&self, before: Timestamp) -> Result<(), StoreError> {

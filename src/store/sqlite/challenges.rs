@@ -66,11 +66,7 @@ impl ChallengeStore for SqliteStore {
                 .optional()
                 .map_err(backend("spending a liveness challenge"))?
                 .is_some();
-            Ok(if exists {
-                ChallengeSpend::Used
-            } else {
-                ChallengeSpend::Unknown
-            })
+            Ok(ChallengeSpend::of_unchanged(exists))
         })
         .await
     }
