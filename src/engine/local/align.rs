@@ -6,7 +6,7 @@
 //! `get_face_chip_details`, Boost Software License 1.0), since the descriptor network was
 //! trained on chips cut exactly this way; a different crop costs accuracy.
 
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 
 /// Mean positions of landmarks 17..=67 in the unit square, x then y.
 const MEAN_FACE: [(f32, f32); 51] = [
@@ -182,7 +182,7 @@ pub fn extract_chip(img: &RgbImage, t: Similarity2, size: usize) -> Vec<u8> {
         let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
         let nw = ((crop.width() as f32 / s).round() as u32).max(2);
         let nh = ((crop.height() as f32 / s).round() as u32).max(2);
-        shrunk = image::imageops::resize(&crop, nw, nh, FilterType::Triangle);
+        shrunk = super::resample::resize(&crop, nw, nh);
         let fx = nw as f32 / crop.width() as f32;
         let fy = nh as f32 / crop.height() as f32;
         // u' = (u - x0) * fx and v' = (v - y0) * fy, folded into the map.

@@ -13,6 +13,7 @@ pub mod models;
 pub mod pipeline;
 pub mod quality;
 pub mod recognition;
+pub mod resample;
 pub mod tensor;
 pub mod weights;
 

@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 
 use super::{
     align::{self, Similarity2},
     detector::{Detection, Detector},
     landmarks::{self, LandmarkNet},
     quality::Metrics,
+    resample,
     recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
     tensor,
     weights::ModelError,
@@ -234,7 +235,7 @@ impl Models {
         let scale = size as f32 / cw.max(ch);
         let rw = ((cw * scale).round() as u32).clamp(1, size as u32);
         let rh = ((ch * scale).round() as u32).clamp(1, size as u32);
-        let resized = image::imageops::resize(&crop, rw, rh, FilterType::Triangle);
+        let resized = resample::resize(&crop, rw, rh);
         let off_x = (size as u32 - rw) / 2;
         let off_y = (size as u32 - rh) / 2;
         let mut input = vec![0u8; size * size * 3];
@@ -374,7 +375,7 @@ fn square_input(img: &RgbImage, size: usize) -> (Vec<u8>, (f32, f32), f32) {
     let scale = w.max(h) / size as f32;
     let nw = ((w / scale).round() as u32).clamp(1, size as u32);
     let nh = ((h / scale).round() as u32).clamp(1, size as u32);
-    let resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+    let resized = resample::resize(img, nw, nh);
     let mut input = vec![0u8; size * size * 3];
     for (row, line) in resized.chunks_exact(nw as usize * 3).enumerate() {
         input[row * size * 3..][..line.len()].copy_from_slice(line);
