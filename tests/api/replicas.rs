@@ -84,6 +84,53 @@ async fn replicas_on_one_postgres_agree_at_once() {
     statuses.sort();
     assert_eq!(statuses, [200, 400], "exactly one replica accepts it");
 
+    // A liveness challenge issued by A is answered once: on B, and then never again on A.
+    // (The frames are not photos: the answer spends the challenge before reading them. A user
+    // id is claimed so the failure counts against that account, not this address.)
+    let challenge: serde_json::Value = a
+        .http
+        .post(format!("{}/liveness/challenge", a.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = challenge["challenge_id"].as_str().unwrap().to_owned();
+    let answer = |api: &Api| {
+        let mut form = reqwest::multipart::Form::new()
+            .text("challenge_id", id.clone())
+            .text("user_id", "nobody");
+        for i in 0..3 {
+            let part = reqwest::multipart::Part::bytes(b"not a frame".to_vec())
+                .file_name(format!("frame{i}.jpg"));
+            form = form.part("frames", part);
+        }
+        let request = api
+            .http
+            .post(format!("{}/verify/", api.base))
+            .multipart(form);
+        async move {
+            let res = request.send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = answer(&b).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (415, Some("UNSUPPORTED_IMAGE")),
+        "{body}"
+    );
+    let (status, body) = answer(&a).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("CHALLENGE_USED")),
+        "{body}"
+    );
+
     // A key rotation is served by both at once.
     let rotated = Command::new(env!("CARGO_BIN_EXE_facelock"))
         .args(["keys", "rotate"])

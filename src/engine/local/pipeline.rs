@@ -10,9 +10,8 @@ use super::{
     detector::{Detection, Detector},
     landmarks::{self, LandmarkNet},
     quality::Metrics,
-    resample,
     recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
-    tensor,
+    resample, tensor,
     weights::ModelError,
 };
 use crate::images::{self, DecodeLimits, ImageError};

@@ -20,8 +20,7 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     thread_local! {
         static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
     }
-    let options =
-        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
     RESIZER.with_borrow_mut(|resizer| {
         resizer
             .resize(&source, &mut scaled, &options)
@@ -39,12 +38,15 @@ mod tests {
     #[test]
     fn matches_the_triangle_filter_it_replaces() {
         let img = RgbImage::from_fn(257, 191, |x, y| {
-            image::Rgb([(x * 7 % 256) as u8, (y * 13 % 256) as u8, ((x * y) % 251) as u8])
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 13 % 256) as u8,
+                ((x * y) % 251) as u8,
+            ])
         });
         for (w, h) in [(100, 74), (416, 309), (31, 200)] {
             let ours = resize(&img, w, h);
-            let theirs =
-                image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+            let theirs = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
             let worst = ours
                 .as_raw()
                 .iter()
