@@ -78,23 +78,19 @@ impl FaceLock {
         }
         let threshold = self.policy.threshold(req.min_similarity);
         let claimed = req.claimed.clone();
-        let (upload, assurance) = match self.examine(req.evidence).await {
-            Ok(examined) => examined,
+        let attempt = async {
+            let (upload, assurance) = self.examine(req.evidence).await?;
+            let (user, similarity) = self.match_face(upload, claimed, threshold).await?;
+            Ok::<_, Error>((user, similarity, assurance))
+        };
+        let (user, similarity, assurance) = match attempt.await {
+            Ok(found) => found,
             Err(e) => {
                 if let Some(code) = counted_failure(&e) {
                     self.count_failure(req.claimed.as_ref(), origin, code).await;
                 }
                 return Err(e);
             }
-        };
-        let (user, similarity) = match self.match_face(upload, claimed, threshold).await {
-            Ok(found) => found,
-            Err(Error::NoMatch) => {
-                self.count_failure(req.claimed.as_ref(), origin, "NO_MATCH")
-                    .await;
-                return Err(Error::NoMatch);
-            }
-            Err(e) => return Err(e),
         };
         if req.claimed.is_none() {
             // A locked account stays locked whichever way it is reached.
