@@ -117,8 +117,8 @@ pub struct FrameFace {
 /// Why a burst of frames does not show a live head following the challenge.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Refusal {
-    /// Frame `frame` (from 0) does not show the face of the frame before it.
-    #[error("frame {frame} shows another face than the frame before it")]
+    /// Frame `frame` (from 0) does not show the face of an earlier frame.
+    #[error("frame {frame} shows another face than an earlier frame")]
     FaceChanged { frame: usize },
     /// The turns the frames show are not those asked for, in their order: `seen` are the
     /// turns they show.

@@ -136,7 +136,7 @@ fn not_live_detail(refusal: &crate::liveness::Refusal) -> String {
     use crate::liveness::Refusal as R;
     match refusal {
         R::FaceChanged { frame } => {
-            format!("Frame {frame} shows another face than the frame before it")
+            format!("Frame {frame} shows another face than an earlier frame")
         }
         R::MotionMissing { seen } if seen.is_empty() => {
             "The frames do not show the head turning as the challenge asked".to_owned()
