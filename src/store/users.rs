@@ -234,6 +234,12 @@ pub trait UserStore: Send + Sync {
     async fn reference_photo(&self, face_id: &str) -> Result<Option<ReferencePhoto>, StoreError>;
     /// Stores the photo of a face whose photo was a file (migration from a folder of photos).
     async fn attach_photo(&self, face_id: &str, photo: ReferencePhoto) -> Result<(), StoreError>;
+    /// Replaces a face by a new description of the same photo (`facelock reindex`, after a
+    /// model change): the new face takes the old one's user and enrolment time, the old one is
+    /// deleted and queued for deletion in its engine, in one transaction. The change log says
+    /// both, so running servers drop the old face and index the new one. `false`, and nothing
+    /// written, when the old face is gone (its user was deleted meanwhile).
+    async fn replace_face(&self, old_face_id: &str, face: NewFace) -> Result<bool, StoreError>;
 }
 
 /// The logged changes as the index applies them: an addition carries the face as stored now

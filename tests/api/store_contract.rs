@@ -515,6 +515,73 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         ChallengeSpend::Used
     );
 
+    // A face described again (`facelock reindex`): the new face takes the old one's user,
+    // photo and enrolment time; the old one goes, queued for deletion in its engine; the log
+    // says both; a face gone meanwhile is not replaced.
+    let erin = store.add_face(new_user("erin"), face("e1")).await.unwrap();
+    let enrolled_at = store.faces(&["e1".into()]).await.unwrap()[0].created_at;
+    let before_replacing = store.face_log_position().await.unwrap();
+    let redescribed = NewFace {
+        face_id: "e1-m2".into(),
+        model: "m2".into(),
+        descriptor: Some(vec![9.0, 8.0, 7.0]),
+        photo: store.reference_photo("e1").await.unwrap().unwrap(),
+        ..face("unused")
+    };
+    assert!(store.replace_face("e1", redescribed).await.unwrap());
+    assert!(store.faces(&["e1".into()]).await.unwrap().is_empty());
+    assert!(store.reference_photo("e1").await.unwrap().is_none());
+    let new = store.faces(&["e1-m2".into()]).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            new.user_id.as_str(),
+            new.user_generation,
+            new.model.as_str()
+        ),
+        ("erin", erin.generation, "m2")
+    );
+    assert_eq!(new.descriptor.as_deref(), Some(&[9.0, 8.0, 7.0][..]));
+    assert_eq!(new.created_at, enrolled_at);
+    assert_eq!(
+        store.reference_photo("e1-m2").await.unwrap().unwrap().bytes,
+        b"photo of e1"
+    );
+    assert_eq!(
+        store.user(&uid("erin")).await.unwrap().unwrap().face_count,
+        1
+    );
+    assert!(store
+        .pending_engine_deletions("local")
+        .await
+        .unwrap()
+        .contains(&"e1".to_owned()));
+    let log = store
+        .face_changes_since("local", before_replacing)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen: Vec<String> = log
+        .changes
+        .iter()
+        .map(|c| match c {
+            FaceChange::Added(f) => format!("+{}:{}", f.face_id, f.model),
+            FaceChange::Removed { face_id } => format!("-{face_id}"),
+        })
+        .collect();
+    assert_eq!(seen, ["-e1", "+e1-m2:m2"]);
+    let (into, mut batches) = tokio::sync::mpsc::channel(4);
+    store
+        .send_enrolled_faces("local", "m2", into)
+        .await
+        .unwrap();
+    let mut loaded = Vec::new();
+    while let Some(batch) = batches.recv().await {
+        loaded.extend(batch.iter().map(|f| f.face_id.to_owned()));
+    }
+    assert_eq!(loaded, ["e1-m2"], "a server on the new model loads it");
+    assert!(!store.replace_face("e1", face("e1-again")).await.unwrap());
+    assert!(store.faces(&["e1-again".into()]).await.unwrap().is_empty());
+
     // A new master key re-seals the data key; the old one no longer opens the store.
     let new_master = MasterKey::generate().unwrap();
     store.reseal_data_key(&master(), &new_master).await.unwrap();

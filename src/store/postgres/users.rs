@@ -218,6 +218,58 @@ impl UserStore for PostgresStore {
         Ok(user)
     }
 
+    async fn replace_face(&self, old_face_id: &str, face: NewFace) -> Result<bool, StoreError> {
+        let failed = backend("replacing a face");
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(&failed)?;
+        // Locked, so a deletion of the user cannot slip between the read and the insert.
+        let Some(old) = tx
+            .query_opt(
+                "SELECT user_rowid, engine, created_at FROM faces WHERE face_id = $1 FOR UPDATE",
+                &[&old_face_id],
+            )
+            .await
+            .map_err(&failed)?
+        else {
+            return Ok(false);
+        };
+        let (user_rowid, old_engine, created_at): (i64, String, i64) =
+            (old.get(0), old.get(1), old.get(2));
+        tx.execute(
+            "INSERT INTO pending_engine_deletions (face_id, engine, queued_at)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (face_id) DO UPDATE SET engine = $2, queued_at = $3",
+            &[&old_face_id, &old_engine, &Timestamp::now().unix_millis()],
+        )
+        .await
+        .map_err(backend("queueing engine deletions"))?;
+        tx.execute("DELETE FROM faces WHERE face_id = $1", &[&old_face_id])
+            .await
+            .map_err(&failed)?;
+        let descriptor = face
+            .descriptor
+            .as_deref()
+            .map(|d| self.vault.seal(&face.face_id, &encode_descriptor(d)))
+            .transpose()?;
+        tx.execute(
+            "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &face.face_id,
+                &user_rowid,
+                &face.engine,
+                &face.model,
+                &descriptor,
+                &created_at,
+            ],
+        )
+        .await
+        .map_err(&failed)?;
+        insert_photo(&tx, &self.vault, &face.face_id, &face.photo).await?;
+        tx.commit().await.map_err(&failed)?;
+        Ok(true)
+    }
+
     async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<User, StoreError> {
         let conn = self.conn().await?;
         let changed = conn

@@ -194,6 +194,58 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn replace_face(&self, old_face_id: &str, face: NewFace) -> Result<bool, StoreError> {
+        let old_face_id = old_face_id.to_owned();
+        let vault = self.vault.clone();
+        self.run(move |conn| {
+            let failed = backend("replacing a face");
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&failed)?;
+            let old: Option<(i64, String, i64)> = tx
+                .query_row(
+                    "SELECT user_rowid, engine, created_at FROM faces WHERE face_id = ?1",
+                    [&old_face_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(&failed)?;
+            let Some((user_rowid, old_engine, created_at)) = old else {
+                return Ok(false);
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_engine_deletions (face_id, engine, queued_at)
+                 VALUES (?1, ?2, ?3)",
+                params![old_face_id, old_engine, Timestamp::now().unix_millis()],
+            )
+            .map_err(backend("queueing engine deletions"))?;
+            tx.execute("DELETE FROM faces WHERE face_id = ?1", [&old_face_id])
+                .map_err(&failed)?;
+            let descriptor = face
+                .descriptor
+                .as_deref()
+                .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
+                .transpose()?;
+            tx.execute(
+                "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    face.face_id,
+                    user_rowid,
+                    face.engine,
+                    face.model,
+                    descriptor,
+                    created_at
+                ],
+            )
+            .map_err(&failed)?;
+            insert_photo(&tx, &vault, &face.face_id, &face.photo)?;
+            tx.commit().map_err(&failed)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<User, StoreError> {
         let user_id = user_id.clone();
         self.run(move |conn| {
