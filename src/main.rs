@@ -53,6 +53,15 @@ enum Command {
         /// The reference_faces folder.
         folder: PathBuf,
     },
+    /// Describe stored faces again from their reference photos after the engine's model
+    /// changed (faces of another model are left out of logins until then). Prints a
+    /// tab-separated line per face (redescribed, refused with the reason, or gone); exits 1
+    /// when a face was refused. Safe while servers run.
+    Reindex {
+        /// Every face of the engine, not only those of another model.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show the audit trail, newest first, one JSON object per line.
     Audit {
         /// Only events of this kind (login_failed, account_locked, token_refused, ...).
@@ -218,6 +227,7 @@ async fn run() -> ExitCode {
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::FetchModels => fetch_models(&settings),
         Command::Import { folder } => import(&settings, &folder).await,
+        Command::Reindex { all } => reindex(&settings, all).await,
         Command::Audit {
             kind,
             user,
@@ -327,6 +337,45 @@ async fn import(settings: &Settings, folder: &Path) -> CliResult {
     eprintln!("{imported} photos imported, {refused} refused, {skipped} skipped");
     if refused > 0 {
         return Err(format!("{refused} photos could not be imported (see the lines above)").into());
+    }
+    Ok(())
+}
+
+async fn reindex(settings: &Settings, all: bool) -> CliResult {
+    use facelock::service::{ReindexOutcome, ReindexScope};
+    let core = facelock::build_facelock(settings).await?;
+    let scope = if all {
+        ReindexScope::All
+    } else {
+        ReindexScope::Stale
+    };
+    let report = core
+        .reindex(scope, |face| {
+            let (outcome, detail) = match &face.outcome {
+                ReindexOutcome::Redescribed { new_face_id } => ("redescribed", new_face_id.clone()),
+                ReindexOutcome::Refused(e) => ("refused", facelock::error_chain(e)),
+                ReindexOutcome::Gone => ("gone", "deleted meanwhile".to_owned()),
+            };
+            println!(
+                "{outcome}\t{}\t{}\t{}\t{detail}",
+                face.user_id, face.face_id, face.old_model
+            );
+        })
+        .await?;
+    let count = |f: fn(&ReindexOutcome) -> bool| report.iter().filter(|r| f(&r.outcome)).count();
+    let redescribed = count(|o| matches!(o, ReindexOutcome::Redescribed { .. }));
+    let refused = count(|o| matches!(o, ReindexOutcome::Refused(_)));
+    eprintln!(
+        "{redescribed} faces described by {}, {refused} refused, {} gone",
+        core.engine_model(),
+        report.len() - redescribed - refused
+    );
+    if refused > 0 {
+        return Err(format!(
+            "{refused} faces could not be described again (see the lines above); they stay \
+             out of logins until their users enrol a new photo"
+        )
+        .into());
     }
     Ok(())
 }

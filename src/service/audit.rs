@@ -42,6 +42,8 @@ pub enum AuditKind {
     RefreshReplayed,
     UserRegistered,
     FaceAdded,
+    /// A face described again from its photo by a newer model (`facelock reindex`).
+    FaceRedescribed,
     /// An enrolment refused: the face is another user's.
     DuplicateFaceRefused,
     UserDeleted,
@@ -53,7 +55,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 15] = [
+    pub const ALL: [AuditKind; 16] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginRefusedLocked,
@@ -63,6 +65,7 @@ impl AuditKind {
         Self::RefreshReplayed,
         Self::UserRegistered,
         Self::FaceAdded,
+        Self::FaceRedescribed,
         Self::DuplicateFaceRefused,
         Self::UserDeleted,
         Self::UsersListed,
@@ -82,6 +85,7 @@ impl AuditKind {
             Self::RefreshReplayed => "refresh_replayed",
             Self::UserRegistered => "user_registered",
             Self::FaceAdded => "face_added",
+            Self::FaceRedescribed => "face_redescribed",
             Self::DuplicateFaceRefused => "duplicate_face_refused",
             Self::UserDeleted => "user_deleted",
             Self::UsersListed => "users_listed",

@@ -162,7 +162,7 @@ impl FaceLock {
         Ok(ReferencePhoto { format, bytes })
     }
 
-    async fn undo_engine_face(&self, face_id: &str) {
+    pub(super) async fn undo_engine_face(&self, face_id: &str) {
         if let Err(e) = self.engine.delete_faces(&[face_id.to_owned()]).await {
             // Harmless for logins (they ignore faces the store does not know), but say so.
             tracing::error!(face_id, error = %crate::telemetry::error_chain(&e), "could not remove a face from the engine after a failed registration");
@@ -197,7 +197,7 @@ impl FaceLock {
         Ok(())
     }
 
-    async fn forget_in_engine(&self, face_ids: &[String]) {
+    pub(super) async fn forget_in_engine(&self, face_ids: &[String]) {
         if face_ids.is_empty() {
             return;
         }

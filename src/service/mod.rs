@@ -14,6 +14,7 @@ mod error;
 mod liveness;
 mod login;
 pub mod policy;
+mod reindex;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +23,7 @@ pub use enrolment::{Registered, Registration, UserPage};
 pub use error::Error;
 pub use liveness::{ChallengeProblem, IssuedChallenge, LivenessProof};
 pub use login::{Comparison, Evidence, LoginRequest, Session, TokenPair};
+pub use reindex::{ReindexOutcome, ReindexScope, ReindexedFace};
 
 use self::policy::{LockoutRule, Policy};
 use crate::{
@@ -176,6 +178,11 @@ impl FaceLock {
 
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// The model the engine describes faces with.
+    pub fn engine_model(&self) -> &str {
+        self.engine.model()
     }
 
     /// Starts the engine, loads its index from the store and finishes owed deletions.

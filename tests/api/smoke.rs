@@ -736,3 +736,110 @@ async fn a_running_server_sees_users_the_command_line_adds() {
     eprintln!("seen after {:?}", added_at.elapsed());
     stop(server);
 }
+
+/// Runs the binary with `args` in `dir` with the local engine's models; its output.
+fn facelock_command(
+    dir: &std::path::Path,
+    models: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_facelock"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("FACELOCK_MODELS_DIR", models)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// After a model change, faces of the old model are left out of logins; `facelock reindex`
+/// describes them again from their stored photos while a server runs, and the server logs
+/// their users in again within seconds. A second run has nothing left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_describes_faces_of_another_model_again() {
+    let Some(root) = shared_faces() else { return };
+    let Some(models) = models_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (user, photo) in [
+        ("rose", "faces/rose_leslie/rose_leslie_01.jpg"),
+        ("kit", "faces/kit_harington/kit_harington_01.jpeg"),
+    ] {
+        let photo = root.join(photo).display().to_string();
+        let added = facelock_command(
+            dir.path(),
+            &models,
+            &["users", "add", user, "--image", &photo],
+        );
+        assert!(added.status.success(), "{added:?}");
+    }
+    // As if an older model had described them: the server may not compare these descriptors.
+    let db = rusqlite::Connection::open(dir.path().join("data/facelock.db")).unwrap();
+    let (old_rose,): (String,) = db
+        .query_row(
+            "SELECT f.face_id FROM faces f JOIN users u ON u.id = f.user_rowid WHERE u.user_id = 'rose'",
+            [],
+            |r| Ok((r.get(0)?,)),
+        )
+        .unwrap();
+    assert_eq!(
+        db.execute("UPDATE faces SET model = 'older-model@1'", [])
+            .unwrap(),
+        2
+    );
+    drop(db);
+
+    let env = [("FACELOCK_MODELS_DIR", models.display().to_string())];
+    let (server, base) = spawn_server(dir.path(), &env);
+    let api = Api::new(base);
+    let login = std::fs::read(root.join("faces/rose_leslie/rose_leslie_02.jpg")).unwrap();
+    let (status, body) = api.verify(&[], login.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("NO_MATCH")),
+        "{body}"
+    );
+
+    let out = facelock_command(dir.path(), &models, &["reindex"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let rose = lines.iter().find(|l| l[1] == "rose").expect("rose's line");
+    assert_eq!(
+        &rose[..4],
+        ["redescribed", "rose", old_rose.as_str(), "older-model@1"]
+    );
+    assert_ne!(rose[4], old_rose, "a new face id");
+    assert!(lines.iter().all(|l| l[0] == "redescribed"), "{stdout}");
+
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = api.verify(&[], login.clone()).await;
+        if status == 200 {
+            assert_eq!(body["user_id"], "rose");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still {status} {body} five seconds after reindex"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("reindexed face logged in after {:?}", started.elapsed());
+
+    let again = facelock_command(dir.path(), &models, &["reindex"]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(again.stdout.is_empty(), "nothing left to describe");
+    let audit = facelock_command(
+        dir.path(),
+        &models,
+        &["audit", "--kind", "face_redescribed"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&audit.stdout).lines().count(),
+        2,
+        "{audit:?}"
+    );
+    stop(server);
+}
