@@ -434,9 +434,19 @@ pub async fn store_load_run(
     kind: &str,
     faces: usize,
 ) -> Result<String, crate::store::StoreError> {
+    let mut out = fill_store(&store, kind, faces).await?;
+    out.push_str(&store_load(store).await?);
+    Ok(out)
+}
+
+/// Fills an empty `store` with `faces` synthetic faces, one user each, as the benchmark does.
+async fn fill_store(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    kind: &str,
+    faces: usize,
+) -> Result<String, crate::store::StoreError> {
     use crate::{
         domain::UserId,
-        engine::local::index::FaceIndex,
         store::{FaceOwner, NewFace, NewUser, ReferencePhoto},
     };
     const WRITERS: usize = 16;
@@ -476,6 +486,16 @@ pub async fn store_load_run(
         "{kind} store with {faces} faces, filled in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(out)
+}
+
+/// Times what a server does at start with the benchmark's faces in `store`: reading every face
+/// back, unsealing its descriptor and building the 1:N index.
+pub async fn store_load(
+    store: std::sync::Arc<dyn crate::store::Store>,
+) -> Result<String, crate::store::StoreError> {
+    use crate::engine::local::index::FaceIndex;
+    let mut out = String::new();
     let started = Instant::now();
     let (source, feed) = crate::engine::FaceFeed::channel();
     let building = tokio::task::spawn_blocking(move || FaceIndex::build(feed));

@@ -109,7 +109,9 @@ enum Command {
         #[arg(long, requires = "faces")]
         from_store: bool,
         /// With --from-store: fill this PostgreSQL database instead (postgres://…). It must
-        /// hold no users; it is left filled, so drop it afterwards.
+        /// hold no users, or be one an earlier run filled with as many faces (with the same
+        /// FACELOCK_MASTER_KEY): then only the load is timed. It is left filled: drop it
+        /// afterwards.
         #[arg(long, requires = "from_store")]
         database_url: Option<String>,
     },
@@ -500,8 +502,19 @@ async fn bench_store_load(faces: usize, database_url: Option<&str>) -> CliResult
             "SQLite",
         ),
     };
-    let report = if store.count_users().await? > 0 {
-        Err("the benchmark fills an empty database: this one has users".into())
+    let users = store.count_users().await?;
+    let report = if database_url.is_some() && users == faces as u64 {
+        // Filled by an earlier run with the same key: time the load alone.
+        facelock::bench::store_load(store)
+            .await
+            .map(|r| print!("{kind} store with {faces} faces, filled before\n{r}"))
+            .map_err(Into::into)
+    } else if users > 0 {
+        Err(
+            "the benchmark fills an empty database, or times one it filled before with as \
+             many faces: this one has other users"
+                .into(),
+        )
     } else {
         facelock::bench::store_load_run(store, kind, faces)
             .await

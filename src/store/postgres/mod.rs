@@ -40,6 +40,9 @@ pub struct PostgresStore {
     /// This process's name in the change log, so it can tell its own changes from others'.
     origin: Arc<str>,
     changes: tokio::sync::watch::Receiver<u64>,
+    /// How to open a connection of its own (a start-up's read of every face).
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl PostgresStore {
@@ -74,12 +77,14 @@ impl PostgresStore {
         let mut conn = connection(&pool).await?;
         let vault = migrate_and_open_vault(&mut conn, master).await?;
         drop(conn);
-        let changes = listen_for_changes(config, connector, origin.clone());
+        let changes = listen_for_changes(config.clone(), connector.clone(), origin.clone());
         Ok(Self {
             pool,
             vault: Arc::new(vault),
             origin,
             changes,
+            config,
+            tls: connector,
         })
     }
 
