@@ -97,6 +97,16 @@ pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
     let facelock = Arc::new(build_facelock(&settings).await?);
     let per_minute = settings.server.rate_limit_per_minute;
     let store = facelock.store().clone();
+    if store.is_shared() && settings.tokens.issuer.is_none() {
+        // Tried as an operator would: two replicas on one database, no issuer set, and a
+        // token from one was refused by the other (each named its own address as issuer).
+        tracing::warn!(
+            issuer = %settings.issuer(),
+            "FACELOCK_ISSUER is not set: tokens name this server's own address as their issuer, \
+             so other replicas on the same database refuse them; set FACELOCK_ISSUER to the \
+             public URL on every replica"
+        );
+    }
     let limiter = Arc::new(if store.is_shared() {
         RequestLimit::Shared {
             per_minute,
