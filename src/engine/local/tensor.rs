@@ -129,10 +129,12 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tenso
     assert_eq!(x.c, conv.cin, "conv input channels");
     let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
     let x = input.as_ref();
-    let mut out = Tensor::zeros(oh, ow, conv.cout);
-    for px in out.data.chunks_exact_mut(conv.cout) {
-        px.copy_from_slice(&conv.bias);
+    // Every output starts as the bias (written once: no zeroing first).
+    let mut data = Vec::with_capacity(oh * ow * conv.cout);
+    for _ in 0..oh * ow {
+        data.extend_from_slice(&conv.bias);
     }
+    let mut out = Tensor::from_data(oh, ow, conv.cout, data);
     let k = conv.kh * conv.kw * conv.cin;
     let pointwise = conv.kh == 1 && conv.kw == 1 && stride == 1;
     let rows = oh * ow;
@@ -140,7 +142,7 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tenso
     let mut cols = if pointwise {
         Vec::new()
     } else {
-        vec![0.0f32; ROW_BLOCK.min(rows) * k]
+        Vec::with_capacity(ROW_BLOCK.min(rows) * k)
     };
     // In the padded input, one kernel row of one window is a contiguous run of kw * cin values.
     let span = conv.kw * conv.cin;
@@ -150,12 +152,13 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tenso
         let a: &[f32] = if pointwise {
             &x.data[start * k..(start + m) * k]
         } else {
+            // Rebuilt for each block, each value written once (no zeroing first).
+            cols.clear();
             for r in 0..m {
                 let (oy, ox) = ((start + r) / ow, (start + r) % ow);
-                let row = &mut cols[r * k..(r + 1) * k];
                 for ky in 0..conv.kh {
                     let src = ((oy * stride + ky) * x.w + ox * stride) * x.c;
-                    row[ky * span..(ky + 1) * span].copy_from_slice(&x.data[src..src + span]);
+                    cols.extend_from_slice(&x.data[src..src + span]);
                 }
             }
             &cols[..m * k]
