@@ -98,6 +98,37 @@ async fn insert_photo(
     .map_err(backend("storing a reference photo"))
 }
 
+/// Inserts a face of the user at `user_rowid` (its descriptor sealed to its row) and its
+/// reference photo, inside the caller's transaction.
+async fn insert_face(
+    tx: &impl GenericClient,
+    vault: &Vault,
+    face: &NewFace,
+    user_rowid: i64,
+    created_at: i64,
+) -> Result<(), StoreError> {
+    let descriptor = face
+        .descriptor
+        .as_deref()
+        .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
+        .transpose()?;
+    tx.execute(
+        "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &face.face_id,
+            &user_rowid,
+            &face.engine,
+            &face.model,
+            &descriptor,
+            &created_at,
+        ],
+    )
+    .await
+    .map_err(backend("adding a face"))?;
+    insert_photo(tx, vault, &face.face_id, &face.photo).await
+}
+
 /// Every user's id by row id, in one buffer: what the faces read at start-up names owners by.
 /// Row ids come from a sequence, so they are dense: a table indexed by row id finds a face's
 /// owner without hashing, and faces read in the order they were written look their owners up
@@ -297,26 +328,7 @@ impl UserStore for PostgresStore {
                 }
             }
         };
-        let descriptor = face
-            .descriptor
-            .as_deref()
-            .map(|d| self.vault.seal(&face.face_id, &encode_descriptor(d)))
-            .transpose()?;
-        tx.execute(
-            "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &face.face_id,
-                &generation,
-                &face.engine,
-                &face.model,
-                &descriptor,
-                &now,
-            ],
-        )
-        .await
-        .map_err(backend("adding a face"))?;
-        insert_photo(&tx, &self.vault, &face.face_id, &face.photo).await?;
+        insert_face(&tx, &self.vault, &face, generation, now).await?;
         let user = find_user(&tx, user_id.as_str())
             .await?
             .ok_or(StoreError::UserNotFound)?;
@@ -352,26 +364,7 @@ impl UserStore for PostgresStore {
         tx.execute("DELETE FROM faces WHERE face_id = $1", &[&old_face_id])
             .await
             .map_err(&failed)?;
-        let descriptor = face
-            .descriptor
-            .as_deref()
-            .map(|d| self.vault.seal(&face.face_id, &encode_descriptor(d)))
-            .transpose()?;
-        tx.execute(
-            "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &face.face_id,
-                &user_rowid,
-                &face.engine,
-                &face.model,
-                &descriptor,
-                &created_at,
-            ],
-        )
-        .await
-        .map_err(&failed)?;
-        insert_photo(&tx, &self.vault, &face.face_id, &face.photo).await?;
+        insert_face(&tx, &self.vault, &face, user_rowid, created_at).await?;
         tx.commit().await.map_err(&failed)?;
         Ok(true)
     }

@@ -168,25 +168,7 @@ impl UserStore for SqliteStore {
                     _ => return Err(StoreError::UserNotFound),
                 },
             };
-            let descriptor = face
-                .descriptor
-                .as_deref()
-                .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
-                .transpose()?;
-            tx.execute(
-                "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    face.face_id,
-                    generation,
-                    face.engine,
-                    face.model,
-                    descriptor,
-                    now
-                ],
-            )
-            .map_err(backend("adding a face"))?;
-            insert_photo(&tx, &vault, &face.face_id, &face.photo)?;
+            insert_face(&tx, &vault, &face, generation, now)?;
             let user = find_user(&tx, user_id.as_str())?.ok_or(StoreError::UserNotFound)?;
             tx.commit().map_err(backend("adding a face"))?;
             Ok(user)
@@ -221,25 +203,7 @@ impl UserStore for SqliteStore {
             .map_err(backend("queueing engine deletions"))?;
             tx.execute("DELETE FROM faces WHERE face_id = ?1", [&old_face_id])
                 .map_err(&failed)?;
-            let descriptor = face
-                .descriptor
-                .as_deref()
-                .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
-                .transpose()?;
-            tx.execute(
-                "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    face.face_id,
-                    user_rowid,
-                    face.engine,
-                    face.model,
-                    descriptor,
-                    created_at
-                ],
-            )
-            .map_err(&failed)?;
-            insert_photo(&tx, &vault, &face.face_id, &face.photo)?;
+            insert_face(&tx, &vault, &face, user_rowid, created_at)?;
             tx.commit().map_err(&failed)?;
             Ok(true)
         })
@@ -513,6 +477,36 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Inserts a face of the user at `user_rowid` (its descriptor sealed to its row) and its
+/// reference photo, inside the caller's transaction.
+fn insert_face(
+    conn: &Connection,
+    vault: &Vault,
+    face: &NewFace,
+    user_rowid: i64,
+    created_at: i64,
+) -> Result<(), StoreError> {
+    let descriptor = face
+        .descriptor
+        .as_deref()
+        .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
+        .transpose()?;
+    conn.execute(
+        "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            face.face_id,
+            user_rowid,
+            face.engine,
+            face.model,
+            descriptor,
+            created_at
+        ],
+    )
+    .map_err(backend("adding a face"))?;
+    insert_photo(conn, vault, &face.face_id, &face.photo)
 }
 
 fn insert_photo(
