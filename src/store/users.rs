@@ -156,6 +156,20 @@ pub struct NewFace {
     pub descriptor: Option<Vec<f32>>,
 }
 
+impl NewFace {
+    /// The descriptor as stored: sealed to this face's row, so it opens nowhere else.
+    pub(crate) fn sealed_descriptor(
+        &self,
+        vault: &super::Vault,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.descriptor
+            .as_deref()
+            .map(|d| vault.seal(&self.face_id, &encode_descriptor(d)))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
 /// A face added to or removed from the store, in the order they happened.
 #[derive(Clone, Debug)]
 pub enum FaceChange {

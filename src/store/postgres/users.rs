@@ -10,7 +10,7 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, encode_descriptor, read_and_unseal, unseal_faces, LOAD_BATCH},
+        users::{changes_in_order, read_and_unseal, unseal_faces, LOAD_BATCH},
         FaceBatch, FaceBatches, FaceChanges, FaceOwner, FaceRecord, FacesSent, NewFace,
         ReferencePhoto, StoreError, UserStore, Vault,
     },
@@ -107,11 +107,7 @@ async fn insert_face(
     user_rowid: i64,
     created_at: i64,
 ) -> Result<(), StoreError> {
-    let descriptor = face
-        .descriptor
-        .as_deref()
-        .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
-        .transpose()?;
+    let descriptor = face.sealed_descriptor(vault)?;
     tx.execute(
         "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -189,23 +185,12 @@ impl UserNames {
     }
 }
 
-/// The rows of `query`, one at a time, to `each`.
-async fn for_each_row(
-    conn: &tokio_postgres::Client,
-    query: &str,
-    params: &[&str],
-    mut each: impl FnMut(&Row) -> Result<bool, tokio_postgres::Error>,
-) -> Result<(), StoreError> {
+/// The next row of a result being streamed.
+async fn next_row(
+    rows: &mut std::pin::Pin<&mut tokio_postgres::RowStream>,
+) -> Option<Result<Row, tokio_postgres::Error>> {
     use futures_core::Stream;
-    let failed = backend("reading faces");
-    let rows = conn.query_raw(query, params).await.map_err(&failed)?;
-    let mut rows = std::pin::pin!(rows);
-    while let Some(row) = std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
-        if !each(&row.map_err(&failed)?).map_err(&failed)? {
-            break;
-        }
-    }
-    Ok(())
+    std::future::poll_fn(|cx| rows.as_mut().poll_next(cx)).await
 }
 
 /// Streams the faces of `engine` for an index, a batch at a time, into `into`; counts the
@@ -223,18 +208,21 @@ async fn read_sealed_faces(
     conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(&failed)?;
-    let mut users = UserNames::default();
-    for_each_row(conn, "SELECT id, user_id FROM users", &[], |row| {
-        users.push(row.try_get(0)?, row.try_get(1)?);
-        Ok(true)
-    })
-    .await?;
-    users.index();
-    let mut left_out = 0;
-    let mut unowned = 0u64;
-    let mut batch = FaceBatch::with_capacity(LOAD_BATCH);
-    let mut stopped = false;
-    let rows = conn
+    let users = conn
+        .query_raw("SELECT id, user_id FROM users", std::iter::empty::<&str>())
+        .await
+        .map_err(&failed)?;
+    let mut users = std::pin::pin!(users);
+    let mut names = UserNames::default();
+    while let Some(row) = next_row(&mut users).await {
+        let row = row.map_err(&failed)?;
+        names.push(
+            row.try_get(0).map_err(&failed)?,
+            row.try_get(1).map_err(&failed)?,
+        );
+    }
+    names.index();
+    let faces = conn
         .query_raw(
             "SELECT face_id, user_rowid, CASE WHEN model = $2 THEN descriptor END
              FROM faces WHERE engine = $1",
@@ -242,20 +230,19 @@ async fn read_sealed_faces(
         )
         .await
         .map_err(&failed)?;
-    let mut rows = std::pin::pin!(rows);
-    while let Some(row) = std::future::poll_fn(|cx| {
-        use futures_core::Stream;
-        rows.as_mut().poll_next(cx)
-    })
-    .await
-    {
+    let mut faces = std::pin::pin!(faces);
+    let mut left_out = 0;
+    let mut unowned = 0u64;
+    let mut batch = FaceBatch::with_capacity(LOAD_BATCH);
+    // The snapshot ends with the connection, which serves this read alone: no COMMIT owed.
+    while let Some(row) = next_row(&mut faces).await {
         let row = row.map_err(&failed)?;
         // Borrowed from the row, copied into the batch's buffers: nothing allocated per face.
         let Some(sealed) = row.try_get::<_, Option<&[u8]>>(2).map_err(&failed)? else {
             left_out += 1;
             continue;
         };
-        let Some(owner) = users.get(row.try_get(1).map_err(&failed)?) else {
+        let Some(owner) = names.get(row.try_get(1).map_err(&failed)?) else {
             // Not possible in one snapshot (the user's row is the face's foreign key).
             unowned += 1;
             continue;
@@ -264,19 +251,15 @@ async fn read_sealed_faces(
         if batch.len() == LOAD_BATCH {
             let full = std::mem::replace(&mut batch, FaceBatch::with_capacity(LOAD_BATCH));
             if into.send(full).await.is_err() {
-                stopped = true;
-                break;
+                return Ok(left_out);
             }
         }
     }
-    if !stopped && !batch.is_empty() {
+    if !batch.is_empty() {
         let _ = into.send(batch).await;
     }
     if unowned > 0 {
         tracing::warn!(faces = unowned, "faces without a user were not loaded");
-    }
-    if !stopped {
-        conn.batch_execute("COMMIT").await.map_err(&failed)?;
     }
     Ok(left_out)
 }

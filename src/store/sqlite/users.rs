@@ -9,7 +9,7 @@ use crate::{
     domain::{Page, User, UserId},
     images::Format,
     store::{
-        users::{changes_in_order, encode_descriptor, read_and_unseal, unseal_faces, LOAD_BATCH},
+        users::{changes_in_order, read_and_unseal, unseal_faces, LOAD_BATCH},
         FaceBatch, FaceBatches, FaceChanges, FaceOwner, FaceRecord, FacesSent, NewFace,
         ReferencePhoto, StoreError, UserStore, Vault,
     },
@@ -488,11 +488,7 @@ fn insert_face(
     user_rowid: i64,
     created_at: i64,
 ) -> Result<(), StoreError> {
-    let descriptor = face
-        .descriptor
-        .as_deref()
-        .map(|d| vault.seal(&face.face_id, &encode_descriptor(d)))
-        .transpose()?;
+    let descriptor = face.sealed_descriptor(vault)?;
     conn.execute(
         "INSERT INTO faces (face_id, user_rowid, engine, model, descriptor, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
