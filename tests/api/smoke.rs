@@ -709,32 +709,46 @@ async fn a_running_server_sees_users_the_command_line_adds() {
     let env = [("FACELOCK_MODELS_DIR", models.display().to_string())];
     let (server, base) = spawn_server(dir.path(), &env);
     let api = Api::new(base);
-    let added = Command::new(env!("CARGO_BIN_EXE_facelock"))
-        .args(["users", "add", "rose", "--image"])
-        .arg(root.join("faces/rose_leslie/rose_leslie_01.jpg"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("FACELOCK_MODELS_DIR", &models)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let image = root.join("faces/rose_leslie/rose_leslie_01.jpg");
+    let added = facelock_command(
+        dir.path(),
+        &models,
+        &[
+            "users",
+            "add",
+            "rose",
+            "--image",
+            &image.display().to_string(),
+        ],
+    );
     assert!(added.status.success(), "{added:?}");
     let photo = std::fs::read(root.join("faces/rose_leslie/rose_leslie_02.jpg")).unwrap();
-    let added_at = std::time::Instant::now();
+    let took = logs_in_within_five_seconds(&api, photo, "rose", "users add").await;
+    eprintln!("seen after {took:?}");
+    stop(server);
+}
+
+/// Tries `photo` at /verify/ every 200 ms until it logs `user` in, for at most five seconds
+/// after `what` (else the test fails); how long it took.
+async fn logs_in_within_five_seconds(
+    api: &Api,
+    photo: Vec<u8>,
+    user: &str,
+    what: &str,
+) -> Duration {
+    let started = std::time::Instant::now();
     loop {
         let (status, body) = api.verify(&[], photo.clone()).await;
         if status == 200 {
-            assert_eq!(body["user_id"], "rose");
-            break;
+            assert_eq!(body["user_id"], user);
+            return started.elapsed();
         }
         assert!(
-            added_at.elapsed() < Duration::from_secs(5),
-            "still {status} {body} five seconds after users add"
+            started.elapsed() < Duration::from_secs(5),
+            "still {status} {body} five seconds after {what}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("seen after {:?}", added_at.elapsed());
-    stop(server);
 }
 
 /// Runs the binary with `args` in `dir` with the local engine's models; its output.
@@ -813,20 +827,8 @@ async fn reindex_describes_faces_of_another_model_again() {
     assert_ne!(rose[4], old_rose, "a new face id");
     assert!(lines.iter().all(|l| l[0] == "redescribed"), "{stdout}");
 
-    let started = std::time::Instant::now();
-    loop {
-        let (status, body) = api.verify(&[], login.clone()).await;
-        if status == 200 {
-            assert_eq!(body["user_id"], "rose");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "still {status} {body} five seconds after reindex"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("reindexed face logged in after {:?}", started.elapsed());
+    let took = logs_in_within_five_seconds(&api, login, "rose", "reindex").await;
+    eprintln!("reindexed face logged in after {took:?}");
 
     let again = facelock_command(dir.path(), &models, &["reindex"]);
     assert!(again.status.success(), "{again:?}");
