@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{
-    tensor::{self, Conv, Padding, Separable, Tensor},
+    tensor::{self, Activation, Conv, Padding, Separable, Tensor},
     weights::{ModelError, Weights},
 };
 
@@ -92,15 +92,14 @@ impl Detector {
             .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) / 255.0)
             .collect();
         let x = Tensor::from_data(size, size, 3, data);
-        let mut x = tensor::conv2d(&x, &self.stem, 1, Padding::Valid);
-        tensor::leaky_relu(&mut x, 0.1);
+        let leaky = Activation::Leaky(0.1);
+        let mut x = tensor::conv2d(&x, &self.stem, 1, Padding::Valid, leaky);
         for layer in &self.layers {
             x = tensor::max_pool(&x, 2, 2, Padding::Same);
-            x = layer.forward(&x, 1);
-            tensor::leaky_relu(&mut x, 0.1);
+            x = layer.forward(&x, 1, leaky);
         }
         let x = tensor::max_pool(&x, 2, 1, Padding::Same);
-        let out = tensor::conv2d(&x, &self.head, 1, Padding::Valid);
+        let out = tensor::conv2d(&x, &self.head, 1, Padding::Valid, Activation::Linear);
 
         let cells = out.h as f32;
         let side = size as f32;

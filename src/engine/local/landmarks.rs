@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{
-    tensor::{self, Conv, Padding, Separable, Tensor},
+    tensor::{self, Activation, Conv, Padding, Separable, Tensor},
     weights::{ModelError, Weights},
 };
 
@@ -25,15 +25,13 @@ impl DenseBlock {
     /// out1 = relu(conv0(x)); each later conv sees relu of the sum of all earlier outputs;
     /// the block returns relu of the sum of all four.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let mut out1 = match &self.first {
-            First::Regular(conv) => tensor::conv2d(x, conv, 2, Padding::Same),
-            First::Separable(sep) => sep.forward(x, 2),
+        let mut sum = match &self.first {
+            First::Regular(conv) => tensor::conv2d(x, conv, 2, Padding::Same, Activation::Relu),
+            First::Separable(sep) => sep.forward(x, 2, Activation::Relu),
         };
-        tensor::relu(&mut out1);
-        let mut sum = out1;
         let mut input = sum.clone();
         for (i, conv) in self.rest.iter().enumerate() {
-            let out = conv.forward(&input, 1);
+            let out = conv.forward(&input, 1, Activation::Linear);
             tensor::add_assign(&mut sum, &out);
             if i < self.rest.len() - 1 {
                 input = sum.clone();

@@ -9,6 +9,7 @@ pub mod align;
 pub mod detector;
 pub mod index;
 pub mod landmarks;
+pub mod matmul;
 pub mod models;
 pub mod pipeline;
 pub mod quality;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{
-    tensor::{self, Conv, Padding, Tensor},
+    tensor::{self, Activation, Conv, Padding, Tensor},
     weights::{ModelError, Weights},
 };
 
@@ -72,23 +72,20 @@ impl Recognizer {
             .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) * INPUT_SCALE)
             .collect();
         let x = Tensor::from_data(CHIP_SIZE, CHIP_SIZE, 3, data);
-        let mut x = tensor::conv2d(&x, &self.stem, 2, Padding::Valid);
-        tensor::relu(&mut x);
+        let x = tensor::conv2d(&x, &self.stem, 2, Padding::Valid, Activation::Relu);
         let mut x = tensor::max_pool(&x, 3, 2, Padding::Valid);
         for block in &self.blocks {
             x = match block {
                 Block::Same(c1, c2) => {
-                    let mut y = tensor::conv2d(&x, c1, 1, Padding::Same);
-                    tensor::relu(&mut y);
-                    let mut y = tensor::conv2d(&y, c2, 1, Padding::Same);
+                    let y = tensor::conv2d(&x, c1, 1, Padding::Same, Activation::Relu);
+                    let mut y = tensor::conv2d(&y, c2, 1, Padding::Same, Activation::Linear);
                     tensor::add_assign(&mut y, &x);
                     tensor::relu(&mut y);
                     y
                 }
                 Block::Down(c1, c2) => {
-                    let mut y = tensor::conv2d(&x, c1, 2, Padding::Valid);
-                    tensor::relu(&mut y);
-                    let y = tensor::conv2d(&y, c2, 1, Padding::Same);
+                    let y = tensor::conv2d(&x, c1, 2, Padding::Valid, Activation::Relu);
+                    let y = tensor::conv2d(&y, c2, 1, Padding::Same, Activation::Linear);
                     let shortcut = tensor::avg_pool_valid(&x, 2, 2);
                     let mut y = add_padded(y, &shortcut);
                     tensor::relu(&mut y);

@@ -1,10 +1,12 @@
 //! The few tensor operations the face networks need, on `H x W x C` (channels last) `f32`
 //! buffers, matching the TensorFlow layouts the weights were trained in.
 //!
-//! Convolutions go through `im2col` and a matrix product from `matrixmultiply`, which picks
-//! AVX2/FMA, AVX-512 or NEON kernels at run time, so the binary stays portable. Depthwise
-//! convolutions and pooling are plain loops over contiguous channels, which the compiler
-//! vectorises.
+//! Convolutions are matrix products over windows of the feature map ([`super::matmul`]), with
+//! the bias and activation applied as each output is written. Depthwise convolutions and
+//! pooling are plain loops over contiguous channels, which the compiler vectorises.
+
+pub use super::matmul::Activation;
+use super::matmul::{self, Packed, Rows, Windows};
 
 thread_local! {
     static FLOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -97,7 +99,8 @@ fn padded(
     (oh, ow, std::borrow::Cow::Owned(p))
 }
 
-/// Convolution weights in TensorFlow's `[kh][kw][cin][cout]` order, with a bias per output.
+/// Convolution weights in TensorFlow's `[kh][kw][cin][cout]` order, with a bias per output,
+/// and the same weights packed for the matrix kernel.
 #[derive(Clone, Debug)]
 pub struct Conv {
     pub kh: usize,
@@ -106,9 +109,24 @@ pub struct Conv {
     pub cout: usize,
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
+    packed: Packed,
 }
 
 impl Conv {
+    pub fn new([kh, kw, cin, cout]: [usize; 4], weights: Vec<f32>, bias: Vec<f32>) -> Self {
+        assert_eq!(bias.len(), cout, "one bias per output channel");
+        let packed = Packed::new(&weights, &bias, kh * kw * cin, cout);
+        Self {
+            kh,
+            kw,
+            cin,
+            cout,
+            weights,
+            bias,
+            packed,
+        }
+    }
+
     /// Multiplies each output channel by `scale` and then adds `shift`: folds a following
     /// per-channel affine layer (batch norm, dlib's scale layer) into the convolution.
     pub fn fold_affine(&mut self, scale: &[f32], shift: &[f32]) {
@@ -118,74 +136,35 @@ impl Conv {
         for ((b, s), t) in self.bias.iter_mut().zip(scale).zip(shift) {
             *b = *b * s + t;
         }
+        self.packed = Packed::new(
+            &self.weights,
+            &self.bias,
+            self.kh * self.kw * self.cin,
+            self.cout,
+        );
     }
 }
 
-/// Rows of im2col processed per matrix product: bounds memory and keeps blocks in cache.
-const ROW_BLOCK: usize = 2048;
-
-/// A regular convolution, plus bias.
-pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tensor {
+/// A regular convolution, plus bias, through `act`.
+pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding, act: Activation) -> Tensor {
     assert_eq!(x.c, conv.cin, "conv input channels");
     let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
     let x = input.as_ref();
-    // Every output starts as the bias (written once: no zeroing first).
-    let mut data = Vec::with_capacity(oh * ow * conv.cout);
-    for _ in 0..oh * ow {
-        data.extend_from_slice(&conv.bias);
-    }
-    let mut out = Tensor::from_data(oh, ow, conv.cout, data);
-    let k = conv.kh * conv.kw * conv.cin;
-    let pointwise = conv.kh == 1 && conv.kw == 1 && stride == 1;
-    let rows = oh * ow;
-    count_flops(rows * k * conv.cout);
-    let mut cols = if pointwise {
-        Vec::new()
-    } else {
-        Vec::with_capacity(ROW_BLOCK.min(rows) * k)
+    let count = oh * ow;
+    count_flops(count * conv.kh * conv.kw * conv.cin * conv.cout);
+    let mut out = Tensor::zeros(oh, ow, conv.cout);
+    // In the padded input, one kernel row of a window is a contiguous run of kw * cin values.
+    let rows = Rows {
+        input: &x.data,
+        count,
+        start: |r: usize| ((r / ow) * stride * x.w + (r % ow) * stride) * x.c,
+        windows: Windows {
+            segments: conv.kh,
+            run: conv.kw * conv.cin,
+            gap: x.w * x.c,
+        },
     };
-    // In the padded input, one kernel row of one window is a contiguous run of kw * cin values.
-    let span = conv.kw * conv.cin;
-    let mut start = 0;
-    while start < rows {
-        let m = ROW_BLOCK.min(rows - start);
-        let a: &[f32] = if pointwise {
-            &x.data[start * k..(start + m) * k]
-        } else {
-            // Rebuilt for each block, each value written once (no zeroing first).
-            cols.clear();
-            for r in 0..m {
-                let (oy, ox) = ((start + r) / ow, (start + r) % ow);
-                for ky in 0..conv.kh {
-                    let src = ((oy * stride + ky) * x.w + ox * stride) * x.c;
-                    cols.extend_from_slice(&x.data[src..src + span]);
-                }
-            }
-            &cols[..m * k]
-        };
-        let c = &mut out.data[start * conv.cout..(start + m) * conv.cout];
-        // SAFETY: the pointers and strides describe `a` (m x k), the weights (k x cout) and
-        // `c` (m x cout), all row-major and fully inside their slices.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                conv.cout,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                conv.weights.as_ptr(),
-                conv.cout as isize,
-                1,
-                1.0,
-                c.as_mut_ptr(),
-                conv.cout as isize,
-                1,
-            );
-        }
-        start += m;
-    }
+    matmul::multiply(&rows, &conv.packed, act, &mut out.data);
     out
 }
 
@@ -206,9 +185,9 @@ pub struct Separable {
 }
 
 impl Separable {
-    pub fn forward(&self, x: &Tensor, stride: usize) -> Tensor {
+    pub fn forward(&self, x: &Tensor, stride: usize, act: Activation) -> Tensor {
         let d = depthwise(x, &self.depthwise, stride, Padding::Same);
-        conv2d(&d, &self.pointwise, 1, Padding::Same)
+        conv2d(&d, &self.pointwise, 1, Padding::Same, act)
     }
 }
 
@@ -390,15 +369,12 @@ mod tests {
         ] {
             let (cin, cout) = (3, 5);
             let x = Tensor::from_data(h, w, cin, pseudo(h * w * cin, 1));
-            let conv = Conv {
-                kh: k,
-                kw: k,
-                cin,
-                cout,
-                weights: pseudo(k * k * cin * cout, 2),
-                bias: pseudo(cout, 3),
-            };
-            let fast = conv2d(&x, &conv, stride, padding);
+            let conv = Conv::new(
+                [k, k, cin, cout],
+                pseudo(k * k * cin * cout, 2),
+                pseudo(cout, 3),
+            );
+            let fast = conv2d(&x, &conv, stride, padding, Activation::Linear);
             let slow = naive(&x, &conv, stride, padding);
             assert_eq!((fast.h, fast.w), (slow.h, slow.w));
             for (a, b) in fast.data.iter().zip(&slow.data) {
@@ -417,16 +393,9 @@ mod tests {
     #[test]
     fn operations_are_counted_per_layer() {
         let x = Tensor::from_data(6, 5, 3, pseudo(90, 1));
-        let conv = Conv {
-            kh: 3,
-            kw: 3,
-            cin: 3,
-            cout: 4,
-            weights: pseudo(108, 2),
-            bias: vec![0.0; 4],
-        };
+        let conv = Conv::new([3, 3, 3, 4], pseudo(108, 2), vec![0.0; 4]);
         let before = flops_so_far();
-        conv2d(&x, &conv, 1, Padding::Same);
+        conv2d(&x, &conv, 1, Padding::Same, Activation::Linear);
         assert_eq!(flops_so_far() - before, 2 * (6 * 5) * (3 * 3 * 3) * 4);
         let before = flops_so_far();
         dense(&[1.0; 7], &[0.5; 21], None, 3);

@@ -127,14 +127,11 @@ impl Weights {
         bias: &str,
         [kh, kw, cin, cout]: [usize; 4],
     ) -> Result<Conv, ModelError> {
-        Ok(Conv {
-            kh,
-            kw,
-            cin,
-            cout,
-            weights: self.take(filters, &[kh, kw, cin, cout])?,
-            bias: self.take(bias, &[cout])?,
-        })
+        Ok(Conv::new(
+            [kh, kw, cin, cout],
+            self.take(filters, &[kh, kw, cin, cout])?,
+            self.take(bias, &[cout])?,
+        ))
     }
 
     /// A depthwise separable convolution `prefix/depthwise_filter`, then
