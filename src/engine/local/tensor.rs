@@ -191,17 +191,90 @@ impl Separable {
     }
 }
 
+/// Channels the vectorised loops take together: one AVX-512 register, two AVX2 ones.
+const LANES: usize = 16;
+
+/// Runs `work` compiled for the widest vectors the CPU has (AVX-512, AVX2), else for the
+/// target's baseline (SSE2, NEON). `work` must only call an `#[inline(always)]` loop nest, so
+/// that the whole of it is generated inside the wrapper, with the wrapper's features.
+#[inline(always)]
+fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        fn avx512<R>(work: impl FnOnce() -> R) -> R {
+            work()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2<R>(work: impl FnOnce() -> R) -> R {
+            work()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512(work) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { avx2(work) };
+        }
+    }
+    work()
+}
+
+/// `LANES` values of `data` from `at`.
+#[inline(always)]
+fn lanes(data: &[f32], at: usize) -> &[f32; LANES] {
+    data[at..at + LANES].try_into().expect("LANES values")
+}
+
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");
     let (oh, ow, input) = padded(x, dw.kh, dw.kw, stride, padding);
     let x = input.as_ref();
+    count_flops(oh * ow * dw.kh * dw.kw * x.c);
+    let mut out = Tensor::zeros(oh, ow, x.c);
+    if x.c % LANES == 0 && (dw.kh, dw.kw) == (3, 3) {
+        with_widest_vectors(|| depthwise3_lanes(x, dw, stride, &mut out));
+    } else {
+        depthwise_any(x, dw, stride, &mut out);
+    }
+    out
+}
+
+/// A 3x3 depthwise convolution, `LANES` channels at a time: their nine weights stay in
+/// registers while the whole map passes.
+#[inline(always)]
+fn depthwise3_lanes(x: &Tensor, dw: &Depthwise, stride: usize, out: &mut Tensor) {
     let c = x.c;
-    count_flops(oh * ow * dw.kh * dw.kw * c);
-    let mut out = Tensor::zeros(oh, ow, c);
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let acc = &mut out.data[(oy * ow + ox) * c..][..c];
+    for c0 in (0..c).step_by(LANES) {
+        let weights: [[f32; LANES]; 9] = std::array::from_fn(|t| *lanes(&dw.weights, t * c + c0));
+        let bias = *lanes(&dw.bias, c0);
+        for oy in 0..out.h {
+            for ox in 0..out.w {
+                let mut acc = bias;
+                for ky in 0..3 {
+                    let row = ((oy * stride + ky) * x.w + ox * stride) * c + c0;
+                    for kx in 0..3 {
+                        let src = lanes(&x.data, row + kx * c);
+                        for ((a, s), w) in acc.iter_mut().zip(src).zip(&weights[ky * 3 + kx]) {
+                            *a += s * w;
+                        }
+                    }
+                }
+                out.data[(oy * out.w + ox) * c + c0..][..LANES].copy_from_slice(&acc);
+            }
+        }
+    }
+}
+
+/// A depthwise convolution of any size and channel count, on an input padded for it.
+fn depthwise_any(x: &Tensor, dw: &Depthwise, stride: usize, out: &mut Tensor) {
+    let c = x.c;
+    for oy in 0..out.h {
+        for ox in 0..out.w {
+            let acc = &mut out.data[(oy * out.w + ox) * c..][..c];
             acc.copy_from_slice(&dw.bias);
             for ky in 0..dw.kh {
                 let row = ((oy * stride + ky) * x.w + ox * stride) * c;
@@ -215,37 +288,87 @@ pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) ->
             }
         }
     }
-    out
 }
 
 /// Max pooling; padded positions are ignored, as in TensorFlow.
 pub fn max_pool(x: &Tensor, k: usize, stride: usize, padding: Padding) -> Tensor {
     let (oh, pad_top) = out_and_pad(x.h, k, stride, padding);
     let (ow, pad_left) = out_and_pad(x.w, k, stride, padding);
+    let mut out = Tensor::zeros(oh, ow, x.c);
+    let pool = Pool {
+        k,
+        stride,
+        pad_top,
+        pad_left,
+    };
+    if x.c % LANES == 0 {
+        with_widest_vectors(|| max_pool_lanes(x, pool, &mut out));
+    } else {
+        max_pool_any(x, pool, &mut out);
+    }
+    out
+}
+
+/// A pooling window's size and step, and the padding before the first.
+#[derive(Clone, Copy)]
+struct Pool {
+    k: usize,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+}
+
+impl Pool {
+    /// Input positions under output `o` along an axis of `size`, padding left out.
+    #[inline(always)]
+    fn window(&self, o: usize, pad: usize, size: usize) -> std::ops::Range<usize> {
+        let first = (o * self.stride).saturating_sub(pad);
+        first..(o * self.stride + self.k).saturating_sub(pad).min(size)
+    }
+}
+
+/// Max pooling `LANES` channels at a time, each pixel's maximum kept in registers. A
+/// comparison rather than `f32::max`, which spends instructions on NaN (the networks make none).
+#[inline(always)]
+fn max_pool_lanes(x: &Tensor, pool: Pool, out: &mut Tensor) {
     let c = x.c;
-    let mut out = Tensor::from_data(oh, ow, c, vec![f32::NEG_INFINITY; oh * ow * c]);
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let acc = &mut out.data[(oy * ow + ox) * c..][..c];
-            for ky in 0..k {
-                let iy = (oy * stride + ky) as isize - pad_top as isize;
-                if iy < 0 || iy >= x.h as isize {
-                    continue;
-                }
-                for kx in 0..k {
-                    let ix = (ox * stride + kx) as isize - pad_left as isize;
-                    if ix < 0 || ix >= x.w as isize {
-                        continue;
+    for oy in 0..out.h {
+        let rows = pool.window(oy, pool.pad_top, x.h);
+        for ox in 0..out.w {
+            let cols = pool.window(ox, pool.pad_left, x.w);
+            for c0 in (0..c).step_by(LANES) {
+                let mut acc = [f32::NEG_INFINITY; LANES];
+                for iy in rows.clone() {
+                    for ix in cols.clone() {
+                        let src = lanes(&x.data, (iy * x.w + ix) * c + c0);
+                        for (a, s) in acc.iter_mut().zip(src) {
+                            *a = if *s > *a { *s } else { *a };
+                        }
                     }
-                    let src = &x.data[(iy as usize * x.w + ix as usize) * c..][..c];
-                    for (a, s) in acc.iter_mut().zip(src) {
+                }
+                out.data[(oy * out.w + ox) * c + c0..][..LANES].copy_from_slice(&acc);
+            }
+        }
+    }
+}
+
+/// Max pooling of any channel count.
+fn max_pool_any(x: &Tensor, pool: Pool, out: &mut Tensor) {
+    let c = x.c;
+    for oy in 0..out.h {
+        for ox in 0..out.w {
+            let dst = &mut out.data[(oy * out.w + ox) * c..][..c];
+            dst.fill(f32::NEG_INFINITY);
+            for iy in pool.window(oy, pool.pad_top, x.h) {
+                for ix in pool.window(ox, pool.pad_left, x.w) {
+                    let src = &x.data[(iy * x.w + ix) * c..][..c];
+                    for (a, s) in dst.iter_mut().zip(src) {
                         *a = a.max(*s);
                     }
                 }
             }
         }
     }
-    out
 }
 
 /// Average pooling without padding.
@@ -400,6 +523,47 @@ mod tests {
         let before = flops_so_far();
         dense(&[1.0; 7], &[0.5; 21], None, 3);
         assert_eq!(flops_so_far() - before, 2 * 7 * 3);
+    }
+
+    /// The vectorised loops (16 channels at a time) against the plain ones, on every padding
+    /// and stride the networks use.
+    #[test]
+    fn vectorised_pooling_and_depthwise_match_the_plain_loops() {
+        let x = Tensor::from_data(7, 9, 32, pseudo(7 * 9 * 32, 4));
+        for (k, stride, padding) in [
+            (2, 2, Padding::Same),
+            (2, 1, Padding::Same),
+            (3, 2, Padding::Valid),
+        ] {
+            let fast = max_pool(&x, k, stride, padding);
+            let (oh, pad_top) = out_and_pad(x.h, k, stride, padding);
+            let (ow, pad_left) = out_and_pad(x.w, k, stride, padding);
+            let mut slow = Tensor::zeros(oh, ow, x.c);
+            let pool = Pool {
+                k,
+                stride,
+                pad_top,
+                pad_left,
+            };
+            max_pool_any(&x, pool, &mut slow);
+            assert_eq!(fast.data, slow.data, "max pool {k}/{stride}");
+        }
+        let dw = Depthwise {
+            kh: 3,
+            kw: 3,
+            c: 32,
+            weights: pseudo(9 * 32, 5),
+            bias: pseudo(32, 6),
+        };
+        for stride in [1, 2] {
+            let fast = depthwise(&x, &dw, stride, Padding::Same);
+            let (oh, ow, input) = padded(&x, 3, 3, stride, Padding::Same);
+            let mut slow = Tensor::zeros(oh, ow, x.c);
+            depthwise_any(&input, &dw, stride, &mut slow);
+            for (a, b) in fast.data.iter().zip(&slow.data) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
     }
 
     #[test]
