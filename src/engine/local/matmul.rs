@@ -7,6 +7,8 @@
 //! window is ever written. The kernel is chosen at run time: AVX-512 or AVX2/FMA where the CPU
 //! has them, else portable code the compiler vectorises for the target's baseline (SSE2, NEON).
 
+use std::mem::MaybeUninit;
+
 /// Output channels per panel of packed weights: one AVX-512 register, two AVX2 ones.
 pub const PANEL: usize = 16;
 /// Inputs per row block: a block of output rows whose windows stay in the core's cache while
@@ -113,46 +115,65 @@ struct Tile {
     out_stride: usize,
 }
 
-/// The rows of one product: the feature map, how many output rows, where each row's window
-/// starts in it and how the window is laid out.
-pub struct Rows<'a, F: Fn(usize) -> usize> {
+/// The rows of one product: the feature map, and the output positions whose windows it holds,
+/// `height` x `width` of them in row-major order, each window laid out as `windows` from its
+/// start `y * row_step + x * col_step`.
+pub struct Rows<'a> {
     pub input: &'a [f32],
-    pub count: usize,
-    pub start: F,
+    pub height: usize,
+    pub width: usize,
+    pub row_step: usize,
+    pub col_step: usize,
     pub windows: Windows,
 }
 
-/// `out[r * n + j] = act(bias[j] + sum_i window_r[i] * w[i][j])` for every row `r`.
-pub fn multiply<F: Fn(usize) -> usize>(
-    rows: &Rows<'_, F>,
-    weights: &Packed,
-    act: Activation,
-    out: &mut [f32],
-) {
+impl Rows<'_> {
+    fn count(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Where the windows of rows `range` start, into `starts` (cleared first): one division
+    /// for the whole range, then steps.
+    fn starts(&self, range: std::ops::Range<usize>, starts: &mut Vec<usize>) {
+        starts.clear();
+        let (mut y, mut x) = (range.start / self.width, range.start % self.width);
+        for _ in range {
+            starts.push(y * self.row_step + x * self.col_step);
+            x += 1;
+            if x == self.width {
+                (y, x) = (y + 1, 0);
+            }
+        }
+    }
+}
+
+/// `out[r * n + j] = act(bias[j] + sum_i window_r[i] * w[i][j])` for every row `r`. Every value
+/// of `out` is written.
+pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [MaybeUninit<f32>]) {
     assert_eq!(
         rows.windows.len(),
         weights.k,
         "window length is not the weights' k"
     );
-    assert_eq!(out.len(), rows.count * weights.n, "output size");
+    assert_eq!(out.len(), rows.count() * weights.n, "output size");
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F; `drive` hands the kernel pointers it checked.
-            return drive::<12, F>(rows, weights, act, out, |a, t| unsafe {
+            return drive::<12>(rows, weights, act, out, |a, t| unsafe {
                 x86::tile_avx512(a, t)
             });
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA; `drive` hands the kernel pointers it checked.
-            return drive::<6, F>(rows, weights, act, out, |a, t| unsafe {
+            return drive::<6>(rows, weights, act, out, |a, t| unsafe {
                 x86::tile_avx2(a, t)
             });
         }
     }
     // SAFETY: `drive` hands the kernel pointers it checked.
-    drive::<4, F>(rows, weights, act, out, |a, t| unsafe {
+    drive::<4>(rows, weights, act, out, |a, t| unsafe {
         tile_portable(a, t)
     });
 }
@@ -161,33 +182,36 @@ pub fn multiply<F: Fn(usize) -> usize>(
 /// pointer given to the kernel has the whole window inside `rows.input` (checked here), the
 /// panel holds `k` rows of [`PANEL`] values, and the kernel writes `MR` whole rows of
 /// [`PANEL`]: straight into `out` where the tile lies inside it, else into a scratch tile
-/// copied out.
-fn drive<const MR: usize, F: Fn(usize) -> usize>(
-    rows: &Rows<'_, F>,
+/// copied out. Every value of `out` is written.
+fn drive<const MR: usize>(
+    rows: &Rows<'_>,
     weights: &Packed,
     act: Activation,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     kernel: impl Fn(&[*const f32; MR], Tile),
 ) {
-    let (k, n) = (weights.k, weights.n);
-    if rows.count == 0 || n == 0 {
+    let (k, n, count) = (weights.k, weights.n, rows.count());
+    if count == 0 || n == 0 {
         return;
     }
     let extent = rows.windows.extent();
     let slope = act.slope();
     let block = (BLOCK_VALUES / k.max(1)).max(1).next_multiple_of(MR);
+    let mut starts = Vec::with_capacity(block);
     let mut scratch = [[0.0f32; PANEL]; MR];
-    for block_start in (0..rows.count).step_by(block) {
-        let block_end = (block_start + block).min(rows.count);
+    for block_start in (0..count).step_by(block) {
+        let block_end = (block_start + block).min(count);
+        rows.starts(block_start..block_end, &mut starts);
         for p in 0..n.div_ceil(PANEL) {
             let (panel, bias) = weights.panel(p);
             let first = p * PANEL;
             let cols = (n - first).min(PANEL);
-            for tile_start in (block_start..block_end).step_by(MR) {
-                let valid = (block_end - tile_start).min(MR);
+            for (tile, tile_starts) in starts.chunks(MR).enumerate() {
+                let tile_start = block_start + tile * MR;
+                let valid = tile_starts.len();
                 // Rows past the end repeat the last one; their results are dropped.
-                let starts: [*const f32; MR] = std::array::from_fn(|i| {
-                    let s = (rows.start)(tile_start + i.min(valid - 1));
+                let pointers: [*const f32; MR] = std::array::from_fn(|i| {
+                    let s = tile_starts[i.min(valid - 1)];
                     rows.input[s..s + extent].as_ptr()
                 });
                 let mut tile = Tile {
@@ -200,13 +224,14 @@ fn drive<const MR: usize, F: Fn(usize) -> usize>(
                 };
                 if valid == MR && cols == PANEL {
                     let dst = &mut out[tile_start * n + first..][..(MR - 1) * n + PANEL];
-                    tile.out = dst.as_mut_ptr();
+                    tile.out = dst.as_mut_ptr().cast();
                     tile.out_stride = n;
-                    kernel(&starts, tile);
+                    kernel(&pointers, tile);
                 } else {
-                    kernel(&starts, tile);
+                    kernel(&pointers, tile);
                     for (i, sums) in scratch.iter().enumerate().take(valid) {
-                        out[(tile_start + i) * n + first..][..cols].copy_from_slice(&sums[..cols]);
+                        let dst = &mut out[(tile_start + i) * n + first..][..cols];
+                        dst.iter_mut().zip(sums).for_each(|(d, s)| _ = d.write(*s));
                     }
                 }
             }
@@ -344,17 +369,25 @@ mod tests {
     }
 
     /// Every kernel this CPU can run, and the portable one, against a plain product: odd row
-    /// counts (partial tiles), odd widths (partial panels), windows in several segments.
+    /// counts (partial tiles), odd widths (partial panels), windows in several segments, output
+    /// grids of several rows whose windows are not evenly spaced. Outputs start as NaN, so a
+    /// value left unwritten fails.
     #[test]
     fn every_kernel_matches_a_plain_product() {
-        for (count, segments, run, n) in
-            [(1, 1, 1, 1), (13, 1, 27, 16), (50, 3, 9, 25), (7, 2, 5, 40)]
-        {
+        for ((height, width), segments, run, n) in [
+            ((1, 1), 1, 1, 1),
+            ((1, 13), 1, 27, 16),
+            ((5, 10), 3, 9, 25),
+            ((7, 1), 2, 5, 40),
+            ((3, 7), 1, 16, 32),
+        ] {
+            let count = height * width;
             let gap = run + 3;
             let windows = Windows { segments, run, gap };
             let k = windows.len();
-            let input = pseudo(count * 2 + windows.extent(), 1);
-            let start = |r: usize| r * 2;
+            let (row_step, col_step) = (width * 2 + 5, 2);
+            let input = pseudo(height * row_step + windows.extent(), 1);
+            let start = |r: usize| (r / width) * row_step + (r % width) * col_step;
             let weights = pseudo(k * n, 2);
             let bias = pseudo(n, 3);
             let mut expected = vec![0.0f32; count * n];
@@ -373,8 +406,10 @@ mod tests {
             let packed = Packed::new(&weights, &bias, k, n);
             let rows = Rows {
                 input: &input,
-                count,
-                start,
+                height,
+                width,
+                row_step,
+                col_step,
                 windows,
             };
             let mut results = vec![run_with::<4>(&rows, &packed, |a, t| {
@@ -398,9 +433,9 @@ mod tests {
                     }));
                 }
             }
-            let mut chosen = vec![f32::NAN; count * n];
+            let mut chosen = nans(count * n);
             multiply(&rows, &packed, Activation::Relu, &mut chosen);
-            results.push(chosen);
+            results.push(values(chosen));
             for result in &results {
                 for (got, want) in result.iter().zip(&expected) {
                     assert!((got - want).abs() < 1e-4, "{got} vs {want}");
@@ -410,13 +445,24 @@ mod tests {
     }
 
     fn run_with<const MR: usize>(
-        rows: &Rows<'_, impl Fn(usize) -> usize>,
+        rows: &Rows<'_>,
         packed: &Packed,
         kernel: impl Fn(&[*const f32; MR], Tile),
     ) -> Vec<f32> {
-        let mut out = vec![f32::NAN; rows.count * packed.n];
-        drive::<MR, _>(rows, packed, Activation::Relu, &mut out, kernel);
-        out
+        let mut out = nans(rows.count() * packed.n);
+        drive::<MR>(rows, packed, Activation::Relu, &mut out, kernel);
+        values(out)
+    }
+
+    fn nans(len: usize) -> Vec<MaybeUninit<f32>> {
+        vec![MaybeUninit::new(f32::NAN); len]
+    }
+
+    fn values(out: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+        // SAFETY: every value was initialised by `nans`, and perhaps written since.
+        out.into_iter()
+            .map(|v| unsafe { v.assume_init() })
+            .collect()
     }
 
     #[test]
