@@ -93,12 +93,14 @@ impl Detector {
             .collect();
         let x = Tensor::from_data(size, size, 3, data);
         let leaky = Activation::Leaky(0.1);
-        let mut x = tensor::conv2d(&x, &self.stem, 1, Padding::Valid, leaky);
-        for layer in &self.layers {
-            x = tensor::max_pool(&x, 2, 2, Padding::Same);
-            x = layer.forward(&x, 1, leaky);
+        // Every layer but the last is followed by a 2x2 max pool of stride 2, run with it.
+        let mut x = tensor::conv2d_max_pool2(&x, &self.stem, 1, Padding::Valid, leaky);
+        let (last, pooled) = self.layers.split_last().expect("the detector's layers");
+        for layer in pooled {
+            let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
+            x = tensor::conv2d_max_pool2(&d, &layer.pointwise, 1, Padding::Same, leaky);
         }
-        let x = tensor::max_pool(&x, 2, 1, Padding::Same);
+        let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
         let out = tensor::conv2d(&x, &self.head, 1, Padding::Valid, Activation::Linear);
 
         let cells = out.h as f32;

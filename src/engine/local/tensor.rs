@@ -202,6 +202,84 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding, act: Act
     }
 }
 
+/// Values of convolution output a band of [`conv2d_max_pool2`] holds: small enough to stay in
+/// the core's cache between being written and being pooled.
+const BAND_VALUES: usize = 32 * 1024;
+
+/// A regular convolution through `act`, then 2x2 max pooling of stride 2 (TensorFlow's `Same`:
+/// an odd last row or column is pooled on its own). The convolution runs in bands of a few
+/// output rows, each pooled while it is still in the cache, so the full-size output is never
+/// written out and read back: for the detector's first layers that traffic cost more than the
+/// pooling itself.
+pub fn conv2d_max_pool2(
+    x: &Tensor,
+    conv: &Conv,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+) -> Tensor {
+    assert_eq!(x.c, conv.cin, "conv input channels");
+    let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
+    let x = input.as_ref();
+    let c = conv.cout;
+    count_flops(oh * ow * conv.kh * conv.kw * conv.cin * c);
+    let (ph, pw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let pairs = (BAND_VALUES / (2 * ow * c).max(1)).max(1);
+    let mut band = vec![MaybeUninit::<f32>::uninit(); 2 * pairs * ow * c];
+    let row_step = stride * x.w * x.c;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for first in (0..ph).step_by(pairs) {
+            let (start, end) = (2 * first, (2 * (first + pairs)).min(oh));
+            let rows = Rows {
+                input: &x.data[start * row_step..],
+                height: end - start,
+                width: ow,
+                row_step,
+                col_step: stride * x.c,
+                windows: Windows {
+                    segments: conv.kh,
+                    run: conv.kw * conv.cin,
+                    gap: x.w * x.c,
+                },
+            };
+            let written = &mut band[..(end - start) * ow * c];
+            matmul::multiply(&rows, &conv.packed, act, written);
+            // SAFETY: the product wrote every value of `written`.
+            let values = unsafe {
+                std::slice::from_raw_parts(written.as_ptr().cast::<f32>(), written.len())
+            };
+            let pooled = &mut out[first * pw * c..][..(end - start).div_ceil(2) * pw * c];
+            with_widest_vectors(|| pool2_band(values, (end - start, ow, c), pooled));
+        }
+    };
+    // SAFETY: every band's pooled rows are written, and the bands cover the output.
+    unsafe { Tensor::written_by(ph, pw, c, fill) }
+}
+
+/// 2x2 max pooling of stride 2 over a band of `h` x `w` x `c` values into every value of `out`;
+/// an odd last row or column is pooled on its own.
+#[inline(always)]
+fn pool2_band(band: &[f32], (h, w, c): (usize, usize, usize), out: &mut [MaybeUninit<f32>]) {
+    let at = |y: usize, x: usize| &band[(y * w + x) * c..][..c];
+    for py in 0..h.div_ceil(2) {
+        let (y0, y1) = (2 * py, (2 * py + 1).min(h - 1));
+        for px in 0..w.div_ceil(2) {
+            let (x0, x1) = (2 * px, (2 * px + 1).min(w - 1));
+            let dst = &mut out[(py * w.div_ceil(2) + px) * c..][..c];
+            let sources = at(y0, x0)
+                .iter()
+                .zip(at(y0, x1))
+                .zip(at(y1, x0))
+                .zip(at(y1, x1));
+            for (d, (((a, b), e), f)) in dst.iter_mut().zip(sources) {
+                let top = if b > a { b } else { a };
+                let bottom = if f > e { f } else { e };
+                d.write(if bottom > top { *bottom } else { *top });
+            }
+        }
+    }
+}
+
 /// Depthwise convolution weights `[kh][kw][c]` (TensorFlow's `[kh][kw][c][1]`).
 #[derive(Clone, Debug)]
 pub struct Depthwise {
@@ -273,50 +351,89 @@ fn store(out: &mut [MaybeUninit<f32>], at: usize, values: &[f32; LANES]) {
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");
-    let (oh, ow, input) = padded(x, dw.kh, dw.kw, stride, padding);
-    let x = input.as_ref();
-    count_flops(oh * ow * dw.kh * dw.kw * x.c);
     if x.c.is_multiple_of(LANES) && (dw.kh, dw.kw) == (3, 3) {
+        let (oh, top) = out_and_pad(x.h, 3, stride, padding);
+        let (ow, left) = out_and_pad(x.w, 3, stride, padding);
+        count_flops(oh * ow * 9 * x.c);
+        let grid = Grid {
+            oh,
+            ow,
+            stride,
+            top,
+            left,
+        };
         // SAFETY: the loops write every value of their output.
-        unsafe {
+        return unsafe {
             Tensor::written_by(oh, ow, x.c, |out| {
-                with_widest_vectors(|| depthwise3_lanes(x, dw, stride, (oh, ow), out));
+                with_widest_vectors(|| depthwise3_lanes(x, dw, grid, out));
             })
-        }
-    } else {
-        let mut out = Tensor::zeros(oh, ow, x.c);
-        depthwise_any(x, dw, stride, &mut out);
-        out
+        };
     }
+    let (oh, ow, input) = padded(x, dw.kh, dw.kw, stride, padding);
+    count_flops(oh * ow * dw.kh * dw.kw * x.c);
+    let mut out = Tensor::zeros(oh, ow, x.c);
+    depthwise_any(input.as_ref(), dw, stride, &mut out);
+    out
+}
+
+/// Where a window's outputs lie over its input: `oh` x `ow` of them, `stride` apart, the first
+/// `top` rows and `left` columns before the input's first (zero padding).
+#[derive(Clone, Copy)]
+struct Grid {
+    oh: usize,
+    ow: usize,
+    stride: usize,
+    top: usize,
+    left: usize,
+}
+
+/// The taps of a 3-wide window starting at `first` (perhaps before 0) that fall inside `0..size`.
+#[inline(always)]
+fn taps(first: isize, size: usize) -> std::ops::Range<usize> {
+    let start = (-first).clamp(0, 3) as usize;
+    let end = (size as isize - first).clamp(start as isize, 3) as usize;
+    start..end
 }
 
 /// A 3x3 depthwise convolution, `LANES` channels at a time: their nine weights stay in
-/// registers while the whole map passes. Writes every value of the `oh` x `ow` output.
+/// registers while the whole map passes. Reads the input where it lies, leaving out the taps
+/// that fall in the padding (a padded copy of the map cost as much as the convolution). Writes
+/// every value of the output.
 #[inline(always)]
-fn depthwise3_lanes(
-    x: &Tensor,
-    dw: &Depthwise,
-    stride: usize,
-    (oh, ow): (usize, usize),
-    out: &mut [MaybeUninit<f32>],
-) {
+fn depthwise3_lanes(x: &Tensor, dw: &Depthwise, g: Grid, out: &mut [MaybeUninit<f32>]) {
     let c = x.c;
     for c0 in (0..c).step_by(LANES) {
         let weights: [[f32; LANES]; 9] = std::array::from_fn(|t| *lanes(&dw.weights, t * c + c0));
         let bias = *lanes(&dw.bias, c0);
-        for oy in 0..oh {
-            for ox in 0..ow {
+        for oy in 0..g.oh {
+            let y0 = (oy * g.stride) as isize - g.top as isize;
+            let rows = taps(y0, x.h);
+            for ox in 0..g.ow {
+                let x0 = (ox * g.stride) as isize - g.left as isize;
+                let cols = taps(x0, x.w);
                 let mut acc = bias;
-                for ky in 0..3 {
-                    let row = ((oy * stride + ky) * x.w + ox * stride) * c + c0;
-                    for kx in 0..3 {
-                        let src = lanes(&x.data, row + kx * c);
-                        for ((a, s), w) in acc.iter_mut().zip(src).zip(&weights[ky * 3 + kx]) {
-                            *a += s * w;
+                let mut tap = |ky: usize, kx: usize| {
+                    let at = ((y0 + ky as isize) as usize * x.w + (x0 + kx as isize) as usize) * c;
+                    let src = lanes(&x.data, at + c0);
+                    for ((a, s), w) in acc.iter_mut().zip(src).zip(&weights[ky * 3 + kx]) {
+                        *a += s * w;
+                    }
+                };
+                if rows == (0..3) && cols == (0..3) {
+                    // Inside the map: nine taps the compiler unrolls.
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            tap(ky, kx);
+                        }
+                    }
+                } else {
+                    for ky in rows.clone() {
+                        for kx in cols.clone() {
+                            tap(ky, kx);
                         }
                     }
                 }
-                store(out, (oy * ow + ox) * c + c0, &acc);
+                store(out, (oy * g.ow + ox) * c + c0, &acc);
             }
         }
     }
@@ -565,6 +682,40 @@ mod tests {
         }
     }
 
+    /// The fused convolution and pooling against the two run one after the other: odd and even
+    /// sizes (an odd last row or column pooled alone), strides, padding, bands of one pair of
+    /// rows and of many, channel counts on and off the vector width.
+    #[test]
+    fn convolution_then_pooling_fused_matches_the_two_in_turn() {
+        for (h, w, k, stride, padding, cin, cout) in [
+            (9, 7, 3, 1, Padding::Same, 3, 5),
+            (10, 12, 3, 1, Padding::Valid, 3, 16),
+            (11, 9, 1, 1, Padding::Same, 16, 32),
+            (13, 13, 3, 2, Padding::Same, 4, 16),
+            (300, 300, 3, 1, Padding::Valid, 3, 16),
+        ] {
+            let x = Tensor::from_data(h, w, cin, pseudo(h * w * cin, 7));
+            let conv = Conv::new(
+                [k, k, cin, cout],
+                pseudo(k * k * cin * cout, 8),
+                pseudo(cout, 9),
+            );
+            let act = Activation::Leaky(0.1);
+            let fused = conv2d_max_pool2(&x, &conv, stride, padding, act);
+            let apart = max_pool(
+                &conv2d(&x, &conv, stride, padding, act),
+                2,
+                2,
+                Padding::Same,
+            );
+            assert_eq!((fused.h, fused.w, fused.c), (apart.h, apart.w, apart.c));
+            assert_eq!(
+                fused.data, apart.data,
+                "{h}x{w} k{k} s{stride} {cin}->{cout}"
+            );
+        }
+    }
+
     #[test]
     fn same_padding_follows_tensorflow() {
         assert_eq!(out_and_pad(512, 3, 2, Padding::Same), (256, 0));
@@ -614,11 +765,17 @@ mod tests {
             weights: pseudo(9 * 32, 5),
             bias: pseudo(32, 6),
         };
-        for stride in [1, 2] {
-            let fast = depthwise(&x, &dw, stride, Padding::Same);
-            let (oh, ow, input) = padded(&x, 3, 3, stride, Padding::Same);
+        for (stride, padding) in [
+            (1, Padding::Same),
+            (2, Padding::Same),
+            (1, Padding::Valid),
+            (2, Padding::Valid),
+        ] {
+            let fast = depthwise(&x, &dw, stride, padding);
+            let (oh, ow, input) = padded(&x, 3, 3, stride, padding);
             let mut slow = Tensor::zeros(oh, ow, x.c);
             depthwise_any(&input, &dw, stride, &mut slow);
+            assert_eq!((fast.h, fast.w), (oh, ow));
             for (a, b) in fast.data.iter().zip(&slow.data) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
