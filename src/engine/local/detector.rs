@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{
-    tensor::{self, Activation, Conv, Padding, Separable, Tensor},
+    tensor::{self, Activation, Conv, Padding, Separable},
     weights::{ModelError, Weights},
 };
 
@@ -18,6 +18,8 @@ const ANCHORS: [(f32, f32); 5] = [
     (9.041_765, 10.663_08),
 ];
 const IOU_THRESHOLD: f32 = 0.4;
+/// Pixels of input per cell of the grid the network scores: its five halvings.
+pub const CELL: usize = 32;
 
 /// A detected face, in pixels of the image given to [`Detector::detect`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,24 +76,23 @@ impl Detector {
         Ok(Self { stem, layers, head })
     }
 
-    /// Faces in a square RGB input of side `size` (a multiple of 32) holding an image of
-    /// `content_w` x `content_h` pixels at its top-left, zero elsewhere. Boxes are returned in
-    /// pixels of the original image, which is `scale` times larger than the content.
+    /// Faces in an RGB input of `width` x `height` (multiples of [`CELL`]) holding an image
+    /// of `content` pixels (width, height) at its top-left, black elsewhere. Boxes are returned
+    /// in pixels of the original image, which is `scale` times larger than the content.
     pub fn detect(
         &self,
         input: &[u8],
-        size: usize,
+        (width, height): (usize, usize),
         content: (f32, f32),
         scale: f32,
         min_score: f32,
     ) -> Vec<Detection> {
-        assert_eq!(input.len(), size * size * 3, "detector input size");
-        let data = input
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) / 255.0)
-            .collect();
-        let x = Tensor::from_data(size, size, 3, data);
+        assert_eq!(input.len(), width * height * 3, "detector input size");
+        assert!(
+            width.is_multiple_of(CELL) && height.is_multiple_of(CELL),
+            "detector input {width}x{height} is not whole cells"
+        );
+        let x = tensor::from_rgb(height, width, input, MEAN_RGB, 255.0);
         let leaky = Activation::Leaky(0.1);
         // Every layer but the last is followed by a 2x2 max pool of stride 2, run with it.
         let mut x = tensor::conv2d_max_pool2(&x, &self.stem, 1, Padding::Valid, leaky);
@@ -103,8 +104,12 @@ impl Detector {
         let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
         let out = tensor::conv2d(&x, &self.head, 1, Padding::Valid, Activation::Linear);
 
-        let cells = out.h as f32;
-        let side = size as f32;
+        assert_eq!(
+            (out.w, out.h),
+            (width / CELL, height / CELL),
+            "one score per cell"
+        );
+        let cell_px = CELL as f32 * scale;
         let mut found = Vec::new();
         for row in 0..out.h {
             for col in 0..out.w {
@@ -115,17 +120,16 @@ impl Detector {
                     if score < min_score {
                         continue;
                     }
-                    // Centre and size as fractions of the square input.
-                    let cx = (col as f32 + sigmoid(t[0])) / cells;
-                    let cy = (row as f32 + sigmoid(t[1])) / cells;
-                    let w = t[2].exp() * aw / cells;
-                    let h = t[3].exp() * ah / cells;
-                    let to_px = side * scale;
+                    // Centre and size in cells, then in pixels of the original image.
+                    let cx = col as f32 + sigmoid(t[0]);
+                    let cy = row as f32 + sigmoid(t[1]);
+                    let w = t[2].exp() * aw;
+                    let h = t[3].exp() * ah;
                     found.push(Detection {
-                        left: ((cx - w / 2.0) * to_px).max(0.0),
-                        top: ((cy - h / 2.0) * to_px).max(0.0),
-                        right: ((cx + w / 2.0) * to_px).min(content.0 * scale),
-                        bottom: ((cy + h / 2.0) * to_px).min(content.1 * scale),
+                        left: ((cx - w / 2.0) * cell_px).max(0.0),
+                        top: ((cy - h / 2.0) * cell_px).max(0.0),
+                        right: ((cx + w / 2.0) * cell_px).min(content.0 * scale),
+                        bottom: ((cy + h / 2.0) * cell_px).min(content.1 * scale),
                         score,
                     });
                 }

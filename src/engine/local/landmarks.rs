@@ -88,12 +88,7 @@ impl LandmarkNet {
             INPUT_SIZE * INPUT_SIZE * 3,
             "landmark input size"
         );
-        let data = input
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) / 255.0)
-            .collect();
-        let mut x = Tensor::from_data(INPUT_SIZE, INPUT_SIZE, 3, data);
+        let mut x = tensor::from_rgb(INPUT_SIZE, INPUT_SIZE, input, MEAN_RGB, 255.0);
         for block in &self.blocks {
             x = block.forward(&x);
         }

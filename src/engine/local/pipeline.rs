@@ -7,7 +7,7 @@ use image::RgbImage;
 
 use super::{
     align::{self, Similarity2},
-    detector::{Detection, Detector},
+    detector::{Detection, Detector, CELL},
     landmarks::{self, LandmarkNet},
     quality::Metrics,
     recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
@@ -16,8 +16,9 @@ use super::{
 };
 use crate::images::{self, DecodeLimits, ImageError};
 
-/// Side of the square the detector sees; faces smaller than about 1/20 of the longer image
-/// side are missed at this size, which is far below what enrolment or login photos hold.
+/// The longer side of the photo as the detector sees it; faces smaller than about 1/20 of the
+/// longer image side are missed at this size, which is far below what enrolment or login
+/// photos hold.
 pub const DETECTOR_SIZE: usize = 416;
 /// Detections scoring below this are not faces. Measured on the fixtures: real faces score
 /// 0.50-0.97, spurious boxes in crowded photos up to 0.35, photos without faces nothing above 0.2.
@@ -198,10 +199,10 @@ impl Models {
         times: &mut StageTimes,
     ) -> Vec<Face> {
         let started = stage_start();
-        let (input, content, scale) = square_input(img, DETECTOR_SIZE);
+        let (input, size, content, scale) = detector_input(img, DETECTOR_SIZE);
         let mut detections = self
             .detector
-            .detect(&input, DETECTOR_SIZE, content, scale, min_score);
+            .detect(&input, size, content, scale, min_score);
         stage_end(started, &mut times.detect, &mut times.detect_flops);
         let started = stage_start();
         detections.sort_by(|a, b| b.area().total_cmp(&a.area()));
@@ -367,19 +368,24 @@ fn salient(mut faces: Vec<Face>) -> Vec<Face> {
     faces
 }
 
-/// Scales `img` so its longer side is `size`, and places it at the top-left of a black square.
-/// Returns the square, the scaled image's size and the factor back to original pixels.
-fn square_input(img: &RgbImage, size: usize) -> (Vec<u8>, (f32, f32), f32) {
+/// The detector's input: `img` scaled so its longer side is `size`, at the top-left of a black
+/// canvas whose sides are that size rounded up to whole cells of the detector's grid (not a
+/// square: the rows or columns a square would add hold no photo, and a 4:3 frame's would be a
+/// quarter of the work). Returns the canvas, its width and height, the scaled image's size and
+/// the factor back to original pixels.
+fn detector_input(img: &RgbImage, size: usize) -> (Vec<u8>, (usize, usize), (f32, f32), f32) {
     let (w, h) = (img.width() as f32, img.height() as f32);
     let scale = w.max(h) / size as f32;
     let nw = ((w / scale).round() as u32).clamp(1, size as u32);
     let nh = ((h / scale).round() as u32).clamp(1, size as u32);
     let resized = resample::resize(img, nw, nh);
-    let mut input = vec![0u8; size * size * 3];
+    let width = (nw as usize).next_multiple_of(CELL);
+    let height = (nh as usize).next_multiple_of(CELL);
+    let mut input = vec![0u8; width * height * 3];
     for (row, line) in resized.chunks_exact(nw as usize * 3).enumerate() {
-        input[row * size * 3..][..line.len()].copy_from_slice(line);
+        input[row * width * 3..][..line.len()].copy_from_slice(line);
     }
-    (input, (nw as f32, nh as f32), scale)
+    (input, (width, height), (nw as f32, nh as f32), scale)
 }
 
 /// Euclidean distance between descriptors.

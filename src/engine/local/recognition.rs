@@ -13,7 +13,7 @@ pub const DESCRIPTOR_LEN: usize = 128;
 /// Per-channel means the network was trained with, subtracted from 0-255 RGB.
 const MEAN_RGB: [f32; 3] = [122.782, 117.001, 104.298];
 /// The scale the network was trained with: inputs are `(pixel - mean) / 256`.
-const INPUT_SCALE: f32 = 1.0 / 256.0;
+const INPUT_DIVISOR: f32 = 256.0;
 
 enum Block {
     /// Two 3x3 convolutions and an identity shortcut.
@@ -66,12 +66,7 @@ impl Recognizer {
     /// The descriptor of a `CHIP_SIZE` x `CHIP_SIZE` RGB chip (row-major, 3 bytes a pixel).
     pub fn describe(&self, chip: &[u8]) -> [f32; DESCRIPTOR_LEN] {
         assert_eq!(chip.len(), CHIP_SIZE * CHIP_SIZE * 3, "chip size");
-        let data = chip
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (f32::from(v) - MEAN_RGB[i % 3]) * INPUT_SCALE)
-            .collect();
-        let x = Tensor::from_data(CHIP_SIZE, CHIP_SIZE, 3, data);
+        let x = tensor::from_rgb(CHIP_SIZE, CHIP_SIZE, chip, MEAN_RGB, INPUT_DIVISOR);
         let x = tensor::conv2d(&x, &self.stem, 2, Padding::Valid, Activation::Relu);
         let mut x = tensor::max_pool(&x, 3, 2, Padding::Valid);
         for block in &self.blocks {
