@@ -159,6 +159,15 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
+            // Sixteen rows a tile where that leaves fewer rows computed for nothing: the
+            // descriptor's last maps have 16 positions, which tiles of 12 made 24.
+            let count = rows.count();
+            if count.next_multiple_of(16) < count.next_multiple_of(12) {
+                // SAFETY: the CPU has AVX-512F; `drive` hands the kernel pointers it checked.
+                return drive::<16>(rows, weights, act, out, |a, t| unsafe {
+                    x86::tile_avx512(a, t)
+                });
+            }
             // SAFETY: the CPU has AVX-512F; `drive` hands the kernel pointers it checked.
             return drive::<12>(rows, weights, act, out, |a, t| unsafe {
                 x86::tile_avx512(a, t)
@@ -279,15 +288,16 @@ mod x86 {
 
     use super::{Tile, PANEL};
 
-    /// Twelve rows by one panel: twelve accumulators, one weights register.
+    /// `MR` rows (12 or 16) by one panel: an accumulator a row, one weights register, of the
+    /// 32 there are.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; each row pointer must have its whole window readable, the
-    /// tile's panel `k` rows of [`PANEL`] and its bias [`PANEL`] values, and its output 12
+    /// tile's panel `k` rows of [`PANEL`] and its bias [`PANEL`] values, and its output `MR`
     /// rows of [`PANEL`] writable.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile_avx512(rows: &[*const f32; 12], t: Tile) {
-        let mut c = [_mm512_setzero_ps(); 12];
+    pub unsafe fn tile_avx512<const MR: usize>(rows: &[*const f32; MR], t: Tile) {
+        let mut c = [_mm512_setzero_ps(); MR];
         let mut b = t.panel;
         let w = t.windows;
         for s in 0..w.segments {
@@ -295,7 +305,7 @@ mod x86 {
                 // SAFETY: the caller's contract: j is inside every window, b inside the panel.
                 unsafe {
                     let bv = _mm512_loadu_ps(b);
-                    for i in 0..12 {
+                    for i in 0..MR {
                         c[i] = _mm512_fmadd_ps(_mm512_set1_ps(*rows[i].add(j)), bv, c[i]);
                     }
                     b = b.add(PANEL);
@@ -380,6 +390,7 @@ mod tests {
             ((5, 10), 3, 9, 25),
             ((7, 1), 2, 5, 40),
             ((3, 7), 1, 16, 32),
+            ((4, 4), 3, 12, 48),
         ] {
             let count = height * width;
             let gap = run + 3;
@@ -428,6 +439,10 @@ mod tests {
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     results.push(run_with::<12>(&rows, &packed, |a, t| {
+                        // SAFETY: the CPU has AVX-512F; drive checks the pointers.
+                        unsafe { x86::tile_avx512(a, t) }
+                    }));
+                    results.push(run_with::<16>(&rows, &packed, |a, t| {
                         // SAFETY: the CPU has AVX-512F; drive checks the pointers.
                         unsafe { x86::tile_avx512(a, t) }
                     }));
