@@ -179,7 +179,7 @@ pub fn extract_chip(img: &RgbImage, t: Similarity2, size: usize) -> Vec<u8> {
         if x1 <= x0 + 1 || y1 <= y0 + 1 {
             return vec![0; size * size * 3];
         }
-        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let crop = super::resample::crop(img, x0, y0, x1 - x0, y1 - y0);
         let nw = ((crop.width() as f32 / s).round() as u32).max(2);
         let nh = ((crop.height() as f32 / s).round() as u32).max(2);
         shrunk = super::resample::resize(&crop, nw, nh);

@@ -229,7 +229,7 @@ impl Models {
         let y0 = det.top.max(0.0).floor() as u32;
         let x1 = (det.right.ceil() as u32).min(img.width()).max(x0 + 1);
         let y1 = (det.bottom.ceil() as u32).min(img.height()).max(y0 + 1);
-        let crop = image::imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+        let crop = resample::crop(img, x0, y0, x1 - x0, y1 - y0);
         let (cw, ch) = (crop.width() as f32, crop.height() as f32);
         let size = landmarks::INPUT_SIZE;
         let scale = size as f32 / cw.max(ch);
@@ -337,13 +337,24 @@ fn best_score(faces: &[Face]) -> f32 {
 /// `img` in the middle of a canvas `pad` pixels larger on every side, filled with the
 /// detector's mean colour (which it sees as zero).
 fn pad_image(img: &RgbImage, pad: u32) -> RgbImage {
-    let mut canvas = RgbImage::from_pixel(
-        img.width() + 2 * pad,
-        img.height() + 2 * pad,
-        image::Rgb([122, 117, 104]),
-    );
-    image::imageops::replace(&mut canvas, img, i64::from(pad), i64::from(pad));
-    canvas
+    const BORDER: [u8; 3] = [122, 117, 104];
+    let (w, h, pad) = (img.width() as usize, img.height() as usize, pad as usize);
+    let width = w + 2 * pad;
+    // Whole rows at a time: pixel by pixel, filling and copying cost 0.9 ms for a VGA frame.
+    let border_row: Vec<u8> = BORDER.repeat(width);
+    let mut bytes = Vec::with_capacity(width * (h + 2 * pad) * 3);
+    for _ in 0..pad {
+        bytes.extend_from_slice(&border_row);
+    }
+    for row in img.as_raw().chunks_exact(w * 3) {
+        bytes.extend_from_slice(&border_row[..pad * 3]);
+        bytes.extend_from_slice(row);
+        bytes.extend_from_slice(&border_row[..pad * 3]);
+    }
+    for _ in 0..pad {
+        bytes.extend_from_slice(&border_row);
+    }
+    RgbImage::from_raw(width as u32, (h + 2 * pad) as u32, bytes).expect("the canvas's size")
 }
 
 impl Face {
@@ -395,4 +406,21 @@ pub fn distance(a: &Descriptor, b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y) * (x - y))
         .sum::<f32>()
         .sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bordered copy, built a row at a time, against `image`'s fill and paste.
+    #[test]
+    fn a_border_surrounds_the_photo_in_the_detectors_mean_colour() {
+        let img = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8, y as u8, 200]));
+        for pad in [0, 1, 3] {
+            let mut expected =
+                RgbImage::from_pixel(7 + 2 * pad, 5 + 2 * pad, image::Rgb([122, 117, 104]));
+            image::imageops::replace(&mut expected, &img, i64::from(pad), i64::from(pad));
+            assert_eq!(pad_image(&img, pad), expected, "pad {pad}");
+        }
+    }
 }
