@@ -208,24 +208,36 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding, act: Act
     let x = input.as_ref();
     let count = oh * ow;
     count_flops(count * conv.kh * conv.kw * conv.cin * conv.cout);
-    // In the padded input, one kernel row of a window is a contiguous run of kw * cin values.
-    let rows = Rows {
-        input: &x.data,
-        height: oh,
+    let rows = windows_of(x, conv, stride, 0..oh, ow);
+    // SAFETY: the product writes every value of its output.
+    unsafe {
+        Tensor::written_by(oh, ow, conv.cout, |out| {
+            matmul::multiply(&rows, &conv.packed, act, out);
+        })
+    }
+}
+
+/// The windows of `conv` over the padded input `x` for output rows `rows`, each `ow` wide. In
+/// the padded input, one kernel row of a window is a contiguous run of kw * cin values.
+fn windows_of<'a>(
+    x: &'a Tensor,
+    conv: &Conv,
+    stride: usize,
+    rows: std::ops::Range<usize>,
+    ow: usize,
+) -> Rows<'a> {
+    let row_step = stride * x.w * x.c;
+    Rows {
+        input: &x.data[rows.start * row_step..],
+        height: rows.len(),
         width: ow,
-        row_step: stride * x.w * x.c,
+        row_step,
         col_step: stride * x.c,
         windows: Windows {
             segments: conv.kh,
             run: conv.kw * conv.cin,
             gap: x.w * x.c,
         },
-    };
-    // SAFETY: the product writes every value of its output.
-    unsafe {
-        Tensor::written_by(oh, ow, conv.cout, |out| {
-            matmul::multiply(&rows, &conv.packed, act, out);
-        })
     }
 }
 
@@ -253,22 +265,10 @@ pub fn conv2d_max_pool2(
     let (ph, pw) = (oh.div_ceil(2), ow.div_ceil(2));
     let pairs = (BAND_VALUES / (2 * ow * c).max(1)).max(1);
     let mut band = vec![MaybeUninit::<f32>::uninit(); 2 * pairs * ow * c];
-    let row_step = stride * x.w * x.c;
     let fill = |out: &mut [MaybeUninit<f32>]| {
         for first in (0..ph).step_by(pairs) {
             let (start, end) = (2 * first, (2 * (first + pairs)).min(oh));
-            let rows = Rows {
-                input: &x.data[start * row_step..],
-                height: end - start,
-                width: ow,
-                row_step,
-                col_step: stride * x.c,
-                windows: Windows {
-                    segments: conv.kh,
-                    run: conv.kw * conv.cin,
-                    gap: x.w * x.c,
-                },
-            };
+            let rows = windows_of(x, conv, stride, start..end, ow);
             let written = &mut band[..(end - start) * ow * c];
             matmul::multiply(&rows, &conv.packed, act, written);
             // SAFETY: the product wrote every value of `written`.
@@ -285,7 +285,6 @@ pub fn conv2d_max_pool2(
 
 /// 2x2 max pooling of stride 2 over a band of `h` x `w` x `c` values into every value of `out`;
 /// an odd last row or column is pooled on its own.
-#[inline(always)]
 fn pool2_band(band: &[f32], (h, w, c): (usize, usize, usize), out: &mut [MaybeUninit<f32>]) {
     let at = |y: usize, x: usize| &band[(y * w + x) * c..][..c];
     for py in 0..h.div_ceil(2) {
