@@ -346,9 +346,9 @@ fn pad_image(img: &RgbImage, pad: u32) -> RgbImage {
     for _ in 0..pad {
         bytes.extend_from_slice(&border_row);
     }
-    for row in img.as_raw().chunks_exact(w * 3) {
+    for y in 0..h {
         bytes.extend_from_slice(&border_row[..pad * 3]);
-        bytes.extend_from_slice(row);
+        bytes.extend_from_slice(&img.as_raw()[y * w * 3..][..w * 3]);
         bytes.extend_from_slice(&border_row[..pad * 3]);
     }
     for _ in 0..pad {
@@ -415,12 +415,14 @@ mod tests {
     /// The bordered copy, built a row at a time, against `image`'s fill and paste.
     #[test]
     fn a_border_surrounds_the_photo_in_the_detectors_mean_colour() {
-        let img = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8, y as u8, 200]));
-        for pad in [0, 1, 3] {
-            let mut expected =
-                RgbImage::from_pixel(7 + 2 * pad, 5 + 2 * pad, image::Rgb([122, 117, 104]));
-            image::imageops::replace(&mut expected, &img, i64::from(pad), i64::from(pad));
-            assert_eq!(pad_image(&img, pad), expected, "pad {pad}");
+        for (w, h) in [(7, 5), (0, 3)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 200]));
+            for pad in [0, 1, 3] {
+                let mut expected =
+                    RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, image::Rgb([122, 117, 104]));
+                image::imageops::replace(&mut expected, &img, i64::from(pad), i64::from(pad));
+                assert_eq!(pad_image(&img, pad), expected, "{w}x{h} pad {pad}");
+            }
         }
     }
 }

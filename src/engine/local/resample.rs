@@ -37,13 +37,8 @@ pub fn crop(img: &RgbImage, x: u32, y: u32, width: u32, height: u32) -> RgbImage
     let (width, height) = (width.min(img.width() - x), height.min(img.height() - y));
     let (stride, first, len) = (img.width() as usize * 3, x as usize * 3, width as usize * 3);
     let mut bytes = Vec::with_capacity(len * height as usize);
-    for row in img
-        .as_raw()
-        .chunks_exact(stride)
-        .skip(y as usize)
-        .take(height as usize)
-    {
-        bytes.extend_from_slice(&row[first..first + len]);
+    for row in y as usize..(y + height) as usize {
+        bytes.extend_from_slice(&img.as_raw()[row * stride + first..][..len]);
     }
     RgbImage::from_raw(width, height, bytes).expect("the crop's size")
 }
@@ -55,6 +50,11 @@ mod tests {
     #[test]
     fn crops_match_images_own() {
         let img = RgbImage::from_fn(9, 6, |x, y| image::Rgb([x as u8, y as u8, (x * y) as u8]));
+        let empty = RgbImage::new(0, 4);
+        assert_eq!(
+            crop(&empty, 0, 1, 3, 2),
+            image::imageops::crop_imm(&empty, 0, 1, 3, 2).to_image()
+        );
         for (x, y, w, h) in [
             (0, 0, 9, 6),
             (2, 1, 4, 3),
