@@ -132,14 +132,14 @@ impl Models {
         if stop() {
             return None;
         }
-        let (mut faces, mut padded) = self.find_upright(rgb, &PADDINGS, times, stop)?;
+        let (mut found, mut padded) = self.find_upright(rgb, &PADDINGS, times, stop)?;
         // A photo whose pixels lie on their side (a phone held sideways, no EXIF tag): the
         // detector only knows upright faces, so look at the photo turned each way, an unsure
         // close-up with the two borders that find most, and keep the surest view: the detector
         // also takes some upside-down close-ups for faces, less surely, so the first turn that
         // finds one is not enough. A photo with no face costs thirteen detections.
         let mut turned_view: Option<(u16, RgbImage)> = None;
-        if faces.is_empty() {
+        if found.is_empty() {
             for degrees in [90, 270, 180] {
                 if stop() {
                     return None;
@@ -151,10 +151,10 @@ impl Models {
                     _ => image::imageops::rotate180(rgb),
                 };
                 times.rotate += started.elapsed();
-                let (found, bordered) =
+                let (turned, bordered) =
                     self.find_upright(&candidate, &PADDINGS[..2], times, stop)?;
-                if best_score(&found) > best_score(&faces) {
-                    (faces, padded) = (found, bordered);
+                if best_score(&turned) > best_score(&found) {
+                    (found, padded) = (turned, bordered);
                     turned_view = Some((degrees, candidate));
                 }
             }
@@ -165,6 +165,8 @@ impl Models {
         if stop() {
             return None;
         }
+        // Landmarks only for the view that was kept: the looks are compared by their boxes.
+        let mut faces = self.place_landmarks(image, found, times);
         let started = stage_start();
         let dominant = faces.first().map(|face| {
             let chip = self.chip(image, face);
@@ -198,14 +200,30 @@ impl Models {
         min_score: f32,
         times: &mut StageTimes,
     ) -> Vec<Face> {
+        let detections = self.detect(img, min_score, times);
+        self.place_landmarks(img, detections, times)
+    }
+
+    /// The detector's boxes in `img`, largest first.
+    fn detect(&self, img: &RgbImage, min_score: f32, times: &mut StageTimes) -> Vec<Detection> {
         let started = stage_start();
         let (input, size, content, scale) = detector_input(img, DETECTOR_SIZE);
         let mut detections = self
             .detector
             .detect(&input, size, content, scale, min_score);
         stage_end(started, &mut times.detect, &mut times.detect_flops);
-        let started = stage_start();
         detections.sort_by(|a, b| b.area().total_cmp(&a.area()));
+        detections
+    }
+
+    /// Landmarks and the chip's transform for each of `detections` in `img`.
+    fn place_landmarks(
+        &self,
+        img: &RgbImage,
+        detections: Vec<Detection>,
+        times: &mut StageTimes,
+    ) -> Vec<Face> {
+        let started = stage_start();
         let faces = detections
             .into_iter()
             .map(|detection| {
@@ -270,8 +288,7 @@ const PADDINGS: [f32; 3] = [0.5, 0.25, 1.0];
 
 /// Whether a face is large in its photo or reaches its edge, as in a close-up, where the
 /// detector may have boxed part of the face, or something else, for lack of a margin.
-fn looks_close(face: &Face, img: &RgbImage) -> bool {
-    let d = &face.detection;
+fn looks_close(d: &Detection, img: &RgbImage) -> bool {
     let (w, h) = (img.width() as f32, img.height() as f32);
     let edge = 0.05 * w.min(h);
     d.width() > 0.4 * w
@@ -297,14 +314,14 @@ impl Models {
         borders: &[f32],
         times: &mut StageTimes,
         stop: &dyn Fn() -> bool,
-    ) -> Option<(Vec<Face>, Bordered)> {
+    ) -> Option<(Vec<Detection>, Bordered)> {
         let mut faces = self.find_salient(image, times);
         let mut kept: Bordered = None;
         for border in borders {
             let view = kept.as_ref().map_or(image, |(_, canvas)| canvas);
             let unsure_close_up = match faces.as_slice() {
                 [] => true,
-                [face] => face.detection.score < CONFIDENT_SCORE && looks_close(face, view),
+                [face] => face.score < CONFIDENT_SCORE && looks_close(face, view),
                 _ => false,
             };
             if !unsure_close_up {
@@ -324,14 +341,14 @@ impl Models {
         Some((faces, kept))
     }
 
-    /// The faces that count in `image` as it stands.
-    fn find_salient(&self, image: &RgbImage, times: &mut StageTimes) -> Vec<Face> {
-        salient(self.find_faces_above(image, MIN_DETECTION_SCORE, times))
+    /// The boxes of the faces that count in `image` as it stands, largest first.
+    fn find_salient(&self, image: &RgbImage, times: &mut StageTimes) -> Vec<Detection> {
+        salient(self.detect(image, MIN_DETECTION_SCORE, times))
     }
 }
 
-fn best_score(faces: &[Face]) -> f32 {
-    faces.iter().map(|f| f.detection.score).fold(0.0, f32::max)
+fn best_score(faces: &[Detection]) -> f32 {
+    faces.iter().map(|f| f.score).fold(0.0, f32::max)
 }
 
 /// `img` in the middle of a canvas `pad` pixels larger on every side, filled with the
@@ -371,10 +388,10 @@ impl Face {
     }
 }
 
-/// Drops background faces: tiny ones, far behind the largest.
-fn salient(mut faces: Vec<Face>) -> Vec<Face> {
-    if let Some(largest) = faces.first().map(|f| f.detection.area()) {
-        faces.retain(|f| f.detection.area() >= largest * BACKGROUND_AREA);
+/// Drops background faces (tiny ones, far behind the largest) from boxes sorted largest first.
+fn salient(mut faces: Vec<Detection>) -> Vec<Detection> {
+    if let Some(largest) = faces.first().map(Detection::area) {
+        faces.retain(|f| f.area() >= largest * BACKGROUND_AREA);
     }
     faces
 }
