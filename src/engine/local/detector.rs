@@ -1,10 +1,10 @@
 //! Face detection: a small YOLO-style network of depthwise separable convolutions that scores
 //! five anchor boxes in every cell of a 32-pixel grid, followed by non-maximum suppression.
 
-use std::path::Path;
+use std::{ops::Range, path::Path};
 
 use super::{
-    tensor::{self, Activation, Conv, Padding, Separable},
+    tensor::{self, Activation, Conv, Padding, Separable, Tensor},
     weights::{ModelError, Weights},
 };
 
@@ -76,26 +76,20 @@ impl Detector {
         Ok(Self { stem, layers, head })
     }
 
-    /// Faces in an RGB input of `width` x `height` (multiples of [`CELL`]) holding an image
-    /// of `content` pixels (width, height) at its top-left, black elsewhere. Boxes are returned
-    /// in pixels of the original image, which is `scale` times larger than the content.
-    pub fn detect(
-        &self,
-        input: &[u8],
-        (width, height): (usize, usize),
-        content: (f32, f32),
-        scale: f32,
-        min_score: f32,
-    ) -> Vec<Detection> {
-        assert_eq!(input.len(), width * height * 3, "detector input size");
+    /// Faces in `input`, in its pixels times `scale` (boxes cut to its content).
+    pub fn detect(&self, input: &Input, scale: f32, min_score: f32) -> Vec<Detection> {
+        let (width, height) = input.size;
+        assert_eq!(
+            input.pixels.len(),
+            width * height * 3,
+            "detector input size"
+        );
         assert!(
             width.is_multiple_of(CELL) && height.is_multiple_of(CELL),
             "detector input {width}x{height} is not whole cells"
         );
-        let x = tensor::from_rgb(height, width, input, MEAN_RGB, 255.0);
         let leaky = Activation::Leaky(0.1);
-        // Every layer but the last is followed by a 2x2 max pool of stride 2, run with it.
-        let mut x = tensor::conv2d_max_pool2(&x, &self.stem, 1, Padding::Valid, leaky);
+        let mut x = self.first_layer(input);
         let (last, pooled) = self.layers.split_last().expect("the detector's layers");
         for layer in pooled {
             let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
@@ -128,14 +122,109 @@ impl Detector {
                     found.push(Detection {
                         left: ((cx - w / 2.0) * cell_px).max(0.0),
                         top: ((cy - h / 2.0) * cell_px).max(0.0),
-                        right: ((cx + w / 2.0) * cell_px).min(content.0 * scale),
-                        bottom: ((cy + h / 2.0) * cell_px).min(content.1 * scale),
+                        right: ((cx + w / 2.0) * cell_px).min(input.content.0 as f32 * scale),
+                        bottom: ((cy + h / 2.0) * cell_px).min(input.content.1 as f32 * scale),
                         score,
                     });
                 }
             }
         }
         non_max_suppression(found)
+    }
+}
+
+/// What the detector is shown: RGB pixels, a whole number of cells each way, holding a photo
+/// (perhaps bordered) at the top-left and black beyond.
+pub struct Input<'a> {
+    pub pixels: &'a [u8],
+    pub size: (usize, usize),
+    /// Width and height of the part showing the photo and its border.
+    pub content: (usize, usize),
+    /// Where the photo's own pixels lie: left, top, right, bottom (exclusive). The rest of the
+    /// content is `border`.
+    pub photo: [usize; 4],
+    pub border: [u8; 3],
+}
+
+impl Input<'_> {
+    /// `rows` x `cols` of the input as the network's first layer takes it.
+    fn tensor(&self, rows: Range<usize>, cols: Range<usize>) -> Tensor {
+        let (w, len) = (self.size.0, cols.len() * 3);
+        let mut bytes = Vec::with_capacity(rows.len() * len);
+        for row in rows.clone() {
+            bytes.extend_from_slice(&self.pixels[(row * w + cols.start) * 3..][..len]);
+        }
+        tensor::from_rgb(rows.len(), cols.len(), &bytes, MEAN_RGB, 255.0)
+    }
+}
+
+impl Detector {
+    /// The first layer (3x3 convolution, 2x2 max pool) over `input`. Where the photo is a
+    /// small part of a bordered input, only windows that hold some of it, or the edge of the
+    /// border, are computed: every other window is all border or all black and gets that
+    /// colour's value, which the same kernel computes once. For a close-up's bordered look
+    /// that is a quarter of the windows.
+    fn first_layer(&self, input: &Input) -> Tensor {
+        let leaky = Activation::Leaky(0.1);
+        let layer = |t: &Tensor| tensor::conv2d_max_pool2(t, &self.stem, 1, Padding::Valid, leaky);
+        let (width, height) = input.size;
+        let [left, top, right, bottom] = input.photo;
+        let photo_area = (right - left) * (bottom - top);
+        if photo_area * 2 > width * height {
+            return layer(&input.tensor(0..height, 0..width));
+        }
+        // A pooled value covers the 4x4 input pixels from twice its position.
+        let (ph, pw) = ((height - 2).div_ceil(2), (width - 2).div_ceil(2));
+        let c = self.stem.cout;
+        let plain = |rgb: [u8; 3]| {
+            let pixels = rgb.repeat(16);
+            let window = Input {
+                pixels: &pixels,
+                size: (4, 4),
+                content: (4, 4),
+                photo: [0; 4],
+                border: rgb,
+            };
+            layer(&window.tensor(0..4, 0..4)).data
+        };
+        let (border, black) = (plain(input.border), plain([0; 3]));
+        let (cw, ch) = input.content;
+        let mut out = Tensor::zeros(ph, pw, c);
+        for (py, row) in out.data.chunks_exact_mut(pw * c).enumerate() {
+            for (px, value) in row.chunks_exact_mut(c).enumerate() {
+                let plain = if 2 * py < ch && 2 * px < cw {
+                    &border
+                } else {
+                    &black
+                };
+                value.copy_from_slice(plain);
+            }
+        }
+        // Pooled positions whose window meets the pixels `from..to` on one axis.
+        let meeting = |from: usize, to: usize, pooled: usize| {
+            from.saturating_sub(3) / 2..to.div_ceil(2).min(pooled)
+        };
+        let mut areas = vec![(meeting(top, bottom, ph), meeting(left, right, pw))];
+        if ch < height {
+            areas.push((meeting(ch - 1, ch + 1, ph), 0..pw));
+        }
+        if cw < width {
+            areas.push((0..ph, meeting(cw - 1, cw + 1, pw)));
+        }
+        for (rows, cols) in areas {
+            if rows.is_empty() || cols.is_empty() {
+                continue;
+            }
+            let pixel_rows = 2 * rows.start..(2 * rows.end + 2).min(height);
+            let pixel_cols = 2 * cols.start..(2 * cols.end + 2).min(width);
+            let part = layer(&input.tensor(pixel_rows, pixel_cols));
+            assert_eq!((part.h, part.w), (rows.len(), cols.len()), "pooled area");
+            for (y, line) in part.data.chunks_exact(part.w * c).enumerate() {
+                out.data[((rows.start + y) * pw + cols.start) * c..][..line.len()]
+                    .copy_from_slice(line);
+            }
+        }
+        out
     }
 }
 
@@ -167,6 +256,71 @@ mod tests {
             right: r,
             bottom: b,
             score,
+        }
+    }
+
+    /// The first layer computed where the photo is, and filled elsewhere, equals the layer
+    /// computed everywhere, for photos placed at odd and even positions.
+    #[test]
+    fn a_bordered_inputs_first_layer_is_computed_only_where_it_varies() {
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let weights = (0..3 * 3 * 3 * 16).map(|_| next()).collect();
+        let bias = (0..16).map(|_| next()).collect();
+        let stem = Conv::new([3, 3, 3, 16], weights, bias);
+        let head = Conv::new([1, 1, 16, 25], vec![0.0; 16 * 25], vec![0.0; 25]);
+        let detector = Detector {
+            stem,
+            layers: Vec::new(),
+            head,
+        };
+        let (width, height) = (96, 64);
+        for (content, photo) in [
+            ((90, 59), [20, 17, 51, 40]),
+            ((96, 64), [33, 8, 60, 29]),
+            ((71, 64), [2, 3, 12, 61]),
+        ] {
+            let border = [122, 117, 104];
+            let mut pixels = vec![0u8; width * height * 3];
+            for y in 0..height {
+                for x in 0..width {
+                    let [l, t, r, b] = photo;
+                    let value = if (l..r).contains(&x) && (t..b).contains(&y) {
+                        [(x * 7) as u8, (y * 13) as u8, (x * y) as u8]
+                    } else if x < content.0 && y < content.1 {
+                        border
+                    } else {
+                        [0; 3]
+                    };
+                    pixels[(y * width + x) * 3..][..3].copy_from_slice(&value);
+                }
+            }
+            let input = Input {
+                pixels: &pixels,
+                size: (width, height),
+                content,
+                photo,
+                border,
+            };
+            let sparse = detector.first_layer(&input);
+            let dense = tensor::conv2d_max_pool2(
+                &input.tensor(0..height, 0..width),
+                &detector.stem,
+                1,
+                Padding::Valid,
+                Activation::Leaky(0.1),
+            );
+            assert_eq!((sparse.h, sparse.w, sparse.c), (dense.h, dense.w, dense.c));
+            let worst = sparse
+                .data
+                .iter()
+                .zip(&dense.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "{content:?} {photo:?}: off by {worst}");
         }
     }
 

@@ -7,7 +7,7 @@ use image::RgbImage;
 
 use super::{
     align::{self, Similarity2},
-    detector::{Detection, Detector, CELL},
+    detector::{self, Detection, Detector, CELL},
     landmarks::{self, LandmarkNet},
     quality::Metrics,
     recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
@@ -215,9 +215,7 @@ impl Models {
     ) -> Vec<Detection> {
         let started = stage_start();
         let view = DetectorView::of(img, pad);
-        let found =
-            self.detector
-                .detect(&view.pixels, view.size, view.content, view.scale, min_score);
+        let found = self.detector.detect(&view.input(), view.scale, min_score);
         let mut detections = view.to_photo(found, img, pad);
         stage_end(started, &mut times.detect, &mut times.detect_flops);
         detections.sort_by(|a, b| b.area().total_cmp(&a.area()));
@@ -414,7 +412,9 @@ struct DetectorView {
     pixels: Vec<u8>,
     size: (usize, usize),
     /// The part of `pixels` showing the (bordered) photo, from the top-left; black beyond.
-    content: (f32, f32),
+    content: (usize, usize),
+    /// Where the photo's own pixels lie in `pixels`: left, top, right, bottom.
+    photo: [usize; 4],
     /// Photo pixels per detector pixel.
     scale: f32,
     /// Where the view's top-left corner lies in the bordered photo's pixels, on both axes.
@@ -454,9 +454,20 @@ impl DetectorView {
         Self {
             pixels,
             size: (width, height),
-            content: (content.0 as f32, content.1 as f32),
+            content,
+            photo: [border, border, border + nw, border + nh],
             scale,
             origin: pad - border as f32 * scale,
+        }
+    }
+
+    fn input(&self) -> detector::Input<'_> {
+        detector::Input {
+            pixels: &self.pixels,
+            size: self.size,
+            content: self.content,
+            photo: self.photo,
+            border: BORDER,
         }
     }
 
