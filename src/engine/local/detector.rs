@@ -88,16 +88,7 @@ impl Detector {
             width.is_multiple_of(CELL) && height.is_multiple_of(CELL),
             "detector input {width}x{height} is not whole cells"
         );
-        let leaky = Activation::Leaky(0.1);
-        let mut x = self.first_layer(input);
-        let (last, pooled) = self.layers.split_last().expect("the detector's layers");
-        for layer in pooled {
-            let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
-            x = tensor::conv2d_max_pool2(&d, &layer.pointwise, 1, Padding::Same, leaky);
-        }
-        let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
-        let out = tensor::conv2d(&x, &self.head, 1, Padding::Valid, Activation::Linear);
-
+        let out = self.scores(input);
         assert_eq!(
             (out.w, out.h),
             (width / CELL, height / CELL),
@@ -146,7 +137,32 @@ pub struct Input<'a> {
     pub border: [u8; 3],
 }
 
+/// Which of a layer's `rows` output rows equal the row above them, given which of its input
+/// rows do (`same`) and the input rows, first and last, that output row `p` reads: those whose
+/// rows and the row above's are one run of equal rows, none of them padding.
+fn copies(same: &[bool], rows: usize, reads: impl Fn(usize) -> (isize, isize)) -> Vec<bool> {
+    (0..rows)
+        .map(|p| {
+            p > 0 && {
+                let (from, _) = reads(p - 1);
+                let (_, to) = reads(p);
+                from >= 0
+                    && (to as usize) < same.len()
+                    && (from as usize + 1..=to as usize).all(|r| same[r])
+            }
+        })
+        .collect()
+}
+
 impl Input<'_> {
+    /// Which rows of pixels equal the row above them.
+    fn same_rows(&self) -> Vec<bool> {
+        let row = |y: usize| &self.pixels[y * self.size.0 * 3..][..self.size.0 * 3];
+        (0..self.size.1)
+            .map(|y| y > 0 && row(y) == row(y - 1))
+            .collect()
+    }
+
     /// `rows` x `cols` of the input as the network's first layer takes it.
     fn tensor(&self, rows: Range<usize>, cols: Range<usize>) -> Tensor {
         let (w, len) = (self.size.0, cols.len() * 3);
@@ -159,6 +175,36 @@ impl Input<'_> {
 }
 
 impl Detector {
+    /// The network's output over `input`: 25 numbers (five anchors' box and score) a cell.
+    fn scores(&self, input: &Input) -> Tensor {
+        let leaky = Activation::Leaky(0.1);
+        let mut x = self.first_layer(input);
+        // Rows equal to the row above, known from the input's: a bordered look's plain rows
+        // give equal rows, layer after layer, which are copied instead of computed.
+        let mut same = copies(&input.same_rows(), x.h, |p| {
+            (2 * p as isize, 2 * p as isize + 3)
+        });
+        let (last, pooled) = self.layers.split_last().expect("the detector's layers");
+        for layer in pooled {
+            let next = copies(&same, x.h.div_ceil(2), |p| {
+                (2 * p as isize - 1, 2 * p as isize + 2)
+            });
+            let wanted: Vec<bool> = (0..x.h).map(|row| !next[row / 2]).collect();
+            let d = tensor::depthwise_rows(&x, &layer.depthwise, 1, Padding::Same, &wanted);
+            x = tensor::conv2d_max_pool2_copying(
+                &d,
+                &layer.pointwise,
+                1,
+                Padding::Same,
+                leaky,
+                &next,
+            );
+            same = next;
+        }
+        let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
+        tensor::conv2d(&x, &self.head, 1, Padding::Valid, Activation::Linear)
+    }
+
     /// The first layer (3x3 convolution, 2x2 max pool) over `input`. Where the photo is a
     /// small part of a bordered input, only windows that hold some of it, or the edge of the
     /// border, are computed: every other window is all border or all black and gets that
@@ -259,51 +305,88 @@ mod tests {
         }
     }
 
-    /// The first layer computed where the photo is, and filled elsewhere, equals the layer
-    /// computed everywhere, for photos placed at odd and even positions.
-    #[test]
-    fn a_bordered_inputs_first_layer_is_computed_only_where_it_varies() {
+    /// A detector of the real shape with made-up weights.
+    fn made_up_detector() -> Detector {
         let mut seed = 7u32;
         let mut next = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        let weights = (0..3 * 3 * 3 * 16).map(|_| next()).collect();
-        let bias = (0..16).map(|_| next()).collect();
-        let stem = Conv::new([3, 3, 3, 16], weights, bias);
-        let head = Conv::new([1, 1, 16, 25], vec![0.0; 16 * 25], vec![0.0; 25]);
-        let detector = Detector {
-            stem,
-            layers: Vec::new(),
-            head,
-        };
+        let mut values = |n: usize, scale: f32| (0..n).map(|_| next() * scale).collect::<Vec<_>>();
+        let stem = Conv::new([3, 3, 3, 16], values(27 * 16, 1.0), values(16, 1.0));
+        let layers = [(16, 32), (32, 64), (64, 128), (128, 256), (256, 512)]
+            .into_iter()
+            .map(|(cin, cout)| Separable {
+                depthwise: tensor::Depthwise {
+                    kh: 3,
+                    kw: 3,
+                    c: cin,
+                    weights: values(9 * cin, 0.6),
+                    bias: values(cin, 0.2),
+                },
+                pointwise: Conv::new(
+                    [1, 1, cin, cout],
+                    values(cin * cout, 0.3),
+                    values(cout, 0.2),
+                ),
+            })
+            .collect();
+        let head = Conv::new([1, 1, 512, 25], values(512 * 25, 0.1), values(25, 0.1));
+        Detector { stem, layers, head }
+    }
+
+    /// Pixels of a `width` x `height` input whose `photo` lies in a border filling `content`,
+    /// black beyond.
+    fn bordered(
+        (width, height): (usize, usize),
+        content: (usize, usize),
+        [l, t, r, b]: [usize; 4],
+    ) -> Vec<u8> {
+        let mut pixels = vec![0u8; width * height * 3];
+        for y in 0..height {
+            for x in 0..width {
+                let value = if (l..r).contains(&x) && (t..b).contains(&y) {
+                    [(x * 7) as u8, (y * 13) as u8, (x * y) as u8]
+                } else if x < content.0 && y < content.1 {
+                    BORDER
+                } else {
+                    [0; 3]
+                };
+                pixels[(y * width + x) * 3..][..3].copy_from_slice(&value);
+            }
+        }
+        pixels
+    }
+
+    const BORDER: [u8; 3] = [122, 117, 104];
+
+    fn worst_difference(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!((a.h, a.w, a.c), (b.h, b.w, b.c));
+        a.data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The first layer computed where the photo is, and filled elsewhere, equals the layer
+    /// computed everywhere, for photos placed at odd and even positions.
+    #[test]
+    fn a_bordered_inputs_first_layer_is_computed_only_where_it_varies() {
+        let detector = made_up_detector();
         let (width, height) = (96, 64);
         for (content, photo) in [
             ((90, 59), [20, 17, 51, 40]),
             ((96, 64), [33, 8, 60, 29]),
             ((71, 64), [2, 3, 12, 61]),
         ] {
-            let border = [122, 117, 104];
-            let mut pixels = vec![0u8; width * height * 3];
-            for y in 0..height {
-                for x in 0..width {
-                    let [l, t, r, b] = photo;
-                    let value = if (l..r).contains(&x) && (t..b).contains(&y) {
-                        [(x * 7) as u8, (y * 13) as u8, (x * y) as u8]
-                    } else if x < content.0 && y < content.1 {
-                        border
-                    } else {
-                        [0; 3]
-                    };
-                    pixels[(y * width + x) * 3..][..3].copy_from_slice(&value);
-                }
-            }
+            let pixels = bordered((width, height), content, photo);
             let input = Input {
                 pixels: &pixels,
                 size: (width, height),
                 content,
                 photo,
-                border,
+                border: BORDER,
             };
             let sparse = detector.first_layer(&input);
             let dense = tensor::conv2d_max_pool2(
@@ -313,14 +396,45 @@ mod tests {
                 Padding::Valid,
                 Activation::Leaky(0.1),
             );
-            assert_eq!((sparse.h, sparse.w, sparse.c), (dense.h, dense.w, dense.c));
-            let worst = sparse
-                .data
-                .iter()
-                .zip(&dense.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(worst < 1e-5, "{content:?} {photo:?}: off by {worst}");
+            let worst = worst_difference(&sparse, &dense);
+            assert!(worst == 0.0, "{content:?} {photo:?}: off by {worst}");
+        }
+    }
+
+    /// The whole network, copying the rows a border makes equal, gives what it gives
+    /// computing every row.
+    #[test]
+    fn rows_copied_for_a_border_are_the_rows_computed() {
+        let detector = made_up_detector();
+        let leaky = Activation::Leaky(0.1);
+        let (width, height) = (128, 160);
+        for (content, photo) in [
+            ((128, 150), [30, 45, 90, 99]),
+            ((128, 160), [0, 70, 128, 90]),
+        ] {
+            let pixels = bordered((width, height), content, photo);
+            let input = Input {
+                pixels: &pixels,
+                size: (width, height),
+                content,
+                photo,
+                border: BORDER,
+            };
+            assert!(copies(&input.same_rows(), 79, |p| (
+                2 * p as isize,
+                2 * p as isize + 3
+            ))
+            .contains(&true));
+            let mut x = detector.first_layer(&input);
+            let (last, pooled) = detector.layers.split_last().unwrap();
+            for layer in pooled {
+                let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
+                x = tensor::conv2d_max_pool2(&d, &layer.pointwise, 1, Padding::Same, leaky);
+            }
+            let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
+            let dense = tensor::conv2d(&x, &detector.head, 1, Padding::Valid, Activation::Linear);
+            let worst = worst_difference(&detector.scores(&input), &dense);
+            assert!(worst == 0.0, "{content:?} {photo:?}: off by {worst}");
         }
     }
 

@@ -257,17 +257,44 @@ pub fn conv2d_max_pool2(
     padding: Padding,
     act: Activation,
 ) -> Tensor {
+    conv2d_max_pool2_copying(x, conv, stride, padding, act, &[])
+}
+
+/// [`conv2d_max_pool2`], where the caller knows that each pooled row `p` with `copies[p]`
+/// equals the row above it: those rows are copied, not computed.
+pub fn conv2d_max_pool2_copying(
+    x: &Tensor,
+    conv: &Conv,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+    copies: &[bool],
+) -> Tensor {
     assert_eq!(x.c, conv.cin, "conv input channels");
     let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
     let x = input.as_ref();
     let c = conv.cout;
-    count_flops(oh * ow * conv.kh * conv.kw * conv.cin * c);
     let (ph, pw) = (oh.div_ceil(2), ow.div_ceil(2));
     let pairs = (BAND_VALUES / (2 * ow * c).max(1)).max(1);
     let mut band = vec![MaybeUninit::<f32>::uninit(); 2 * pairs * ow * c];
+    let copied = |p: usize| copies.get(p).copied().unwrap_or(false);
+    assert!(!copied(0), "the first row has no row above it");
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        for first in (0..ph).step_by(pairs) {
-            let (start, end) = (2 * first, (2 * (first + pairs)).min(oh));
+        let mut first = 0;
+        while first < ph {
+            if copied(first) {
+                let (above, row) = out[(first - 1) * pw * c..][..2 * pw * c].split_at_mut(pw * c);
+                row.copy_from_slice(above);
+                first += 1;
+                continue;
+            }
+            // The rows computed together: up to a band's worth, until the next copied one.
+            let last = (first..(first + pairs).min(ph))
+                .take_while(|&p| !copied(p))
+                .last()
+                .expect("the first row is computed");
+            let (start, end) = (2 * first, (2 * (last + 1)).min(oh));
+            count_flops((end - start) * ow * conv.kh * conv.kw * conv.cin * c);
             let rows = windows_of(x, conv, stride, start..end, ow);
             let written = &mut band[..(end - start) * ow * c];
             matmul::multiply(&rows, &conv.packed, act, written);
@@ -277,6 +304,7 @@ pub fn conv2d_max_pool2(
             };
             let pooled = &mut out[first * pw * c..][..(end - start).div_ceil(2) * pw * c];
             pool2_band(values, (end - start, ow, c), pooled);
+            first = last + 1;
         }
     };
     // SAFETY: every band's pooled rows are written, and the bands cover the output.
@@ -378,11 +406,24 @@ fn store(out: &mut [MaybeUninit<f32>], at: usize, values: &[f32; LANES]) {
 
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
+    depthwise_rows(x, dw, stride, padding, &[])
+}
+
+/// [`depthwise`], computing only the output rows `wanted` says (all when it is empty); a 3x3
+/// convolution leaves the others zero.
+pub fn depthwise_rows(
+    x: &Tensor,
+    dw: &Depthwise,
+    stride: usize,
+    padding: Padding,
+    wanted: &[bool],
+) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");
     if x.c.is_multiple_of(LANES) && (dw.kh, dw.kw) == (3, 3) {
         let (oh, top) = out_and_pad(x.h, 3, stride, padding);
         let (ow, left) = out_and_pad(x.w, 3, stride, padding);
-        count_flops(oh * ow * 9 * x.c);
+        let rows = (0..oh).filter(|&r| wanted.get(r).copied().unwrap_or(true));
+        count_flops(rows.count() * ow * 9 * x.c);
         let grid = Grid {
             oh,
             ow,
@@ -395,7 +436,7 @@ pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) ->
             Tensor::written_by(oh, ow, x.c, |out| {
                 with_widest_vectors(
                     #[inline(always)]
-                    || depthwise3_lanes(x, dw, grid, out),
+                    || depthwise3_lanes(x, dw, grid, wanted, out),
                 );
             })
         };
@@ -431,12 +472,24 @@ fn taps(first: isize, size: usize) -> std::ops::Range<usize> {
 /// that fall in the padding (a padded copy of the map cost as much as the convolution). Writes
 /// every value of the output.
 #[inline(always)]
-fn depthwise3_lanes(x: &Tensor, dw: &Depthwise, g: Grid, out: &mut [MaybeUninit<f32>]) {
+fn depthwise3_lanes(
+    x: &Tensor,
+    dw: &Depthwise,
+    g: Grid,
+    wanted: &[bool],
+    out: &mut [MaybeUninit<f32>],
+) {
     let c = x.c;
     for c0 in (0..c).step_by(LANES) {
         let weights: [[f32; LANES]; 9] = std::array::from_fn(|t| *lanes(&dw.weights, t * c + c0));
         let bias = *lanes(&dw.bias, c0);
         for oy in 0..g.oh {
+            if !wanted.get(oy).copied().unwrap_or(true) {
+                for ox in 0..g.ow {
+                    store(out, (oy * g.ow + ox) * c + c0, &[0.0; LANES]);
+                }
+                continue;
+            }
             let y0 = (oy * g.stride) as isize - g.top as isize;
             let rows = taps(y0, x.h);
             for ox in 0..g.ow {
