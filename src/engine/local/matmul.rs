@@ -90,7 +90,7 @@ pub enum Activation {
 impl Activation {
     /// Each of them is `max(v, slope * v)` for a slope in `0..=1`, which the kernels apply in
     /// two vector instructions.
-    fn slope(self) -> f32 {
+    pub(super) fn slope(self) -> f32 {
         match self {
             Self::Linear => 1.0,
             Self::Relu => 0.0,

@@ -204,6 +204,9 @@ impl Conv {
 /// A regular convolution, plus bias, through `act`.
 pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding, act: Activation) -> Tensor {
     assert_eq!(x.c, conv.cin, "conv input channels");
+    if padding == Padding::Same && (x.h, x.w) == (1, 1) && conv.kh % 2 == 1 && conv.kw % 2 == 1 {
+        return centre_tap(x, conv, act);
+    }
     let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
     let x = input.as_ref();
     let count = oh * ow;
@@ -215,6 +218,23 @@ pub fn conv2d(x: &Tensor, conv: &Conv, stride: usize, padding: Padding, act: Act
             matmul::multiply(&rows, &conv.packed, act, out);
         })
     }
+}
+
+/// A `Same` convolution of a single position: every tap but the centre meets padding, so the
+/// product is one vector by the centre's weights (the descriptor's last map is 1x1, where the
+/// full window read nine times the weights for nothing).
+fn centre_tap(x: &Tensor, conv: &Conv, act: Activation) -> Tensor {
+    let (cin, cout) = (conv.cin, conv.cout);
+    let centre = (conv.kh / 2 * conv.kw + conv.kw / 2) * cin * cout;
+    let weights = &conv.weights[centre..][..cin * cout];
+    count_flops(cin * cout);
+    let mut out = conv.bias.clone();
+    for (v, row) in x.data.iter().zip(weights.chunks_exact(cout)) {
+        out.iter_mut().zip(row).for_each(|(o, w)| *o += v * w);
+    }
+    let slope = act.slope();
+    out.iter_mut().for_each(|o| *o = o.max(*o * slope));
+    Tensor::from_data(1, 1, cout, out)
 }
 
 /// The windows of `conv` over the padded input `x` for output rows `rows`, each `ow` wide. In
@@ -752,6 +772,8 @@ mod tests {
             (10, 10, 3, 2, Padding::Valid),
             (15, 11, 7, 2, Padding::Valid),
             (5, 6, 1, 1, Padding::Same),
+            (1, 1, 3, 1, Padding::Same),
+            (1, 1, 5, 2, Padding::Same),
         ] {
             let (cin, cout) = (3, 5);
             let x = Tensor::from_data(h, w, cin, pseudo(h * w * cin, 1));
