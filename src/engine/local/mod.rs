@@ -17,6 +17,7 @@ pub mod recognition;
 pub mod resample;
 pub mod tensor;
 pub mod weights;
+pub mod winograd;
 
 use std::{
     collections::HashMap,

@@ -20,7 +20,7 @@ pub fn flops_so_far() -> u64 {
     FLOPS.with(std::cell::Cell::get)
 }
 
-fn count_flops(multiply_adds: usize) {
+pub(super) fn count_flops(multiply_adds: usize) {
     FLOPS.with(|f| f.set(f.get() + 2 * multiply_adds as u64));
 }
 
@@ -386,7 +386,7 @@ const LANES: usize = 16;
 /// with the wrapper's features: a closure left to the compiler was not inlined, and ran
 /// baseline code.
 #[inline(always)]
-fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
+pub(super) fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
