@@ -235,17 +235,19 @@ impl Detector {
         };
         let (border, black) = (plain(input.border), plain([0; 3]));
         let (cw, ch) = input.content;
-        let mut out = Tensor::zeros(ph, pw, c);
-        for (py, row) in out.data.chunks_exact_mut(pw * c).enumerate() {
-            for (px, value) in row.chunks_exact_mut(c).enumerate() {
+        // Every value written once: the plain values, then the computed areas over them.
+        let mut data = Vec::with_capacity(ph * pw * c);
+        for py in 0..ph {
+            for px in 0..pw {
                 let plain = if 2 * py < ch && 2 * px < cw {
                     &border
                 } else {
                     &black
                 };
-                value.copy_from_slice(plain);
+                data.extend_from_slice(plain);
             }
         }
+        let mut out = Tensor::from_data(ph, pw, c, data);
         // Pooled positions whose window meets the pixels `from..to` on one axis.
         let meeting = |from: usize, to: usize, pooled: usize| {
             from.saturating_sub(3) / 2..to.div_ceil(2).min(pooled)
