@@ -337,13 +337,15 @@ mod tests {
         Detector { stem, layers, head }
     }
 
-    /// Pixels of a `width` x `height` input whose `photo` lies in a border filling `content`,
-    /// black beyond.
-    fn bordered(
+    /// Runs `test` on a `width` x `height` input whose `photo` lies in a border filling
+    /// `content`, black beyond.
+    fn with_bordered(
         (width, height): (usize, usize),
         content: (usize, usize),
-        [l, t, r, b]: [usize; 4],
-    ) -> Vec<u8> {
+        photo: [usize; 4],
+        test: impl FnOnce(&Input),
+    ) {
+        let [l, t, r, b] = photo;
         let mut pixels = vec![0u8; width * height * 3];
         for y in 0..height {
             for x in 0..width {
@@ -357,7 +359,13 @@ mod tests {
                 pixels[(y * width + x) * 3..][..3].copy_from_slice(&value);
             }
         }
-        pixels
+        test(&Input {
+            pixels: &pixels,
+            size: (width, height),
+            content,
+            photo,
+            border: BORDER,
+        });
     }
 
     const BORDER: [u8; 3] = [122, 117, 104];
@@ -382,24 +390,18 @@ mod tests {
             ((96, 64), [33, 8, 60, 29]),
             ((71, 64), [2, 3, 12, 61]),
         ] {
-            let pixels = bordered((width, height), content, photo);
-            let input = Input {
-                pixels: &pixels,
-                size: (width, height),
-                content,
-                photo,
-                border: BORDER,
-            };
-            let sparse = detector.first_layer(&input);
-            let dense = tensor::conv2d_max_pool2(
-                &input.tensor(0..height, 0..width),
-                &detector.stem,
-                1,
-                Padding::Valid,
-                Activation::Leaky(0.1),
-            );
-            let worst = worst_difference(&sparse, &dense);
-            assert!(worst == 0.0, "{content:?} {photo:?}: off by {worst}");
+            with_bordered((width, height), content, photo, |input| {
+                let sparse = detector.first_layer(input);
+                let dense = tensor::conv2d_max_pool2(
+                    &input.tensor(0..height, 0..width),
+                    &detector.stem,
+                    1,
+                    Padding::Valid,
+                    Activation::Leaky(0.1),
+                );
+                let worst = worst_difference(&sparse, &dense);
+                assert!(worst == 0.0, "{content:?} {photo:?}: off by {worst}");
+            });
         }
     }
 
@@ -414,29 +416,24 @@ mod tests {
             ((128, 150), [30, 45, 90, 99]),
             ((128, 160), [0, 70, 128, 90]),
         ] {
-            let pixels = bordered((width, height), content, photo);
-            let input = Input {
-                pixels: &pixels,
-                size: (width, height),
-                content,
-                photo,
-                border: BORDER,
-            };
-            assert!(copies(&input.same_rows(), 79, |p| (
-                2 * p as isize,
-                2 * p as isize + 3
-            ))
-            .contains(&true));
-            let mut x = detector.first_layer(&input);
-            let (last, pooled) = detector.layers.split_last().unwrap();
-            for layer in pooled {
-                let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
-                x = tensor::conv2d_max_pool2(&d, &layer.pointwise, 1, Padding::Same, leaky);
-            }
-            let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
-            let dense = tensor::conv2d(&x, &detector.head, 1, Padding::Valid, Activation::Linear);
-            let worst = worst_difference(&detector.scores(&input), &dense);
-            assert!(worst == 0.0, "{content:?} {photo:?}: off by {worst}");
+            with_bordered((width, height), content, photo, |input| {
+                assert!(copies(&input.same_rows(), 79, |p| (
+                    2 * p as isize,
+                    2 * p as isize + 3
+                ))
+                .contains(&true));
+                let mut x = detector.first_layer(input);
+                let (last, pooled) = detector.layers.split_last().unwrap();
+                for layer in pooled {
+                    let d = tensor::depthwise(&x, &layer.depthwise, 1, Padding::Same);
+                    x = tensor::conv2d_max_pool2(&d, &layer.pointwise, 1, Padding::Same, leaky);
+                }
+                let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);
+                let dense =
+                    tensor::conv2d(&x, &detector.head, 1, Padding::Valid, Activation::Linear);
+                let worst = worst_difference(&detector.scores(input), &dense);
+                assert!(worst == 0.0, "{content:?} {photo:?}: off by {worst}");
+            });
         }
     }
 
