@@ -296,6 +296,7 @@ fn non_max_suppression(mut boxes: Vec<Detection>) -> Vec<Detection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::local::testing::{self, pseudo};
 
     fn det(l: f32, t: f32, r: f32, b: f32, score: f32) -> Detection {
         Detection {
@@ -309,12 +310,14 @@ mod tests {
 
     /// A detector of the real shape with made-up weights.
     fn made_up_detector() -> Detector {
-        let mut seed = 7u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        let mut seed = 7;
+        let mut values = |n: usize, scale: f32| {
+            seed += 1;
+            pseudo(n, seed)
+                .into_iter()
+                .map(|v| v * scale)
+                .collect::<Vec<_>>()
         };
-        let mut values = |n: usize, scale: f32| (0..n).map(|_| next() * scale).collect::<Vec<_>>();
         let stem = Conv::new([3, 3, 3, 16], values(27 * 16, 1.0), values(16, 1.0));
         let layers = [(16, 32), (32, 64), (64, 128), (128, 256), (256, 512)]
             .into_iter()
@@ -372,11 +375,7 @@ mod tests {
 
     fn worst_difference(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!((a.h, a.w, a.c), (b.h, b.w, b.c));
-        a.data
-            .iter()
-            .zip(&b.data)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
+        testing::worst_difference(&a.data, &b.data)
     }
 
     /// The first layer computed where the photo is, and filled elsewhere, equals the layer

@@ -372,16 +372,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::engine::local::testing::pseudo;
 
     /// Every kernel this CPU can run, and the portable one, against a plain product: odd row
     /// counts (partial tiles), odd widths (partial panels), windows in several segments, output

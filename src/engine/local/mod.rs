@@ -16,6 +16,8 @@ pub mod quality;
 pub mod recognition;
 pub mod resample;
 pub mod tensor;
+#[cfg(test)]
+mod testing;
 pub mod weights;
 pub mod winograd;
 

@@ -723,6 +723,7 @@ pub fn dense(x: &[f32], weights: &[f32], bias: Option<&[f32]>, outputs: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::local::testing::pseudo;
 
     /// A direct, obviously correct convolution to check the im2col path against.
     fn naive(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tensor {
@@ -752,16 +753,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]

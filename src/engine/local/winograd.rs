@@ -224,37 +224,30 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], sign: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::local::tensor::{self, Padding};
+    use crate::engine::local::{
+        tensor::{self, Padding},
+        testing::{pseudo, worst_difference},
+    };
 
     #[test]
     fn matches_the_direct_convolution() {
-        let mut seed = 11u32;
-        let mut next = move || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
         for (h, w, cin, cout) in [
             (35, 35, 32, 32),
             (8, 8, 16, 5),
             (1, 1, 3, 4),
             (7, 4, 20, 17),
         ] {
-            let x = Tensor::from_data(h, w, cin, (0..h * w * cin).map(|_| next()).collect());
+            let x = Tensor::from_data(h, w, cin, pseudo(h * w * cin, 11));
             let conv = Conv::new(
                 [3, 3, cin, cout],
-                (0..9 * cin * cout).map(|_| next()).collect(),
-                (0..cout).map(|_| next()).collect(),
+                pseudo(9 * cin * cout, 12),
+                pseudo(cout, 13),
             );
             for act in [Activation::Linear, Activation::Relu] {
                 let direct = tensor::conv2d(&x, &conv, 1, Padding::Same, act);
                 let fast = Winograd3x3::new(&conv).forward(&x, act);
                 assert_eq!((fast.h, fast.w, fast.c), (direct.h, direct.w, direct.c));
-                let worst = fast
-                    .data
-                    .iter()
-                    .zip(&direct.data)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
+                let worst = worst_difference(&fast.data, &direct.data);
                 assert!(worst < 1e-4, "{h}x{w}x{cin}->{cout}: off by {worst}");
             }
         }
