@@ -222,17 +222,8 @@ impl Detector {
         // A pooled value covers the 4x4 input pixels from twice its position.
         let (ph, pw) = ((height - 2).div_ceil(2), (width - 2).div_ceil(2));
         let c = self.stem.cout;
-        let plain = |rgb: [u8; 3]| {
-            let pixels = rgb.repeat(16);
-            let window = Input {
-                pixels: &pixels,
-                size: (4, 4),
-                content: (4, 4),
-                photo: [0; 4],
-                border: rgb,
-            };
-            layer(&window.tensor(0..4, 0..4)).data
-        };
+        let plain =
+            |rgb: [u8; 3]| layer(&tensor::from_rgb(4, 4, &rgb.repeat(16), MEAN_RGB, 255.0)).data;
         let (border, black) = (plain(input.border), plain([0; 3]));
         let (cw, ch) = input.content;
         // Every value written once: the plain values, then the computed areas over them.

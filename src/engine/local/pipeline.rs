@@ -216,7 +216,7 @@ impl Models {
         let started = stage_start();
         let view = DetectorView::of(img, pad);
         let found = self.detector.detect(&view.input(), view.scale, min_score);
-        let mut detections = view.to_photo(found, img, pad);
+        let mut detections = view.to_photo(found);
         stage_end(started, &mut times.detect, &mut times.detect_flops);
         detections.sort_by(|a, b| b.area().total_cmp(&a.area()));
         detections
@@ -419,6 +419,8 @@ struct DetectorView {
     scale: f32,
     /// Where the view's top-left corner lies in the bordered photo's pixels, on both axes.
     origin: f32,
+    /// The bordered photo's width and height.
+    bounds: (f32, f32),
 }
 
 impl DetectorView {
@@ -458,6 +460,7 @@ impl DetectorView {
             photo: [border, border, border + nw, border + nh],
             scale,
             origin: pad - border as f32 * scale,
+            bounds: (w + 2.0 * pad, h + 2.0 * pad),
         }
     }
 
@@ -471,12 +474,9 @@ impl DetectorView {
         }
     }
 
-    /// `found` moved into the pixels of `img` with its border of `pad`, and cut to them.
-    fn to_photo(&self, mut found: Vec<Detection>, img: &RgbImage, pad: u32) -> Vec<Detection> {
-        let (w, h) = (
-            (img.width() + 2 * pad) as f32,
-            (img.height() + 2 * pad) as f32,
-        );
+    /// `found` moved into the pixels of the bordered photo, and cut to them.
+    fn to_photo(&self, mut found: Vec<Detection>) -> Vec<Detection> {
+        let (w, h) = self.bounds;
         for d in &mut found {
             d.left = (d.left + self.origin).clamp(0.0, w);
             d.right = (d.right + self.origin).clamp(0.0, w);
@@ -521,7 +521,7 @@ mod tests {
             bottom: sum.1 / n * view.scale,
             score: 1.0,
         }];
-        let d = view.to_photo(found, img, pad)[0];
+        let d = view.to_photo(found)[0];
         (d.left, d.top)
     }
 
