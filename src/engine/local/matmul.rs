@@ -132,17 +132,37 @@ impl Rows<'_> {
         self.height * self.width
     }
 
-    /// Where the windows of rows `range` start, into `starts` (cleared first): one division
-    /// for the whole range, then steps.
-    fn starts(&self, range: std::ops::Range<usize>, starts: &mut Vec<usize>) {
-        starts.clear();
+    /// The window of every row in `range`, `MR` to a tile, into `tiles` (cleared first): one
+    /// division for the whole range, then steps. A last partial tile repeats its last row,
+    /// whose results are dropped. Each window is checked to lie inside the input here, once
+    /// for all the panels that pass over it.
+    fn tiles<const MR: usize>(
+        &self,
+        range: std::ops::Range<usize>,
+        tiles: &mut Vec<[*const f32; MR]>,
+    ) {
+        tiles.clear();
+        let extent = self.windows.extent();
         let (mut y, mut x) = (range.start / self.width, range.start % self.width);
+        let mut tile = [std::ptr::null(); MR];
+        let mut filled = 0;
         for _ in range {
-            starts.push(y * self.row_step + x * self.col_step);
+            let start = y * self.row_step + x * self.col_step;
+            tile[filled] = self.input[start..start + extent].as_ptr();
+            filled += 1;
+            if filled == MR {
+                tiles.push(tile);
+                filled = 0;
+            }
             x += 1;
             if x == self.width {
                 (y, x) = (y + 1, 0);
             }
+        }
+        if filled > 0 {
+            let last = tile[filled - 1];
+            tile[filled..].fill(last);
+            tiles.push(tile);
         }
     }
 }
@@ -188,9 +208,9 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
 }
 
 /// Runs a kernel computing `MR` rows by one panel over every tile of the output. Each row
-/// pointer given to the kernel has the whole window inside `rows.input` (checked here), the
-/// panel holds `k` rows of [`PANEL`] values, and the kernel writes `MR` whole rows of
-/// [`PANEL`]: straight into `out` where the tile lies inside it, else into a scratch tile
+/// pointer given to the kernel has the whole window inside `rows.input` (checked by
+/// [`Rows::tiles`]), the panel holds `k` rows of [`PANEL`] values, and the kernel writes `MR`
+/// whole rows of [`PANEL`]: straight into `out` where the tile lies inside it, else into a scratch tile
 /// copied out. Every value of `out` is written.
 fn drive<const MR: usize>(
     rows: &Rows<'_>,
@@ -203,26 +223,20 @@ fn drive<const MR: usize>(
     if count == 0 || n == 0 {
         return;
     }
-    let extent = rows.windows.extent();
     let slope = act.slope();
     let block = (BLOCK_VALUES / k.max(1)).max(1).next_multiple_of(MR);
-    let mut starts = Vec::with_capacity(block);
+    let mut tiles = Vec::with_capacity(block / MR);
     let mut scratch = [[0.0f32; PANEL]; MR];
     for block_start in (0..count).step_by(block) {
         let block_end = (block_start + block).min(count);
-        rows.starts(block_start..block_end, &mut starts);
+        rows.tiles(block_start..block_end, &mut tiles);
         for p in 0..n.div_ceil(PANEL) {
             let (panel, bias) = weights.panel(p);
             let first = p * PANEL;
             let cols = (n - first).min(PANEL);
-            for (tile, tile_starts) in starts.chunks(MR).enumerate() {
-                let tile_start = block_start + tile * MR;
-                let valid = tile_starts.len();
-                // Rows past the end repeat the last one; their results are dropped.
-                let pointers: [*const f32; MR] = std::array::from_fn(|i| {
-                    let s = tile_starts[i.min(valid - 1)];
-                    rows.input[s..s + extent].as_ptr()
-                });
+            for (t, pointers) in tiles.iter().enumerate() {
+                let tile_start = block_start + t * MR;
+                let valid = (block_end - tile_start).min(MR);
                 let mut tile = Tile {
                     windows: rows.windows,
                     panel: panel.as_ptr(),
@@ -235,9 +249,9 @@ fn drive<const MR: usize>(
                     let dst = &mut out[tile_start * n + first..][..(MR - 1) * n + PANEL];
                     tile.out = dst.as_mut_ptr().cast();
                     tile.out_stride = n;
-                    kernel(&pointers, tile);
+                    kernel(pointers, tile);
                 } else {
-                    kernel(&pointers, tile);
+                    kernel(pointers, tile);
                     for (i, sums) in scratch.iter().enumerate().take(valid) {
                         let dst = &mut out[(tile_start + i) * n + first..][..cols];
                         dst.iter_mut().zip(sums).for_each(|(d, s)| _ = d.write(*s));
