@@ -228,20 +228,35 @@ fn bilinear(img: &RgbImage, u: f32, v: f32) -> [u8; 3] {
     let x0 = u.floor() as i64;
     let y0 = v.floor() as i64;
     let (fx, fy) = (u - x0 as f32, v - y0 as f32);
-    let get = |x: i64, y: i64| -> [f32; 3] {
-        if x < 0 || y < 0 || x >= w || y >= h {
-            [0.0; 3]
-        } else {
-            let p = img.get_pixel(x as u32, y as u32).0;
-            [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
-        }
+    let [p00, p10, p01, p11] = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
+        // All four taps inside: read the two rows' pixel pairs straight from the buffer.
+        let row = 3 * w as usize;
+        let at = y0 as usize * row + 3 * x0 as usize;
+        let raw = img.as_raw();
+        let (top, bottom) = (&raw[at..at + 6], &raw[at + row..at + row + 6]);
+        let pixel = |p: &[u8]| [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])];
+        [
+            pixel(top),
+            pixel(&top[3..]),
+            pixel(bottom),
+            pixel(&bottom[3..]),
+        ]
+    } else {
+        let get = |x: i64, y: i64| -> [f32; 3] {
+            if x < 0 || y < 0 || x >= w || y >= h {
+                [0.0; 3]
+            } else {
+                let p = img.get_pixel(x as u32, y as u32).0;
+                [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
+            }
+        };
+        [
+            get(x0, y0),
+            get(x0 + 1, y0),
+            get(x0, y0 + 1),
+            get(x0 + 1, y0 + 1),
+        ]
     };
-    let (p00, p10, p01, p11) = (
-        get(x0, y0),
-        get(x0 + 1, y0),
-        get(x0, y0 + 1),
-        get(x0 + 1, y0 + 1),
-    );
     let mut out = [0u8; 3];
     for c in 0..3 {
         let top = p00[c] + (p10[c] - p00[c]) * fx;
@@ -275,5 +290,64 @@ mod tests {
             assert!((x - y).abs() < 1e-4, "{fit:?} vs {truth:?}");
         }
         assert!((fit.scale() - 2.0).abs() < 1e-4);
+    }
+
+    /// The chip read straight from the buffer where all four taps are inside equals plain
+    /// per-pixel sampling with black outside, for a turned chip that runs off two edges.
+    #[test]
+    fn chip_matches_plain_sampling_inside_and_across_the_edges() {
+        let (w, h) = (40u32, 30u32);
+        let values = crate::engine::local::testing::pseudo((w * h * 3) as usize, 7);
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            let at = ((y * w + x) * 3) as usize;
+            image::Rgb(std::array::from_fn(|c| {
+                (values[at + c].abs() * 255.0) as u8
+            }))
+        });
+        let t = Similarity2 {
+            a: 1.2 * 0.4f32.cos(),
+            b: 1.2 * 0.4f32.sin(),
+            tx: 14.3,
+            ty: -6.7,
+        };
+        let size = 32;
+        let chip = extract_chip(&img, t, size);
+        let plain = |u: f32, v: f32, c: usize| -> f32 {
+            let (x, y) = (u.floor() as i64, v.floor() as i64);
+            let get = |x: i64, y: i64| {
+                let inside = (0..w as i64).contains(&x) && (0..h as i64).contains(&y);
+                if inside {
+                    f32::from(img.get_pixel(x as u32, y as u32).0[c])
+                } else {
+                    0.0
+                }
+            };
+            let (fx, fy) = (u - x as f32, v - y as f32);
+            let top = get(x, y) + (get(x + 1, y) - get(x, y)) * fx;
+            let bottom = get(x, y + 1) + (get(x + 1, y + 1) - get(x, y + 1)) * fx;
+            top + (bottom - top) * fy
+        };
+        let (mut inside, mut outside) = (0, 0);
+        for y in 0..size {
+            for x in 0..size {
+                let (xf, yf) = (x as f32, y as f32);
+                let u = t.a * xf - t.b * yf + t.tx;
+                let v = t.b * xf + t.a * yf + t.ty;
+                let all_in = u >= 0.0 && v >= 0.0 && u + 1.0 < w as f32 && v + 1.0 < h as f32;
+                if all_in {
+                    inside += 1;
+                } else {
+                    outside += 1;
+                }
+                for c in 0..3 {
+                    let expected = plain(u, v, c).round().clamp(0.0, 255.0) as u8;
+                    assert_eq!(chip[(y * size + x) * 3 + c], expected, "pixel ({x}, {y})");
+                }
+            }
+        }
+        assert!(
+            inside > 100 && outside > 100,
+            "{inside} inside, {outside} at the edges"
+        );
     }
 }
