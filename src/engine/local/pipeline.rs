@@ -103,7 +103,7 @@ pub fn analyze_photo(
     times: &mut StageTimes,
 ) -> Result<Analysis, ImageError> {
     let decoded = images::decode(bytes, limits)?;
-    Ok(models.analyze(&decoded.image.to_rgb8(), times))
+    Ok(models.analyze(&decoded.image.into_rgb8(), times))
 }
 
 impl Models {
