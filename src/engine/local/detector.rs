@@ -189,16 +189,7 @@ impl Detector {
             let next = copies(&same, x.h.div_ceil(2), |p| {
                 (2 * p as isize - 1, 2 * p as isize + 2)
             });
-            let wanted: Vec<bool> = (0..x.h).map(|row| !next[row / 2]).collect();
-            let d = tensor::depthwise_rows(&x, &layer.depthwise, 1, Padding::Same, &wanted);
-            x = tensor::conv2d_max_pool2_copying(
-                &d,
-                &layer.pointwise,
-                1,
-                Padding::Same,
-                leaky,
-                &next,
-            );
+            x = tensor::separable_max_pool2_copying(&x, layer, leaky, &next);
             same = next;
         }
         let x = tensor::max_pool(&last.forward(&x, 1, leaky), 2, 1, Padding::Same);

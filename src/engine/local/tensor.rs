@@ -293,7 +293,48 @@ pub fn conv2d_max_pool2_copying(
     assert_eq!(x.c, conv.cin, "conv input channels");
     let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
     let x = input.as_ref();
-    let c = conv.cout;
+    max_pool2_in_bands((oh, ow, conv.cout), copies, |rows, written| {
+        count_flops(rows.len() * ow * conv.kh * conv.kw * conv.cin * conv.cout);
+        let windows = windows_of(x, conv, stride, rows, ow);
+        matmul::multiply(&windows, &conv.packed, act, written);
+    })
+}
+
+/// A depthwise separable layer ([`Separable::forward`], stride 1) through `act`, then 2x2 max
+/// pooling of stride 2, copying the pooled rows `copies` marks as [`conv2d_max_pool2_copying`]
+/// does. The depthwise rows are computed band by band, each just before the pointwise product
+/// reads it: a band stays in the core's cache instead of a whole depthwise map going out to
+/// memory and coming back. The values are those of the two layers run one after the other.
+pub fn separable_max_pool2_copying(
+    x: &Tensor,
+    layer: &Separable,
+    act: Activation,
+    copies: &[bool],
+) -> Tensor {
+    let (dw, pw) = (&layer.depthwise, &layer.pointwise);
+    assert_eq!(x.c, dw.c, "depthwise channels");
+    assert_eq!(
+        (pw.kh, pw.kw, pw.cin),
+        (1, 1, x.c),
+        "a pointwise convolution"
+    );
+    max_pool2_in_bands((x.h, x.w, pw.cout), copies, |rows, written| {
+        let band = depthwise_band(x, dw, rows.clone());
+        count_flops(rows.len() * x.w * x.c * pw.cout);
+        let windows = windows_of(&band, pw, 1, 0..rows.len(), x.w);
+        matmul::multiply(&windows, &pw.packed, act, written);
+    })
+}
+
+/// 2x2 max pooling of stride 2 over an `oh` x `ow` x `c` map that `compute` writes a band of
+/// rows at a time (the rows given, into the values given, every one of them), pooled while
+/// the band is still in the cache. Pooled rows that `copies` marks equal the row above and
+/// are copied; the rows under them are never computed.
+fn max_pool2_in_bands(
+    (oh, ow, c): (usize, usize, usize),
+    copies: &[bool],
+    mut compute: impl FnMut(std::ops::Range<usize>, &mut [MaybeUninit<f32>]),
+) -> Tensor {
     let (ph, pw) = (oh.div_ceil(2), ow.div_ceil(2));
     let pairs = (BAND_VALUES / (2 * ow * c).max(1)).max(1);
     let mut band = vec![MaybeUninit::<f32>::uninit(); 2 * pairs * ow * c];
@@ -314,11 +355,9 @@ pub fn conv2d_max_pool2_copying(
                 .last()
                 .expect("the first row is computed");
             let (start, end) = (2 * first, (2 * (last + 1)).min(oh));
-            count_flops((end - start) * ow * conv.kh * conv.kw * conv.cin * c);
-            let rows = windows_of(x, conv, stride, start..end, ow);
             let written = &mut band[..(end - start) * ow * c];
-            matmul::multiply(&rows, &conv.packed, act, written);
-            // SAFETY: the product wrote every value of `written`.
+            compute(start..end, written);
+            // SAFETY: `compute` wrote every value of `written`.
             let values = unsafe {
                 std::slice::from_raw_parts(written.as_ptr().cast::<f32>(), written.len())
             };
@@ -426,26 +465,30 @@ fn store(out: &mut [MaybeUninit<f32>], at: usize, values: &[f32; LANES]) {
 
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
-    depthwise_rows(x, dw, stride, padding, &[])
+    let (oh, _) = out_and_pad(x.h, dw.kh, stride, padding);
+    depthwise_output_rows(x, dw, stride, padding, 0..oh)
 }
 
-/// [`depthwise`], computing only the output rows `wanted` says (all when it is empty); a 3x3
-/// convolution leaves the others zero.
-pub fn depthwise_rows(
+/// The output rows `rows` of a stride-1 `Same` depthwise convolution, as a map of their own.
+fn depthwise_band(x: &Tensor, dw: &Depthwise, rows: std::ops::Range<usize>) -> Tensor {
+    depthwise_output_rows(x, dw, 1, Padding::Same, rows)
+}
+
+/// The output rows `rows` of [`depthwise`], as a map of `rows.len()` rows.
+fn depthwise_output_rows(
     x: &Tensor,
     dw: &Depthwise,
     stride: usize,
     padding: Padding,
-    wanted: &[bool],
+    rows: std::ops::Range<usize>,
 ) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");
     if x.c.is_multiple_of(LANES) && (dw.kh, dw.kw) == (3, 3) {
         let (oh, top) = out_and_pad(x.h, 3, stride, padding);
         let (ow, left) = out_and_pad(x.w, 3, stride, padding);
-        let rows = (0..oh).filter(|&r| wanted.get(r).copied().unwrap_or(true));
-        count_flops(rows.count() * ow * 9 * x.c);
+        assert!(rows.end <= oh, "depthwise rows {rows:?} of {oh}");
+        count_flops(rows.len() * ow * 9 * x.c);
         let grid = Grid {
-            oh,
             ow,
             stride,
             top,
@@ -453,10 +496,10 @@ pub fn depthwise_rows(
         };
         // SAFETY: the loops write every value of their output.
         return unsafe {
-            Tensor::written_by(oh, ow, x.c, |out| {
+            Tensor::written_by(rows.len(), ow, x.c, |out| {
                 with_widest_vectors(
                     #[inline(always)]
-                    || depthwise3_lanes(x, dw, grid, wanted, out),
+                    || depthwise3_lanes(x, dw, grid, rows, out),
                 );
             })
         };
@@ -465,14 +508,17 @@ pub fn depthwise_rows(
     count_flops(oh * ow * dw.kh * dw.kw * x.c);
     let mut out = Tensor::zeros(oh, ow, x.c);
     depthwise_any(input.as_ref(), dw, stride, &mut out);
-    out
+    if rows == (0..oh) {
+        return out;
+    }
+    let data = out.data[rows.start * ow * x.c..rows.end * ow * x.c].to_vec();
+    Tensor::from_data(rows.len(), ow, x.c, data)
 }
 
-/// Where a window's outputs lie over its input: `oh` x `ow` of them, `stride` apart, the first
+/// Where a window's outputs lie over its input: `ow` of them a row, `stride` apart, the first
 /// `top` rows and `left` columns before the input's first (zero padding).
 #[derive(Clone, Copy)]
 struct Grid {
-    oh: usize,
     ow: usize,
     stride: usize,
     top: usize,
@@ -496,20 +542,15 @@ fn depthwise3_lanes(
     x: &Tensor,
     dw: &Depthwise,
     g: Grid,
-    wanted: &[bool],
+    rows_out: std::ops::Range<usize>,
     out: &mut [MaybeUninit<f32>],
 ) {
     let c = x.c;
     for c0 in (0..c).step_by(LANES) {
         let weights: [[f32; LANES]; 9] = std::array::from_fn(|t| *lanes(&dw.weights, t * c + c0));
         let bias = *lanes(&dw.bias, c0);
-        for oy in 0..g.oh {
-            if !wanted.get(oy).copied().unwrap_or(true) {
-                for ox in 0..g.ow {
-                    store(out, (oy * g.ow + ox) * c + c0, &[0.0; LANES]);
-                }
-                continue;
-            }
+        for oy in rows_out.clone() {
+            let row_out = (oy - rows_out.start) * g.ow;
             let y0 = (oy * g.stride) as isize - g.top as isize;
             let rows = taps(y0, x.h);
             for ox in 0..g.ow {
@@ -539,7 +580,7 @@ fn depthwise3_lanes(
                         }
                     }
                 }
-                store(out, (oy * g.ow + ox) * c + c0, &acc);
+                store(out, (row_out + ox) * c + c0, &acc);
             }
         }
     }
