@@ -210,8 +210,8 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
 /// Runs a kernel computing `MR` rows by one panel over every tile of the output. Each row
 /// pointer given to the kernel has the whole window inside `rows.input` (checked by
 /// [`Rows::tiles`]), the panel holds `k` rows of [`PANEL`] values, and the kernel writes `MR`
-/// whole rows of [`PANEL`]: straight into `out` where the tile lies inside it, else into a scratch tile
-/// copied out. Every value of `out` is written.
+/// whole rows of [`PANEL`]: straight into `out` where the tile lies inside it, else into a
+/// scratch tile copied out. Every value of `out` is written.
 fn drive<const MR: usize>(
     rows: &Rows<'_>,
     weights: &Packed,
