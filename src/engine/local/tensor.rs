@@ -277,23 +277,10 @@ pub fn conv2d_max_pool2(
     padding: Padding,
     act: Activation,
 ) -> Tensor {
-    conv2d_max_pool2_copying(x, conv, stride, padding, act, &[])
-}
-
-/// [`conv2d_max_pool2`], where the caller knows that each pooled row `p` with `copies[p]`
-/// equals the row above it: those rows are copied, not computed.
-pub fn conv2d_max_pool2_copying(
-    x: &Tensor,
-    conv: &Conv,
-    stride: usize,
-    padding: Padding,
-    act: Activation,
-    copies: &[bool],
-) -> Tensor {
     assert_eq!(x.c, conv.cin, "conv input channels");
     let (oh, ow, input) = padded(x, conv.kh, conv.kw, stride, padding);
     let x = input.as_ref();
-    max_pool2_in_bands((oh, ow, conv.cout), copies, |rows, written| {
+    max_pool2_in_bands((oh, ow, conv.cout), &[], |rows, written| {
         count_flops(rows.len() * ow * conv.kh * conv.kw * conv.cin * conv.cout);
         let windows = windows_of(x, conv, stride, rows, ow);
         matmul::multiply(&windows, &conv.packed, act, written);
@@ -301,8 +288,9 @@ pub fn conv2d_max_pool2_copying(
 }
 
 /// A depthwise separable layer ([`Separable::forward`], stride 1) through `act`, then 2x2 max
-/// pooling of stride 2, copying the pooled rows `copies` marks as [`conv2d_max_pool2_copying`]
-/// does. The depthwise rows are computed band by band, each just before the pointwise product
+/// pooling of stride 2 as [`conv2d_max_pool2`] does it, where the caller knows that each
+/// pooled row `p` with `copies[p]` equals the row above it: those rows are copied, not
+/// computed. The depthwise rows are computed band by band, each just before the pointwise product
 /// reads it: a band stays in the core's cache instead of a whole depthwise map going out to
 /// memory and coming back. The values are those of the two layers run one after the other.
 pub fn separable_max_pool2_copying(
@@ -505,14 +493,11 @@ fn depthwise_output_rows(
         };
     }
     let (oh, ow, input) = padded(x, dw.kh, dw.kw, stride, padding);
-    count_flops(oh * ow * dw.kh * dw.kw * x.c);
-    let mut out = Tensor::zeros(oh, ow, x.c);
-    depthwise_any(input.as_ref(), dw, stride, &mut out);
-    if rows == (0..oh) {
-        return out;
-    }
-    let data = out.data[rows.start * ow * x.c..rows.end * ow * x.c].to_vec();
-    Tensor::from_data(rows.len(), ow, x.c, data)
+    assert!(rows.end <= oh, "depthwise rows {rows:?} of {oh}");
+    count_flops(rows.len() * ow * dw.kh * dw.kw * x.c);
+    let mut out = Tensor::zeros(rows.len(), ow, x.c);
+    depthwise_any(input.as_ref(), dw, stride, rows.start, &mut out);
+    out
 }
 
 /// Where a window's outputs lie over its input: `ow` of them a row, `stride` apart, the first
@@ -586,15 +571,16 @@ fn depthwise3_lanes(
     }
 }
 
-/// A depthwise convolution of any size and channel count, on an input padded for it.
-fn depthwise_any(x: &Tensor, dw: &Depthwise, stride: usize, out: &mut Tensor) {
+/// A depthwise convolution of any size and channel count, on an input padded for it: the
+/// output rows from `first_row` on, as many as `out` holds.
+fn depthwise_any(x: &Tensor, dw: &Depthwise, stride: usize, first_row: usize, out: &mut Tensor) {
     let c = x.c;
     for oy in 0..out.h {
         for ox in 0..out.w {
             let acc = &mut out.data[(oy * out.w + ox) * c..][..c];
             acc.copy_from_slice(&dw.bias);
             for ky in 0..dw.kh {
-                let row = ((oy * stride + ky) * x.w + ox * stride) * c;
+                let row = (((first_row + oy) * stride + ky) * x.w + ox * stride) * c;
                 for kx in 0..dw.kw {
                     let src = &x.data[row + kx * c..][..c];
                     let w = &dw.weights[(ky * dw.kw + kx) * c..][..c];
@@ -928,10 +914,37 @@ mod tests {
             let fast = depthwise(&x, &dw, stride, padding);
             let (oh, ow, input) = padded(&x, 3, 3, stride, padding);
             let mut slow = Tensor::zeros(oh, ow, x.c);
-            depthwise_any(&input, &dw, stride, &mut slow);
+            depthwise_any(&input, &dw, stride, 0, &mut slow);
             assert_eq!((fast.h, fast.w), (oh, ow));
             for (a, b) in fast.data.iter().zip(&slow.data) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    /// A band of a depthwise convolution's output rows is those rows of the whole output, on
+    /// the vectorised path and on the general one (5x5, channels not a multiple of the lanes).
+    #[test]
+    fn a_depthwise_band_is_those_rows_of_the_whole_map() {
+        for (k, c) in [(3, 32), (5, 3)] {
+            let x = Tensor::from_data(7, 9, c, pseudo(7 * 9 * c, 8));
+            let dw = Depthwise {
+                kh: k,
+                kw: k,
+                c,
+                weights: pseudo(k * k * c, 9),
+                bias: pseudo(c, 10),
+            };
+            let whole = depthwise(&x, &dw, 1, Padding::Same);
+            for rows in [0..7, 2..5, 6..7] {
+                let band = depthwise_band(&x, &dw, rows.clone());
+                assert_eq!((band.h, band.w, band.c), (rows.len(), 9, c));
+                let row = 9 * c;
+                assert_eq!(
+                    band.data,
+                    whole.data[rows.start * row..rows.end * row],
+                    "{k}x{k}, {c} channels, rows {rows:?}"
+                );
             }
         }
     }
