@@ -228,13 +228,13 @@ fn bilinear(img: &RgbImage, u: f32, v: f32) -> [u8; 3] {
     let x0 = u.floor() as i64;
     let y0 = v.floor() as i64;
     let (fx, fy) = (u - x0 as f32, v - y0 as f32);
+    let pixel = |p: &[u8]| [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])];
     let [p00, p10, p01, p11] = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
         // All four taps inside: read the two rows' pixel pairs straight from the buffer.
         let row = 3 * w as usize;
         let at = y0 as usize * row + 3 * x0 as usize;
         let raw = img.as_raw();
         let (top, bottom) = (&raw[at..at + 6], &raw[at + row..at + row + 6]);
-        let pixel = |p: &[u8]| [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])];
         [
             pixel(top),
             pixel(&top[3..]),
@@ -246,8 +246,7 @@ fn bilinear(img: &RgbImage, u: f32, v: f32) -> [u8; 3] {
             if x < 0 || y < 0 || x >= w || y >= h {
                 [0.0; 3]
             } else {
-                let p = img.get_pixel(x as u32, y as u32).0;
-                [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])]
+                pixel(&img.get_pixel(x as u32, y as u32).0)
             }
         };
         [
