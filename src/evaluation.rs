@@ -175,13 +175,36 @@ pub fn equal_error_rate(curve: &[RatePoint]) -> Option<(f32, f64)> {
         .map(|p| (p.threshold, (p.fmr + p.fnmr) / 2.0))
 }
 
-/// The lowest false-non-match rate among thresholds whose false-match rate is at most `fmr`.
-pub fn fnmr_at_fmr(curve: &[RatePoint], fmr: f64) -> Option<RatePoint> {
-    curve
-        .iter()
-        .filter(|p| p.fmr <= fmr)
-        .min_by(|a, b| a.fnmr.total_cmp(&b.fnmr))
-        .copied()
+/// The lowest false-non-match rate at which the false-match rate is at most `fmr`, found on
+/// the scores themselves rather than on a grid of thresholds: the threshold sits just above
+/// the highest impostor score that may not match. A score of `None` (no usable face) never
+/// matches. Higher scores are more alike; `None` when there are no pairs of either kind.
+pub fn fnmr_at_fmr(
+    genuine: &[Option<f32>],
+    impostor: &[Option<f32>],
+    fmr: f64,
+) -> Option<RatePoint> {
+    if genuine.is_empty() || impostor.is_empty() {
+        return None;
+    }
+    let mut faced: Vec<f32> = impostor.iter().flatten().copied().collect();
+    faced.sort_by(|a, b| b.total_cmp(a));
+    // At most this many impostor pairs may match (the small slack absorbs the rounding of
+    // `fmr * n`, so that exactly 1e-3 of 1000 pairs counts as one).
+    let allowed = (fmr * impostor.len() as f64 + 1e-9).floor() as usize;
+    let threshold = faced
+        .get(allowed)
+        .map_or(f32::NEG_INFINITY, |s| s.next_up());
+    let matches = |s: &&Option<f32>| matches!(s, Some(s) if *s >= threshold);
+    let frac = |n: usize, d: usize| n as f64 / d as f64;
+    Some(RatePoint {
+        threshold,
+        fmr: frac(impostor.iter().filter(matches).count(), impostor.len()),
+        fnmr: frac(
+            genuine.len() - genuine.iter().filter(matches).count(),
+            genuine.len(),
+        ),
+    })
 }
 
 /// Scores every pair with the local engine's models; photos are read from `root`.
@@ -261,17 +284,26 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
     if let Some((t, eer)) = equal_error_rate(&curve) {
         let _ = writeln!(out, "\nequal error rate: {eer:.4} at similarity {t:.1}");
     }
+    let (genuine_similarities, impostor_similarities) = by_kind(pairs, |p| p.similarity);
     for target in [1e-2, 1e-3] {
-        match fnmr_at_fmr(&curve, target) {
+        match fnmr_at_fmr(&genuine_similarities, &impostor_similarities, target) {
+            Some(p) if p.threshold.is_finite() => {
+                let _ = writeln!(
+                    out,
+                    "FNMR at FMR <= {target:e}: {:.4} (similarity above {:.2})",
+                    p.fnmr,
+                    p.threshold.next_down()
+                );
+            }
             Some(p) => {
                 let _ = writeln!(
                     out,
-                    "FNMR at FMR <= {target:e}: {:.4} (similarity >= {:.1})",
-                    p.fnmr, p.threshold
+                    "FNMR at FMR <= {target:e}: {:.4} (any face matches)",
+                    p.fnmr
                 );
             }
             None => {
-                let _ = writeln!(out, "FNMR at FMR <= {target:e}: not reached");
+                let _ = writeln!(out, "FNMR at FMR <= {target:e}: not measurable");
             }
         }
     }
@@ -309,15 +341,29 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
     out
 }
 
+/// The scores of same-person pairs and of different-person pairs.
+fn by_kind(
+    pairs: &[ScoredPair],
+    score: impl Fn(&ScoredPair) -> Option<f32>,
+) -> (Vec<Option<f32>>, Vec<Option<f32>>) {
+    let (genuine, impostor): (Vec<&ScoredPair>, Vec<&ScoredPair>) =
+        pairs.iter().partition(|p| p.same);
+    (
+        genuine.into_iter().map(&score).collect(),
+        impostor.into_iter().map(&score).collect(),
+    )
+}
+
 /// Each subset and all of them: pairs, pairs without a face, error rates at the default
-/// floor, EER and FNMR at FMR <= 1e-3; and dlib's figures on the same pairs when known.
+/// floor, EER and FNMR at FMR <= 1e-3; and dlib's figures on the same pairs when known,
+/// at its 0.6 threshold and at its own threshold for FMR <= 1e-3.
 fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
     let mut subsets: Vec<&str> = pairs.iter().map(|p| p.subset.as_str()).collect();
     subsets.sort();
     subsets.dedup();
     let _ = writeln!(
         out,
-        "\n{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>14}   dlib: {:>8} {:>8} {:>8}",
+        "\n{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>14}   dlib: {:>8} {:>8} {:>8} {:>14}",
         "subset",
         "pairs",
         "no face",
@@ -327,7 +373,8 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
         "FNMR@FMR<=1e-3",
         "no face",
         "FMR",
-        "FNMR"
+        "FNMR",
+        "FNMR@FMR<=1e-3"
     );
     let all = std::iter::once("all").filter(|_| subsets.len() > 1);
     for name in subsets.iter().copied().chain(all) {
@@ -341,7 +388,8 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
         let at = rates_at(&genuine, &impostor, floor);
         let curve = rate_curve(&group, 0.5);
         let eer = equal_error_rate(&curve).map_or(f64::NAN, |(_, e)| e);
-        let strict = fnmr_at_fmr(&curve, 1e-3).map_or(f64::NAN, |p| p.fnmr);
+        let (genuine, impostor) = by_kind(&group, |p| p.similarity);
+        let strict = fnmr_at_fmr(&genuine, &impostor, 1e-3).map_or(f64::NAN, |p| p.fnmr);
         let no_face = group.iter().filter(|p| p.similarity.is_none()).count();
         let dlib = dlib_rates(&group);
         let _ = write!(
@@ -356,8 +404,16 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
             strict
         );
         match dlib {
-            Some((no_face, fmr, fnmr)) => {
-                let _ = writeln!(out, "         {no_face:>8} {fmr:>8.4} {fnmr:>8.4}");
+            Some(DlibFigures {
+                no_face,
+                fmr,
+                fnmr,
+                strict,
+            }) => {
+                let _ = writeln!(
+                    out,
+                    "         {no_face:>8} {fmr:>8.4} {fnmr:>8.4} {strict:>14.4}"
+                );
             }
             None => {
                 let _ = writeln!(out);
@@ -366,9 +422,18 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
     }
 }
 
-/// dlib's pairs without a face, FMR and FNMR at its 0.6 threshold, when every pair has its
-/// verdict.
-fn dlib_rates(group: &[ScoredPair]) -> Option<(usize, f64, f64)> {
+/// dlib's figures on a group of pairs.
+struct DlibFigures {
+    no_face: usize,
+    /// At its 0.6 threshold.
+    fmr: f64,
+    fnmr: f64,
+    /// At the threshold where its own FMR is at most 1e-3.
+    strict: f64,
+}
+
+/// dlib's figures, when every pair of the group has its verdict.
+fn dlib_rates(group: &[ScoredPair]) -> Option<DlibFigures> {
     let verdicts: Vec<(bool, DlibVerdict)> = group
         .iter()
         .map(|p| p.dlib.map(|d| (p.same, d)))
@@ -388,11 +453,18 @@ fn dlib_rates(group: &[ScoredPair]) -> Option<(usize, f64, f64)> {
         .iter()
         .filter(|(_, d)| *d == DlibVerdict::NoFace)
         .count();
-    Some((
+    // Nearer is more alike: the negated distance is its score.
+    let dlib_score = |p: &ScoredPair| match p.dlib {
+        Some(DlibVerdict::Distance(d)) => Some(-d),
+        _ => None,
+    };
+    let (genuine_scores, impostor_scores) = by_kind(group, dlib_score);
+    Some(DlibFigures {
         no_face,
-        frac(false_match, impostor),
-        frac(false_non_match, genuine),
-    ))
+        fmr: frac(false_match, impostor),
+        fnmr: frac(false_non_match, genuine),
+        strict: fnmr_at_fmr(&genuine_scores, &impostor_scores, 1e-3).map_or(f64::NAN, |p| p.fnmr),
+    })
 }
 
 #[cfg(test)]
@@ -423,9 +495,25 @@ mod tests {
         assert_eq!((at90.fmr, at90.fnmr), (0.5, 0.5));
         let at93 = curve.iter().find(|p| p.threshold == 93.0).unwrap();
         assert_eq!((at93.fmr, at93.fnmr), (0.0, 0.5));
-        assert_eq!(fnmr_at_fmr(&curve, 0.0).unwrap().fnmr, 0.5);
         let (_, eer) = equal_error_rate(&curve).unwrap();
         assert_eq!(eer, 0.5);
+    }
+
+    #[test]
+    fn the_strict_point_lets_through_only_the_allowed_impostors() {
+        let genuine = [Some(95.0), Some(85.0), Some(80.0), None];
+        let impostor = [Some(92.0), Some(80.0), Some(80.0), Some(70.0), None];
+        // None may match: the threshold sits just above the highest impostor.
+        let none = fnmr_at_fmr(&genuine, &impostor, 0.0).unwrap();
+        assert_eq!((none.fmr, none.fnmr), (0.0, 0.75));
+        assert_eq!(none.threshold.next_down(), 92.0);
+        // One of five may match; the two tied at 80 may not, nor may the genuine 80.
+        let one = fnmr_at_fmr(&genuine, &impostor, 0.2).unwrap();
+        assert_eq!((one.fmr, one.fnmr), (0.2, 0.5));
+        // When every impostor with a face may match, a pair without a face still does not.
+        let all = fnmr_at_fmr(&genuine, &impostor, 1.0).unwrap();
+        assert_eq!((all.fmr, all.fnmr), (0.8, 0.25));
+        assert!(fnmr_at_fmr(&genuine, &[], 1e-3).is_none());
     }
 
     #[test]
