@@ -167,12 +167,37 @@ fn rates_at(genuine: &[f32], impostor: &[f32], threshold: f32) -> RatePoint {
     }
 }
 
-/// The point where the two error rates are closest, and their mean there.
-pub fn equal_error_rate(curve: &[RatePoint]) -> Option<(f32, f64)> {
-    curve
+/// The threshold where the two error rates are closest, tried at every score that occurs (a
+/// pair matches at or above it; `None` never does), and the rates' mean there. `None` when
+/// there are no pairs of either kind.
+pub fn equal_error_rate(genuine: &[Option<f32>], impostor: &[Option<f32>]) -> Option<(f32, f64)> {
+    if genuine.is_empty() || impostor.is_empty() {
+        return None;
+    }
+    let sorted = |scores: &[Option<f32>]| {
+        let mut v: Vec<f32> = scores.iter().flatten().copied().collect();
+        v.sort_by(f32::total_cmp);
+        v
+    };
+    let (faced_genuine, faced_impostor) = (sorted(genuine), sorted(impostor));
+    let mut thresholds: Vec<f32> = faced_genuine
         .iter()
-        .min_by(|a, b| (a.fmr - a.fnmr).abs().total_cmp(&(b.fmr - b.fnmr).abs()))
-        .map(|p| (p.threshold, (p.fmr + p.fnmr) / 2.0))
+        .chain(&faced_impostor)
+        .copied()
+        .chain([f32::INFINITY])
+        .collect();
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    thresholds
+        .into_iter()
+        .map(|t| {
+            let matching = |v: &[f32]| v.len() - v.partition_point(|s| *s < t);
+            let fmr = matching(&faced_impostor) as f64 / impostor.len() as f64;
+            let fnmr = 1.0 - matching(&faced_genuine) as f64 / genuine.len() as f64;
+            (t, fmr, fnmr)
+        })
+        .min_by(|a, b| (a.1 - a.2).abs().total_cmp(&(b.1 - b.2).abs()))
+        .map(|(t, fmr, fnmr)| (t, (fmr + fnmr) / 2.0))
 }
 
 /// The lowest false-non-match rate at which the false-match rate is at most `fmr`, found on
@@ -281,10 +306,10 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
             p.threshold, p.fmr, p.fnmr
         );
     }
-    if let Some((t, eer)) = equal_error_rate(&curve) {
-        let _ = writeln!(out, "\nequal error rate: {eer:.4} at similarity {t:.1}");
-    }
     let (genuine_similarities, impostor_similarities) = by_kind(pairs, |p| p.similarity);
+    if let Some((t, eer)) = equal_error_rate(&genuine_similarities, &impostor_similarities) {
+        let _ = writeln!(out, "\nequal error rate: {eer:.4} at similarity {t:.2}");
+    }
     for target in [1e-2, 1e-3] {
         match fnmr_at_fmr(&genuine_similarities, &impostor_similarities, target) {
             Some(p) if p.threshold.is_finite() => {
@@ -386,9 +411,8 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
         let genuine: Vec<f32> = group.iter().filter(|p| p.same).map(score).collect();
         let impostor: Vec<f32> = group.iter().filter(|p| !p.same).map(score).collect();
         let at = rates_at(&genuine, &impostor, floor);
-        let curve = rate_curve(&group, 0.5);
-        let eer = equal_error_rate(&curve).map_or(f64::NAN, |(_, e)| e);
         let (genuine, impostor) = by_kind(&group, |p| p.similarity);
+        let eer = equal_error_rate(&genuine, &impostor).map_or(f64::NAN, |(_, e)| e);
         let strict = fnmr_at_fmr(&genuine, &impostor, 1e-3).map_or(f64::NAN, |p| p.fnmr);
         let no_face = group.iter().filter(|p| p.similarity.is_none()).count();
         let dlib = dlib_rates(&group);
@@ -495,8 +519,12 @@ mod tests {
         assert_eq!((at90.fmr, at90.fnmr), (0.5, 0.5));
         let at93 = curve.iter().find(|p| p.threshold == 93.0).unwrap();
         assert_eq!((at93.fmr, at93.fnmr), (0.0, 0.5));
-        let (_, eer) = equal_error_rate(&curve).unwrap();
-        assert_eq!(eer, 0.5);
+        let (genuine, impostor) = by_kind(&pairs, |p| p.similarity);
+        assert_eq!(equal_error_rate(&genuine, &impostor), Some((92.0, 0.5)));
+        assert_eq!(equal_error_rate(&genuine, &[]), None);
+        // A pair without a face fails at every threshold.
+        let eer = equal_error_rate(&[Some(95.0), None], &[Some(80.0), Some(70.0)]);
+        assert_eq!(eer, Some((80.0, 0.5)));
     }
 
     #[test]
