@@ -202,8 +202,9 @@ pub fn run(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
         out,
-        "facelock bench: {} photos, {iterations} rounds, {cores} cores",
-        photos.len()
+        "facelock bench: {} photos, {iterations} rounds, {cores} cores, kernels: {}",
+        photos.len(),
+        crate::engine::local::cpu::summary()
     );
 
     let start = Instant::now();

@@ -8,6 +8,7 @@ use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Dura
 
 use crate::{
     domain::UserId,
+    engine::local::cpu::Isa,
     store::vault::{default_key_file, MasterKey, MasterKeySource},
 };
 
@@ -254,6 +255,9 @@ pub struct EngineSettings {
     /// Whether `/verify/` refuses a single photo and logs in only after a passed liveness
     /// challenge (off: the original clients keep working).
     pub require_liveness: bool,
+    /// `FACELOCK_MAX_CPU_ISA`: the widest vector instructions the local engine's kernels may
+    /// use (`None`: the widest the processor has).
+    pub max_cpu_isa: Option<Isa>,
     pub rekognition: RekognitionSettings,
     /// Why `kind` is the engine.
     pub chosen_by: EngineChoice,
@@ -563,6 +567,19 @@ fn engine_settings(get: &impl Fn(&str) -> Option<String>) -> Result<EngineSettin
         max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
         allow_duplicate_faces: flag(get, "FACELOCK_ALLOW_DUPLICATE_FACES"),
         require_liveness: flag(get, "FACELOCK_REQUIRE_LIVENESS"),
+        max_cpu_isa: get("FACELOCK_MAX_CPU_ISA")
+            .map(|raw| {
+                Isa::parse(&raw).ok_or_else(|| {
+                    ConfigError::new(
+                        "FACELOCK_MAX_CPU_ISA",
+                        format!(
+                            "unknown instruction set {raw:?}; the sets are: {}",
+                            Isa::NAMES
+                        ),
+                    )
+                })
+            })
+            .transpose()?,
         rekognition,
         chosen_by,
     })

@@ -192,6 +192,9 @@ fn announce_engine(engine: &config::EngineSettings) {
             aws_hints.join(", ") + if aws_hints.len() == 1 { " is" } else { " are" }
         ),
     }
+    if engine.kind == EngineKind::Local {
+        tracing::info!("local engine kernels: {}", engine::local::cpu::summary());
+    }
 }
 
 /// The configured store (the SQLite file, or PostgreSQL with `FACELOCK_DATABASE_URL`),

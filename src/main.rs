@@ -89,6 +89,14 @@ enum Command {
         #[arg(long)]
         root: PathBuf,
     },
+    /// What the local engine sees in photos, one JSON object per photo: its faces (box, score),
+    /// how far it was turned, the largest face's quality and whether it could be enrolled, and
+    /// its descriptor. Exits 1 when a photo could not be read
+    Describe {
+        /// JPEG, PNG or WebP files.
+        #[arg(required = true)]
+        photos: Vec<PathBuf>,
+    },
     /// Speed and memory of the local engine on real photos.
     Bench {
         /// Folder of JPEG/PNG photos with one face each.
@@ -215,6 +223,10 @@ async fn run() -> ExitCode {
         }
     };
     facelock::telemetry::init(settings.debug, settings.log_format);
+    if let Some(cap) = settings.engine.max_cpu_isa {
+        // Before any kernel runs: the choice holds for the whole process.
+        facelock::engine::local::cpu::limit(cap);
+    }
     let command = cli.command.unwrap_or(Command::Serve {
         host: None,
         port: None,
@@ -244,6 +256,7 @@ async fn run() -> ExitCode {
             limit,
         } => audit(&settings, kind, user, address, since, limit).await,
         Command::Eval { pairs, root } => eval(&settings, &pairs, &root),
+        Command::Describe { photos } => describe(&settings, &photos),
         Command::Bench {
             faces: Some(n),
             from_store: true,
@@ -485,6 +498,67 @@ fn eval(settings: &Settings, pairs: &Path, root: &Path) -> CliResult {
         EngineKind::Rekognition => local::DEFAULT_MIN_SIMILARITY,
     };
     print!("{}", evaluation::report(&scored, threshold));
+    Ok(())
+}
+
+fn describe(settings: &Settings, photos: &[PathBuf]) -> CliResult {
+    use facelock::engine::local::{cpu, models, pipeline};
+    use serde_json::json;
+    models::ensure(&settings.engine.models_dir)?;
+    let models = pipeline::Models::load(&settings.engine.models_dir)?;
+    eprintln!("local engine kernels: {}", cpu::summary());
+    let limits = facelock::images::DecodeLimits {
+        max_pixels: settings.engine.max_image_pixels,
+    };
+    let mut unreadable = 0;
+    for photo in photos {
+        let analysis = std::fs::read(photo)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let mut times = pipeline::StageTimes::default();
+                pipeline::analyze_photo(&models, &bytes, limits, &mut times)
+                    .map_err(|e| e.to_string())
+            });
+        let line = match analysis {
+            Ok(a) => {
+                let faces: Vec<_> = a
+                    .faces
+                    .iter()
+                    .map(|f| {
+                        let d = &f.detection;
+                        json!({"box": [d.left, d.top, d.right, d.bottom], "score": d.score})
+                    })
+                    .collect();
+                let largest = a.dominant.as_ref().map(|(descriptor, metrics)| {
+                    json!({
+                        "face_width_px": metrics.face_width_px,
+                        "brightness": metrics.brightness,
+                        "sharpness": metrics.sharpness,
+                        "yaw": metrics.yaw,
+                        "shape_error": metrics.shape_error,
+                        "enrolment_refused": metrics.problem().map(|p| p.code()),
+                        "descriptor": descriptor.to_vec(),
+                    })
+                });
+                json!({
+                    "photo": photo.display().to_string(),
+                    "width": a.width,
+                    "height": a.height,
+                    "turned": a.turned,
+                    "faces": faces,
+                    "largest": largest,
+                })
+            }
+            Err(error) => {
+                unreadable += 1;
+                json!({"photo": photo.display().to_string(), "error": error})
+            }
+        };
+        println!("{line}");
+    }
+    if unreadable > 0 {
+        return Err(format!("{unreadable} of {} photos could not be read", photos.len()).into());
+    }
     Ok(())
 }
 

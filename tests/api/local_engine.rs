@@ -23,6 +23,12 @@ fn fixtures() -> Option<(std::path::PathBuf, &'static Models)> {
     Some((root, MODELS.get_or_init(|| Models::load(&dir).unwrap())))
 }
 
+/// A JSON array of numbers.
+fn floats(array: &serde_json::Value) -> Vec<f32> {
+    let values = array.as_array().expect("an array");
+    values.iter().map(|v| v.as_f64().unwrap() as f32).collect()
+}
+
 /// The independent dlib reference: boxes, landmarks and descriptors of the identity photos.
 fn dlib_reference(root: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(root.join("reference_dlib.json")).unwrap())
@@ -103,12 +109,7 @@ fn all_pairs_are_decided_right_and_agree_with_the_dlib_reference() {
     let mut to_reference = Vec::new();
     for (path, info) in reference["images"].as_object().unwrap() {
         let d = descriptor(models, &root.join(path));
-        let theirs: Vec<f32> = info["descriptor"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let theirs = floats(&info["descriptor"]);
         to_reference.push((distance(&d, &theirs), path.clone()));
         ours.insert(path.clone(), d);
     }
@@ -635,4 +636,87 @@ fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     let inter = w * h;
     let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
     inter / (area(a) + area(b) - inter)
+}
+
+/// `facelock describe` of the identity and multi-face photos, run with its kernels capped at
+/// `isa`: one JSON object per photo, and what it said of its kernels.
+fn describe_with(isa: &str, photos: &[std::path::PathBuf]) -> (Vec<serde_json::Value>, String) {
+    let models = models_dir().expect("checked by the caller");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_facelock"))
+        .arg("describe")
+        .args(photos)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("FACELOCK_MODELS_DIR", models)
+        .env("FACELOCK_MAX_CPU_ISA", isa)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "describe with {isa}: {stderr}");
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (lines, stderr)
+}
+
+/// A machine with fewer vector instructions runs other kernels (`FACELOCK_MAX_CPU_ISA` makes
+/// this one run them): it must find the same faces, at the same places, with descriptors that
+/// differ only by rounding, and give the same enrolment verdicts.
+#[test]
+fn narrower_instruction_sets_see_the_same_faces() {
+    let Some((root, _)) = fixtures() else { return };
+    let mut all = photos(&root.join("faces"));
+    all.extend(photos(&root.join("multi_face")));
+    let (widest, _) = describe_with("avx512", &all);
+    assert_eq!(widest.len(), all.len());
+    let detected = facelock::engine::local::cpu::Isa::detected();
+    for isa in ["avx2", "baseline"] {
+        let (narrower, said) = describe_with(isa, &all);
+        let capped = facelock::engine::local::cpu::Isa::parse(isa).unwrap() < detected;
+        if capped {
+            assert!(said.contains(&format!("kernels: {isa} (capped")), "{said}");
+        }
+        let mut largest_gap = 0.0f32;
+        for (wide, narrow) in widest.iter().zip(&narrower) {
+            let photo = &wide["photo"];
+            assert_eq!(photo, &narrow["photo"]);
+            let boxes = |v: &serde_json::Value| -> Vec<f64> {
+                let faces = v["faces"].as_array().unwrap();
+                faces
+                    .iter()
+                    .flat_map(|f| f["box"].as_array().unwrap().clone())
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            };
+            let (a, b) = (boxes(wide), boxes(narrow));
+            assert_eq!(a.len(), b.len(), "{photo}: faces found with {isa}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 0.01, "{photo}: box {x} vs {y} with {isa}");
+            }
+            let (wide, narrow) = (&wide["largest"], &narrow["largest"]);
+            assert_eq!(wide.is_null(), narrow.is_null(), "{photo}: a largest face");
+            if wide.is_null() {
+                continue;
+            }
+            assert_eq!(
+                wide["enrolment_refused"], narrow["enrolment_refused"],
+                "{photo}"
+            );
+            let descriptor = |v: &serde_json::Value| -> Descriptor {
+                floats(&v["descriptor"]).try_into().unwrap()
+            };
+            let gap = distance(&descriptor(wide), &descriptor(narrow));
+            assert!(gap < 1e-3, "{photo}: descriptors {gap} apart with {isa}");
+            largest_gap = largest_gap.max(gap);
+        }
+        // Without fused multiply-adds the baseline rounds differently: a gap of exactly zero
+        // would mean the cap never reached the kernels.
+        if isa == "baseline" && capped {
+            assert!(largest_gap > 0.0, "the baseline ran the widest kernels");
+        }
+        eprintln!("{isa}: descriptors at most {largest_gap:e} from the widest kernels'");
+    }
 }

@@ -161,14 +161,15 @@ fn scan(
     first_row: usize,
 ) -> Vec<(i32, u32)> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bw")
+    if super::cpu::isa() >= super::cpu::Isa::Avx512
+        && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
     {
         // SAFETY: the processor has these features, checked just above.
         return unsafe { scan_rows_avx512(query, query_norm, coarse, norms, first_row) };
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if super::cpu::isa() >= super::cpu::Isa::Avx2 {
         // SAFETY: the processor has AVX2, checked just above.
         return unsafe { scan_rows_avx2(query, query_norm, coarse, norms, first_row) };
     }

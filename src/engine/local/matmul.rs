@@ -178,7 +178,8 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
     assert_eq!(out.len(), rows.count() * weights.n, "output size");
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let isa = super::cpu::isa();
+        if isa >= super::cpu::Isa::Avx512 {
             // Sixteen rows a tile where that leaves fewer rows computed for nothing: the
             // descriptor's last maps have 16 positions, which tiles of 12 made 24.
             let count = rows.count();
@@ -193,8 +194,7 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
                 x86::tile_avx512(a, t)
             });
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if isa >= super::cpu::Isa::Avx2 {
             // SAFETY: the CPU has AVX2 and FMA; `drive` hands the kernel pointers it checked.
             return drive::<6>(rows, weights, act, out, |a, t| unsafe {
                 x86::tile_avx2(a, t)

@@ -6,6 +6,7 @@
 //! pool, at most one job per core at a time, so the async workers never stall.
 
 pub mod align;
+pub mod cpu;
 pub mod detector;
 pub mod index;
 pub mod landmarks;

@@ -424,12 +424,12 @@ pub(super) fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
         fn avx2<R>(work: impl FnOnce() -> R) -> R {
             work()
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        let isa = super::cpu::isa();
+        if isa >= super::cpu::Isa::Avx512 {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { avx512(work) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if isa >= super::cpu::Isa::Avx2 {
             // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { avx2(work) };
         }
