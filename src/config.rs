@@ -846,6 +846,15 @@ mod tests {
     }
 
     #[test]
+    fn the_kernels_cap_is_one_of_the_sets_or_refused() {
+        assert_eq!(from(&[]).unwrap().engine.max_cpu_isa, None);
+        let capped = from(&[("FACELOCK_MAX_CPU_ISA", "AVX2")]).unwrap();
+        assert_eq!(capped.engine.max_cpu_isa, Some(Isa::Avx2));
+        let refused = from(&[("FACELOCK_MAX_CPU_ISA", "sse4")]).unwrap_err();
+        assert_eq!(refused.variable, "FACELOCK_MAX_CPU_ISA");
+    }
+
+    #[test]
     fn admin_ids_are_parsed_like_user_ids() {
         let s = from(&[("FACELOCK_ADMIN_USERS", "alice, bob")]).unwrap();
         assert!(s.is_admin(&UserId::parse("bob").unwrap()));
