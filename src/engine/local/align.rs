@@ -8,7 +8,7 @@
 
 use image::RgbImage;
 
-use super::tensor::with_widest_vectors;
+use super::{resample::Canvas, tensor::with_widest_vectors};
 
 /// Mean positions of landmarks 17..=67 in the unit square, x then y.
 const MEAN_FACE: [(f32, f32); 51] = [
@@ -155,79 +155,97 @@ pub fn chip_transform(
 /// Samples a `size` x `size` chip from `img` through `t` (chip -> image), with bilinear
 /// interpolation. When the face is much larger than the chip, the region is first shrunk with
 /// an area filter so that sampling does not alias.
-pub fn extract_chip(img: &RgbImage, t: Similarity2, size: usize) -> Vec<u8> {
+pub fn extract_chip(img: Canvas, t: Similarity2, size: usize) -> Vec<u8> {
     // Chip -> image as a general affine map: u = m[0] x + m[1] y + m[2], v = m[3] x + m[4] y + m[5].
-    let mut m = [t.a, -t.b, t.tx, t.b, t.a, t.ty];
-    let shrunk;
-    let mut source = img;
-    let s = t.scale();
-    if s > 1.5 {
-        // The chip's footprint in the image, with a margin for the bilinear taps.
-        let corners = [
-            (0.0, 0.0),
-            (size as f32, 0.0),
-            (0.0, size as f32),
-            (size as f32, size as f32),
-        ]
-        .map(|c| t.apply(c));
-        let min_x = corners.iter().map(|c| c.0).fold(f32::MAX, f32::min).floor() - 2.0;
-        let min_y = corners.iter().map(|c| c.1).fold(f32::MAX, f32::min).floor() - 2.0;
-        let max_x = corners.iter().map(|c| c.0).fold(f32::MIN, f32::max).ceil() + 2.0;
-        let max_y = corners.iter().map(|c| c.1).fold(f32::MIN, f32::max).ceil() + 2.0;
-        let x0 = min_x.clamp(0.0, img.width() as f32) as u32;
-        let y0 = min_y.clamp(0.0, img.height() as f32) as u32;
-        let x1 = max_x.clamp(0.0, img.width() as f32) as u32;
-        let y1 = max_y.clamp(0.0, img.height() as f32) as u32;
-        if x1 <= x0 + 1 || y1 <= y0 + 1 {
-            return vec![0; size * size * 3];
-        }
-        let crop = super::resample::crop(img, x0, y0, x1 - x0, y1 - y0);
-        let nw = ((crop.width() as f32 / s).round() as u32).max(2);
-        let nh = ((crop.height() as f32 / s).round() as u32).max(2);
-        shrunk = super::resample::resize(&crop, nw, nh);
-        let fx = nw as f32 / crop.width() as f32;
-        let fy = nh as f32 / crop.height() as f32;
-        // u' = (u - x0) * fx and v' = (v - y0) * fy, folded into the map.
-        m = [
-            m[0] * fx,
-            m[1] * fx,
-            (m[2] - x0 as f32) * fx,
-            m[3] * fy,
-            m[4] * fy,
-            (m[5] - y0 as f32) * fy,
-        ];
-        source = &shrunk;
-    }
+    let m = [t.a, -t.b, t.tx, t.b, t.a, t.ty];
     let mut out = vec![0u8; size * size * 3];
-    // In the widest vectors: on the baseline target, rounding and flooring are library calls,
-    // which cost a third of the chip's time.
+    let s = t.scale();
+    if s <= 1.5 && img.pad == 0 {
+        // In the widest vectors: on the baseline target, rounding and flooring are library
+        // calls, which cost a third of the chip's time.
+        with_widest_vectors(
+            #[inline(always)]
+            || sample(img.photo, (0, 0), m, size, &mut out),
+        );
+        return out;
+    }
+    // The chip's footprint in the image, with a margin for the bilinear taps: every tap
+    // inside the image is inside it.
+    let corners = [
+        (0.0, 0.0),
+        (size as f32, 0.0),
+        (0.0, size as f32),
+        (size as f32, size as f32),
+    ]
+    .map(|c| t.apply(c));
+    let min_x = corners.iter().map(|c| c.0).fold(f32::MAX, f32::min).floor() - 2.0;
+    let min_y = corners.iter().map(|c| c.1).fold(f32::MAX, f32::min).floor() - 2.0;
+    let max_x = corners.iter().map(|c| c.0).fold(f32::MIN, f32::max).ceil() + 2.0;
+    let max_y = corners.iter().map(|c| c.1).fold(f32::MIN, f32::max).ceil() + 2.0;
+    let x0 = min_x.clamp(0.0, img.width() as f32) as u32;
+    let y0 = min_y.clamp(0.0, img.height() as f32) as u32;
+    let x1 = max_x.clamp(0.0, img.width() as f32) as u32;
+    let y1 = max_y.clamp(0.0, img.height() as f32) as u32;
+    if s <= 1.5 {
+        // A bordered photo: the footprint is cut from it and sampled where it lies (none of
+        // it in the photo: every tap is outside, black).
+        if x1 > x0 && y1 > y0 {
+            let crop = img.crop(x0, y0, x1 - x0, y1 - y0);
+            let origin = (i64::from(x0), i64::from(y0));
+            with_widest_vectors(
+                #[inline(always)]
+                || sample(&crop, origin, m, size, &mut out),
+            );
+        }
+        return out;
+    }
+    if x1 <= x0 + 1 || y1 <= y0 + 1 {
+        return out;
+    }
+    let crop = img.crop(x0, y0, x1 - x0, y1 - y0);
+    let nw = ((crop.width() as f32 / s).round() as u32).max(2);
+    let nh = ((crop.height() as f32 / s).round() as u32).max(2);
+    let shrunk = super::resample::resize(&crop, nw, nh);
+    let fx = nw as f32 / crop.width() as f32;
+    let fy = nh as f32 / crop.height() as f32;
+    // u' = (u - x0) * fx and v' = (v - y0) * fy, folded into the map.
+    let m = [
+        m[0] * fx,
+        m[1] * fx,
+        (m[2] - x0 as f32) * fx,
+        m[3] * fy,
+        m[4] * fy,
+        (m[5] - y0 as f32) * fy,
+    ];
     with_widest_vectors(
         #[inline(always)]
-        || sample(source, m, size, &mut out),
+        || sample(&shrunk, (0, 0), m, size, &mut out),
     );
     out
 }
 
-/// The `size` x `size` chip whose pixel (x, y) is `source` sampled at `m` applied to it.
+/// The `size` x `size` chip whose pixel (x, y) is the image sampled at `m` applied to it, of
+/// which `source` is the part from `origin`.
 #[inline(always)]
-fn sample(source: &RgbImage, m: [f32; 6], size: usize, out: &mut [u8]) {
+fn sample(source: &RgbImage, origin: (i64, i64), m: [f32; 6], size: usize, out: &mut [u8]) {
     for y in 0..size {
         for x in 0..size {
             let (xf, yf) = (x as f32, y as f32);
             let u = m[0] * xf + m[1] * yf + m[2];
             let v = m[3] * xf + m[4] * yf + m[5];
-            out[(y * size + x) * 3..][..3].copy_from_slice(&bilinear(source, u, v));
+            out[(y * size + x) * 3..][..3].copy_from_slice(&bilinear(source, origin, u, v));
         }
     }
 }
 
-/// Bilinear sample; outside the image is black.
+/// Bilinear sample at (`u`, `v`) of an image of which `img` is the part from `origin`;
+/// outside `img` is black.
 #[inline(always)]
-fn bilinear(img: &RgbImage, u: f32, v: f32) -> [u8; 3] {
+fn bilinear(img: &RgbImage, origin: (i64, i64), u: f32, v: f32) -> [u8; 3] {
     let (w, h) = (img.width() as i64, img.height() as i64);
-    let x0 = u.floor() as i64;
-    let y0 = v.floor() as i64;
-    let (fx, fy) = (u - x0 as f32, v - y0 as f32);
+    let (u0, v0) = (u.floor(), v.floor());
+    let (fx, fy) = (u - u0, v - v0);
+    let (x0, y0) = (u0 as i64 - origin.0, v0 as i64 - origin.1);
     let pixel = |p: &[u8]| [f32::from(p[0]), f32::from(p[1]), f32::from(p[2])];
     let [p00, p10, p01, p11] = if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
         // All four taps inside: read the two rows' pixel pairs straight from the buffer.
@@ -291,6 +309,41 @@ mod tests {
         assert!((fit.scale() - 2.0).abs() < 1e-4);
     }
 
+    /// A chip of a canvas with a border equals the chip of the bordered copy, whether it is
+    /// sampled directly or shrunk first, inside the photo, across its edge and off the copy.
+    #[test]
+    fn a_chip_of_a_bordered_canvas_is_that_of_the_bordered_copy() {
+        let (w, h, pad, border) = (40u32, 30u32, 12u32, [122, 117, 104]);
+        let values = crate::engine::local::testing::pseudo((w * h * 3) as usize, 11);
+        let photo = RgbImage::from_fn(w, h, |x, y| {
+            let at = ((y * w + x) * 3) as usize;
+            image::Rgb(std::array::from_fn(|c| {
+                (values[at + c].abs() * 255.0) as u8
+            }))
+        });
+        let (copy, canvas) = crate::engine::local::testing::bordered(&photo, pad, border);
+        for (scale, tx, ty) in [
+            (0.8, 20.3, 15.1),
+            (1.3, -6.2, 3.7),
+            (0.9, 40.5, 38.2),
+            (2.5, 1.4, -9.0),
+            (3.0, -30.0, -25.0),
+            (1.1, 200.0, 10.0),
+        ] {
+            let t = Similarity2 {
+                a: scale * 0.3f32.cos(),
+                b: scale * 0.3f32.sin(),
+                tx,
+                ty,
+            };
+            assert_eq!(
+                extract_chip(canvas, t, 24),
+                extract_chip(Canvas::plain(&copy), t, 24),
+                "scale {scale} at ({tx}, {ty})"
+            );
+        }
+    }
+
     /// The chip read straight from the buffer where all four taps are inside equals plain
     /// per-pixel sampling with black outside, for a turned chip that runs off two edges.
     #[test]
@@ -310,7 +363,7 @@ mod tests {
             ty: -6.7,
         };
         let size = 32;
-        let chip = extract_chip(&img, t, size);
+        let chip = extract_chip(Canvas::plain(&img), t, size);
         let plain = |u: f32, v: f32, c: usize| -> f32 {
             let (x, y) = (u.floor() as i64, v.floor() as i64);
             let get = |x: i64, y: i64| {

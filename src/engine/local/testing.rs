@@ -19,3 +19,19 @@ pub fn worst_difference(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// `photo` on a canvas `pad` pixels larger on every side, filled with `border`, made with
+/// `image`'s own fill and paste; with the [`Canvas`] that shows the same without the copy.
+///
+/// [`Canvas`]: super::resample::Canvas
+pub fn bordered(
+    photo: &image::RgbImage,
+    pad: u32,
+    border: [u8; 3],
+) -> (image::RgbImage, super::resample::Canvas<'_>) {
+    let (w, h) = photo.dimensions();
+    let mut copy = image::RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, image::Rgb(border));
+    image::imageops::replace(&mut copy, photo, i64::from(pad), i64::from(pad));
+    let canvas = super::resample::Canvas { photo, pad, border };
+    (copy, canvas)
+}
