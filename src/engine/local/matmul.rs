@@ -134,35 +134,49 @@ impl Rows<'_> {
 
     /// The window of every row in `range`, `MR` to a tile, into `tiles` (cleared first): one
     /// division for the whole range, then steps. A last partial tile repeats its last row,
-    /// whose results are dropped. Each window is checked to lie inside the input here, once
-    /// for all the panels that pass over it.
+    /// whose results are dropped. The windows are checked to lie inside the input here, once
+    /// for all the panels that pass over them: along a line of outputs their starts grow, so
+    /// the last of each line is its farthest, and one check a line covers them all.
     fn tiles<const MR: usize>(
         &self,
         range: std::ops::Range<usize>,
         tiles: &mut Vec<[*const f32; MR]>,
     ) {
         tiles.clear();
+        let rows = range.len();
+        if rows == 0 {
+            return;
+        }
         let extent = self.windows.extent();
-        let (mut y, mut x) = (range.start / self.width, range.start % self.width);
-        let mut tile = [std::ptr::null(); MR];
-        let mut filled = 0;
-        for _ in range {
-            let start = y * self.row_step + x * self.col_step;
-            tile[filled] = self.input[start..start + extent].as_ptr();
-            filled += 1;
-            if filled == MR {
-                tiles.push(tile);
-                filled = 0;
-            }
+        let (first_y, first_x) = (range.start / self.width, range.start % self.width);
+        let (last_y, last_x) = ((range.end - 1) / self.width, (range.end - 1) % self.width);
+        for y in first_y..=last_y {
+            let x = if y == last_y { last_x } else { self.width - 1 };
+            let end = y * self.row_step + x * self.col_step + extent;
+            assert!(
+                end <= self.input.len(),
+                "a window ends at {end}, past the input's {}",
+                self.input.len()
+            );
+        }
+        let base = self.input.as_ptr();
+        tiles.resize(rows.div_ceil(MR), [base; MR]);
+        let (mut y, mut x) = (first_y, first_x);
+        let mut start = y * self.row_step + x * self.col_step;
+        for r in 0..rows {
+            // SAFETY: checked above, the window from `start` lies inside the input.
+            tiles[r / MR][r % MR] = unsafe { base.add(start) };
             x += 1;
+            start += self.col_step;
             if x == self.width {
                 (y, x) = (y + 1, 0);
+                start = y * self.row_step;
             }
         }
-        if filled > 0 {
-            let last = tile[filled - 1];
-            tile[filled..].fill(last);
-            tiles.push(tile);
+        if rows % MR != 0 {
+            let last = tiles.last_mut().expect("a partial tile");
+            let repeated = last[rows % MR - 1];
+            last[rows % MR..].fill(repeated);
         }
     }
 }
@@ -401,6 +415,35 @@ mod tests {
     /// counts (partial tiles), odd widths (partial panels), windows in several segments, output
     /// grids of several rows whose windows are not evenly spaced. Outputs start as NaN, so a
     /// value left unwritten fails.
+    #[test]
+    fn a_window_past_the_input_is_refused_wherever_its_line_ends() {
+        let input = vec![0.0; 22];
+        let rows = Rows {
+            input: &input,
+            height: 2,
+            width: 3,
+            row_step: 1,
+            col_step: 10,
+            windows: Windows {
+                segments: 1,
+                run: 3,
+                gap: 3,
+            },
+        };
+        // Windows start at 0, 10, 20 on the first line and 1, 11, 21 on the second, and take
+        // three values each of the 22.
+        let refused = |range: std::ops::Range<usize>| {
+            let tiles = || rows.tiles::<2>(range.clone(), &mut Vec::new());
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(tiles)).is_err()
+        };
+        assert!(
+            refused(0..4),
+            "the first line's last runs past, not the range's last"
+        );
+        assert!(refused(3..6), "the range's last runs past");
+        assert!(!refused(0..2) && !refused(3..5));
+    }
+
     #[test]
     fn every_kernel_matches_a_plain_product() {
         for ((height, width), segments, run, n) in [
