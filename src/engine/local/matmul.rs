@@ -173,7 +173,7 @@ impl Rows<'_> {
                 start = y * self.row_step;
             }
         }
-        if rows % MR != 0 {
+        if !rows.is_multiple_of(MR) {
             let last = tiles.last_mut().expect("a partial tile");
             let repeated = last[rows % MR - 1];
             last[rows % MR..].fill(repeated);
