@@ -136,8 +136,7 @@ pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
 
 /// Rates at every threshold from 0 to 100 in steps of `step`.
 pub fn rate_curve(pairs: &[ScoredPair], step: f32) -> Vec<RatePoint> {
-    let genuine: Vec<f32> = pairs.iter().filter(|p| p.same).map(score).collect();
-    let impostor: Vec<f32> = pairs.iter().filter(|p| !p.same).map(score).collect();
+    let (genuine, impostor) = by_kind(pairs, |p| p.similarity);
     let mut points = Vec::new();
     let mut t = 0.0f32;
     while t <= 100.0 + 1e-3 {
@@ -147,23 +146,20 @@ pub fn rate_curve(pairs: &[ScoredPair], step: f32) -> Vec<RatePoint> {
     points
 }
 
-fn score(p: &ScoredPair) -> f32 {
-    // A photo without a face can match nothing.
-    p.similarity.unwrap_or(-1.0)
+/// Whether a pair's score matches at `threshold`: a photo without a face (`None`) matches
+/// nothing.
+fn matches_at(score: Option<f32>, threshold: f32) -> bool {
+    score.is_some_and(|s| s >= threshold)
 }
 
-fn rates_at(genuine: &[f32], impostor: &[f32], threshold: f32) -> RatePoint {
+fn rates_at(genuine: &[Option<f32>], impostor: &[Option<f32>], threshold: f32) -> RatePoint {
     let frac = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+    let matching =
+        |scores: &[Option<f32>]| scores.iter().filter(|s| matches_at(**s, threshold)).count();
     RatePoint {
         threshold,
-        fmr: frac(
-            impostor.iter().filter(|s| **s >= threshold).count(),
-            impostor.len(),
-        ),
-        fnmr: frac(
-            genuine.iter().filter(|s| **s < threshold).count(),
-            genuine.len(),
-        ),
+        fmr: frac(matching(impostor), impostor.len()),
+        fnmr: frac(genuine.len() - matching(genuine), genuine.len()),
     }
 }
 
@@ -220,16 +216,7 @@ pub fn fnmr_at_fmr(
     let threshold = faced
         .get(allowed)
         .map_or(f32::NEG_INFINITY, |s| s.next_up());
-    let matches = |s: &&Option<f32>| matches!(s, Some(s) if *s >= threshold);
-    let frac = |n: usize, d: usize| n as f64 / d as f64;
-    Some(RatePoint {
-        threshold,
-        fmr: frac(impostor.iter().filter(matches).count(), impostor.len()),
-        fnmr: frac(
-            genuine.len() - genuine.iter().filter(matches).count(),
-            genuine.len(),
-        ),
-    })
+    Some(rates_at(genuine, impostor, threshold))
 }
 
 /// Scores every pair with the local engine's models; photos are read from `root`.
@@ -294,6 +281,7 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
     if no_face > 0 {
         let _ = writeln!(out, "pairs with a photo without a usable face: {no_face}");
     }
+    let (genuine_similarities, impostor_similarities) = by_kind(pairs, |p| p.similarity);
     let curve = rate_curve(pairs, 0.5);
     let _ = writeln!(out, "\nthreshold  similarity>=  FMR       FNMR");
     for p in curve
@@ -306,7 +294,6 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
             p.threshold, p.fmr, p.fnmr
         );
     }
-    let (genuine_similarities, impostor_similarities) = by_kind(pairs, |p| p.similarity);
     if let Some((t, eer)) = equal_error_rate(&genuine_similarities, &impostor_similarities) {
         let _ = writeln!(out, "\nequal error rate: {eer:.4} at similarity {t:.2}");
     }
@@ -339,9 +326,11 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
             1.0 / impostor as f64
         );
     }
-    let genuine_scores: Vec<f32> = pairs.iter().filter(|p| p.same).map(score).collect();
-    let impostor_scores: Vec<f32> = pairs.iter().filter(|p| !p.same).map(score).collect();
-    let at = rates_at(&genuine_scores, &impostor_scores, default_threshold);
+    let at = rates_at(
+        &genuine_similarities,
+        &impostor_similarities,
+        default_threshold,
+    );
     let _ = writeln!(
         out,
         "\ndefault operating point: similarity >= {default_threshold:.1}: FMR {:.4}, FNMR {:.4}",
@@ -349,7 +338,7 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
     );
     let wrong: Vec<&ScoredPair> = pairs
         .iter()
-        .filter(|p| (score(p) >= default_threshold) != p.same)
+        .filter(|p| matches_at(p.similarity, default_threshold) != p.same)
         .collect();
     let _ = writeln!(out, "pairs decided wrongly at the default: {}", wrong.len());
     for p in wrong.iter().take(20) {
@@ -408,10 +397,8 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
             .filter(|p| name == "all" || p.subset == name)
             .cloned()
             .collect();
-        let genuine: Vec<f32> = group.iter().filter(|p| p.same).map(score).collect();
-        let impostor: Vec<f32> = group.iter().filter(|p| !p.same).map(score).collect();
-        let at = rates_at(&genuine, &impostor, floor);
         let (genuine, impostor) = by_kind(&group, |p| p.similarity);
+        let at = rates_at(&genuine, &impostor, floor);
         let eer = equal_error_rate(&genuine, &impostor).map_or(f64::NAN, |(_, e)| e);
         let strict = fnmr_at_fmr(&genuine, &impostor, 1e-3).map_or(f64::NAN, |p| p.fnmr);
         let no_face = group.iter().filter(|p| p.similarity.is_none()).count();
