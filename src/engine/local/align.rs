@@ -313,14 +313,8 @@ mod tests {
     /// sampled directly or shrunk first, inside the photo, across its edge and off the copy.
     #[test]
     fn a_chip_of_a_bordered_canvas_is_that_of_the_bordered_copy() {
-        let (w, h, pad, border) = (40u32, 30u32, 12u32, [122, 117, 104]);
-        let values = crate::engine::local::testing::pseudo((w * h * 3) as usize, 11);
-        let photo = RgbImage::from_fn(w, h, |x, y| {
-            let at = ((y * w + x) * 3) as usize;
-            image::Rgb(std::array::from_fn(|c| {
-                (values[at + c].abs() * 255.0) as u8
-            }))
-        });
+        let (pad, border) = (12, [122, 117, 104]);
+        let photo = crate::engine::local::testing::pseudo_photo(40, 30, 11);
         let (copy, canvas) = crate::engine::local::testing::bordered(&photo, pad, border);
         for (scale, tx, ty) in [
             (0.8, 20.3, 15.1),
@@ -349,13 +343,7 @@ mod tests {
     #[test]
     fn chip_matches_plain_sampling_inside_and_across_the_edges() {
         let (w, h) = (40u32, 30u32);
-        let values = crate::engine::local::testing::pseudo((w * h * 3) as usize, 7);
-        let img = RgbImage::from_fn(w, h, |x, y| {
-            let at = ((y * w + x) * 3) as usize;
-            image::Rgb(std::array::from_fn(|c| {
-                (values[at + c].abs() * 255.0) as u8
-            }))
-        });
+        let img = crate::engine::local::testing::pseudo_photo(w, h, 7);
         let t = Similarity2 {
             a: 1.2 * 0.4f32.cos(),
             b: 1.2 * 0.4f32.sin(),

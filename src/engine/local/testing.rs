@@ -11,6 +11,17 @@ pub fn pseudo(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A `width` x `height` photo of made-up pixels from [`pseudo`] started at `seed`.
+pub fn pseudo_photo(width: u32, height: u32, seed: u32) -> image::RgbImage {
+    let values = pseudo((width * height * 3) as usize, seed);
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let at = ((y * width + x) * 3) as usize;
+        image::Rgb(std::array::from_fn(|c| {
+            (values[at + c].abs() * 255.0) as u8
+        }))
+    })
+}
+
 /// The largest difference between two equally long runs of values.
 pub fn worst_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "values to compare");
