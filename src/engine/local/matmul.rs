@@ -411,10 +411,6 @@ mod tests {
     use super::*;
     use crate::engine::local::testing::pseudo;
 
-    /// Every kernel this CPU can run, and the portable one, against a plain product: odd row
-    /// counts (partial tiles), odd widths (partial panels), windows in several segments, output
-    /// grids of several rows whose windows are not evenly spaced. Outputs start as NaN, so a
-    /// value left unwritten fails.
     #[test]
     fn a_window_past_the_input_is_refused_wherever_its_line_ends() {
         let input = vec![0.0; 22];
@@ -444,6 +440,10 @@ mod tests {
         assert!(!refused(0..2) && !refused(3..5));
     }
 
+    /// Every kernel this CPU can run, and the portable one, against a plain product: odd row
+    /// counts (partial tiles), odd widths (partial panels), windows in several segments, output
+    /// grids of several rows whose windows are not evenly spaced. Outputs start as NaN, so a
+    /// value left unwritten fails.
     #[test]
     fn every_kernel_matches_a_plain_product() {
         for ((height, width), segments, run, n) in [
