@@ -290,9 +290,10 @@ pub fn conv2d_max_pool2(
 /// A depthwise separable layer ([`Separable::forward`], stride 1) through `act`, then 2x2 max
 /// pooling of stride 2 as [`conv2d_max_pool2`] does it, where the caller knows that each
 /// pooled row `p` with `copies[p]` equals the row above it: those rows are copied, not
-/// computed. The depthwise rows are computed band by band, each just before the pointwise product
-/// reads it: a band stays in the core's cache instead of a whole depthwise map going out to
-/// memory and coming back. The values are those of the two layers run one after the other.
+/// computed. The depthwise rows are computed band by band, each just before the pointwise
+/// product reads it: a band stays in the core's cache instead of a whole depthwise map going
+/// out to memory and coming back. The values are those of the two layers run one after the
+/// other.
 pub fn separable_max_pool2_copying(
     x: &Tensor,
     layer: &Separable,
