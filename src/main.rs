@@ -91,7 +91,7 @@ enum Command {
     },
     /// What the local engine sees in photos, one JSON object per photo: its faces (box, score),
     /// how far it was turned, the largest face's quality and whether it could be enrolled, and
-    /// its descriptor. Exits 1 when a photo could not be read
+    /// its descriptor. Exits 1 when a photo could not be read.
     Describe {
         /// JPEG, PNG or WebP files.
         #[arg(required = true)]
@@ -490,8 +490,7 @@ fn eval(settings: &Settings, pairs: &Path, root: &Path) -> CliResult {
     use facelock::{engine::local, evaluation};
     let csv = std::fs::read_to_string(pairs).map_err(|e| format!("{}: {e}", pairs.display()))?;
     let pairs = evaluation::read_pairs(&csv)?;
-    local::models::ensure(&settings.engine.models_dir)?;
-    let models = local::pipeline::Models::load(&settings.engine.models_dir)?;
+    let models = local_models(settings)?;
     let scored = evaluation::score_pairs(&models, root, &pairs)?;
     let threshold = match settings.engine.kind {
         EngineKind::Local => settings.engine.min_similarity,
@@ -501,11 +500,19 @@ fn eval(settings: &Settings, pairs: &Path, root: &Path) -> CliResult {
     Ok(())
 }
 
+/// The local engine's models, fetched first if they are missing.
+fn local_models(
+    settings: &Settings,
+) -> Result<facelock::engine::local::pipeline::Models, Box<dyn std::error::Error>> {
+    let dir = &settings.engine.models_dir;
+    facelock::engine::local::models::ensure(dir)?;
+    Ok(facelock::engine::local::pipeline::Models::load(dir)?)
+}
+
 fn describe(settings: &Settings, photos: &[PathBuf]) -> CliResult {
-    use facelock::engine::local::{cpu, models, pipeline};
+    use facelock::engine::local::{cpu, pipeline};
     use serde_json::json;
-    models::ensure(&settings.engine.models_dir)?;
-    let models = pipeline::Models::load(&settings.engine.models_dir)?;
+    let models = local_models(settings)?;
     eprintln!("local engine kernels: {}", cpu::summary());
     let limits = facelock::images::DecodeLimits {
         max_pixels: settings.engine.max_image_pixels,

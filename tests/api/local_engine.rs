@@ -640,8 +640,11 @@ fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
 
 /// `facelock describe` of the identity and multi-face photos, run with its kernels capped at
 /// `isa`: one JSON object per photo, and what it said of its kernels.
-fn describe_with(isa: &str, photos: &[std::path::PathBuf]) -> (Vec<serde_json::Value>, String) {
-    let models = models_dir().expect("checked by the caller");
+fn describe_with(
+    models: &Path,
+    isa: &str,
+    photos: &[std::path::PathBuf],
+) -> (Vec<serde_json::Value>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_facelock"))
         .arg("describe")
@@ -667,14 +670,15 @@ fn describe_with(isa: &str, photos: &[std::path::PathBuf]) -> (Vec<serde_json::V
 /// differ only by rounding, and give the same enrolment verdicts.
 #[test]
 fn narrower_instruction_sets_see_the_same_faces() {
-    let Some((root, _)) = fixtures() else { return };
+    let Some(root) = shared_faces() else { return };
+    let Some(models) = models_dir() else { return };
     let mut all = photos(&root.join("faces"));
     all.extend(photos(&root.join("multi_face")));
-    let (widest, _) = describe_with("avx512", &all);
+    let (widest, _) = describe_with(&models, "avx512", &all);
     assert_eq!(widest.len(), all.len());
     let detected = facelock::engine::local::cpu::Isa::detected();
     for isa in ["avx2", "baseline"] {
-        let (narrower, said) = describe_with(isa, &all);
+        let (narrower, said) = describe_with(&models, isa, &all);
         let capped = facelock::engine::local::cpu::Isa::parse(isa).unwrap() < detected;
         if capped {
             assert!(said.contains(&format!("kernels: {isa} (capped")), "{said}");
@@ -683,13 +687,9 @@ fn narrower_instruction_sets_see_the_same_faces() {
         for (wide, narrow) in widest.iter().zip(&narrower) {
             let photo = &wide["photo"];
             assert_eq!(photo, &narrow["photo"]);
-            let boxes = |v: &serde_json::Value| -> Vec<f64> {
+            let boxes = |v: &serde_json::Value| -> Vec<f32> {
                 let faces = v["faces"].as_array().unwrap();
-                faces
-                    .iter()
-                    .flat_map(|f| f["box"].as_array().unwrap().clone())
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
+                faces.iter().flat_map(|f| floats(&f["box"])).collect()
             };
             let (a, b) = (boxes(wide), boxes(narrow));
             assert_eq!(a.len(), b.len(), "{photo}: faces found with {isa}");
