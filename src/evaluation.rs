@@ -83,6 +83,7 @@ pub struct RatePoint {
 /// Reads `img_a,img_b,same_person[,...]` lines (a header line is skipped).
 pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
     let mut out = Vec::new();
+    let mut columns = Columns::POSITIONAL;
     for (n, line) in csv.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -98,7 +99,10 @@ pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
         let same = match fields[2] {
             "1" | "true" | "True" => true,
             "0" | "false" | "False" => false,
-            _ if n == 0 => continue,
+            _ if n == 0 => {
+                columns = Columns::named(&fields);
+                continue;
+            }
             other => {
                 return Err(EvalError::Csv {
                     line: n + 1,
@@ -106,7 +110,8 @@ pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
                 })
             }
         };
-        let dlib = match fields.get(4).copied() {
+        let column = |i: Option<usize>| i.and_then(|i| fields.get(i)).copied();
+        let dlib = match column(columns.dlib) {
             None | Some("") => None,
             Some("noface") => Some(DlibVerdict::NoFace),
             Some(d) => Some(DlibVerdict::Distance(d.parse().map_err(|_| {
@@ -120,10 +125,9 @@ pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
             a: fields[0].to_owned(),
             b: fields[1].to_owned(),
             same,
-            subset: fields
-                .get(3)
+            subset: column(columns.subset)
                 .filter(|s| !s.is_empty())
-                .map_or("all", |s| s)
+                .unwrap_or("all")
                 .to_owned(),
             dlib,
         });
@@ -132,6 +136,32 @@ pub fn read_pairs(csv: &str) -> Result<Vec<LabelledPair>, EvalError> {
         return Err(EvalError::NoPairs);
     }
     Ok(out)
+}
+
+/// Where a pairs file keeps the optional subset and dlib's distance: in the columns its header
+/// names, or without a header the fourth and the fifth.
+struct Columns {
+    subset: Option<usize>,
+    dlib: Option<usize>,
+}
+
+impl Columns {
+    const POSITIONAL: Self = Self {
+        subset: Some(3),
+        dlib: Some(4),
+    };
+
+    fn named(header: &[&str]) -> Self {
+        let find = |names: &[&str]| {
+            header
+                .iter()
+                .position(|h| names.contains(&h.to_ascii_lowercase().as_str()))
+        };
+        Self {
+            subset: find(&["subset"]),
+            dlib: find(&["distance", "dlib", "dlib_l2", "dlib_distance"]),
+        }
+    }
 }
 
 /// Rates at every threshold from 0 to 100 in steps of `step`.
@@ -538,6 +568,11 @@ mod tests {
                 .unwrap();
         assert_eq!(pairs.len(), 2);
         assert!(pairs[0].same && !pairs[1].same);
+        // The header names dlib's column: it is not taken for a subset.
+        assert_eq!(pairs[0].subset, "all");
+        assert_eq!(pairs[0].dlib, Some(DlibVerdict::Distance(0.3)));
+        let named = read_pairs("img_a,img_b,same_person,subset,distance\na,b,0,yale,noface\n");
+        assert_eq!(named.unwrap()[0].subset, "yale");
         assert!(read_pairs("a,b,maybe\nx,y,2").is_err());
         assert!(matches!(
             read_pairs("img_a,img_b,same_person\n"),
