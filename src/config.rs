@@ -6,15 +6,12 @@
 
 use std::{collections::BTreeSet, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
+use facelock_engine::cpu::Isa;
+
 use crate::{
     domain::UserId,
-    engine::local::cpu::Isa,
     store::vault::{default_key_file, MasterKey, MasterKeySource},
 };
-
-/// The local engine's similarity floor: descriptor distance 0.6, dlib's threshold, which the
-/// local similarity scale puts at 90 (see the README for the error rates it gives).
-pub const LOCAL_MIN_SIMILARITY: f32 = 90.0;
 
 /// Which face engine answers register, verify and delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +36,7 @@ impl EngineKind {
     /// the local similarity scale puts at 90 too.
     pub fn default_min_similarity(self) -> f32 {
         match self {
-            EngineKind::Local => LOCAL_MIN_SIMILARITY,
+            EngineKind::Local => facelock_engine::DEFAULT_MIN_SIMILARITY,
             EngineKind::Rekognition => 90.0,
         }
     }

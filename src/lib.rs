@@ -6,12 +6,10 @@
 //! [`serve`] runs it on a listener until a shutdown signal. The binary in `main.rs` only parses
 //! the command line and calls these, so tests drive the same code.
 
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
-pub mod evaluation;
 pub mod files;
 pub mod images;
 pub mod import;
@@ -33,7 +31,7 @@ pub use telemetry::error_chain;
 use crate::{
     config::{EngineKind, Settings},
     engine::{
-        local::{weights::ModelError, LocalEngine},
+        local::LocalEngine,
         rekognition::{ConnectError, RekognitionEngine},
         FaceEngine,
     },
@@ -76,7 +74,7 @@ pub enum StartError {
     Models {
         dir: PathBuf,
         #[source]
-        source: ModelError,
+        source: facelock_engine::ModelError,
     },
     #[error("the rekognition engine cannot be configured")]
     Rekognition(#[from] ConnectError),
@@ -193,8 +191,16 @@ fn announce_engine(engine: &config::EngineSettings) {
         ),
     }
     if engine.kind == EngineKind::Local {
-        tracing::info!("local engine kernels: {}", engine::local::cpu::summary());
+        tracing::info!("local engine kernels: {}", facelock_engine::cpu::summary());
     }
+}
+
+/// Users' records, roles and the audit trail on the configured store, without the face
+/// engine: for the operator's commands that need nothing more.
+pub async fn open_accounts(settings: &Settings) -> Result<service::Accounts, StartError> {
+    let store = open_store(settings).await?;
+    let policy = service::policy::Policy::from_settings(settings);
+    Ok(service::Accounts::new(store, policy))
 }
 
 /// The configured store (the SQLite file, or PostgreSQL with `FACELOCK_DATABASE_URL`),

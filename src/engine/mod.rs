@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use facelock_engine::QualityProblem;
+
 use crate::{
     domain::{Similarity, UserId},
     images::DecodedImage,
@@ -126,65 +128,6 @@ pub struct FaceMatch {
     pub face_id: String,
     pub user_id: UserId,
     pub similarity: Similarity,
-}
-
-/// Why an enrolment photo was refused although a face was found (Rekognition's reasons).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QualityProblem {
-    SmallBoundingBox,
-    LowSharpness,
-    LowBrightness,
-    ExtremePose,
-    LowConfidence,
-    LowFaceQuality,
-}
-
-impl QualityProblem {
-    pub const ALL: [QualityProblem; 6] = [
-        Self::SmallBoundingBox,
-        Self::LowSharpness,
-        Self::LowBrightness,
-        Self::ExtremePose,
-        Self::LowConfidence,
-        Self::LowFaceQuality,
-    ];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::SmallBoundingBox => "SMALL_BOUNDING_BOX",
-            Self::LowSharpness => "LOW_SHARPNESS",
-            Self::LowBrightness => "LOW_BRIGHTNESS",
-            Self::ExtremePose => "EXTREME_POSE",
-            Self::LowConfidence => "LOW_CONFIDENCE",
-            Self::LowFaceQuality => "LOW_FACE_QUALITY",
-        }
-    }
-
-    pub fn detail(self) -> &'static str {
-        match self {
-            Self::SmallBoundingBox => {
-                "The face is too small in the image; move closer to the camera"
-            }
-            Self::LowSharpness => "The face is too blurry to enrol",
-            Self::LowBrightness => "The face is too dark to enrol; improve the lighting",
-            Self::ExtremePose => "The face is turned too far from the camera to enrol",
-            Self::LowConfidence => "The detector is not confident this is a face",
-            Self::LowFaceQuality => "The face is of too low quality to enrol",
-        }
-    }
-
-    /// Parses Rekognition's `Reasons` values.
-    pub fn from_rekognition(reason: &str) -> Option<Self> {
-        Some(match reason {
-            "SMALL_BOUNDING_BOX" => Self::SmallBoundingBox,
-            "LOW_SHARPNESS" => Self::LowSharpness,
-            "LOW_BRIGHTNESS" => Self::LowBrightness,
-            "EXTREME_POSE" => Self::ExtremePose,
-            "LOW_CONFIDENCE" => Self::LowConfidence,
-            "LOW_FACE_QUALITY" => Self::LowFaceQuality,
-            _ => return None,
-        })
-    }
 }
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;

@@ -223,7 +223,7 @@ impl FaceEngine for RekognitionEngine {
         let problem = unindexed
             .iter()
             .flat_map(|u| u.reasons())
-            .find_map(|r| QualityProblem::from_rekognition(r.as_str()));
+            .find_map(|r| QualityProblem::from_code(r.as_str()));
         Err(problem.map_or(EngineError::NoFace, EngineError::PoorQuality))
     }
 

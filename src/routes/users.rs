@@ -125,6 +125,7 @@ pub async fn list(
     let page = Page::parse(query.limit, query.cursor.as_deref())?;
     let page = state
         .facelock
+        .accounts()
         .list_users(Actor::Caller(&caller), page, &origin)
         .await?;
     let users: Vec<UserWithRole> = page
@@ -183,6 +184,7 @@ pub async fn set_role(
     let Json(change) = body.map_err(|e| ApiError::validation("role", e.body_text()))?;
     let user = state
         .facelock
+        .accounts()
         .set_role(Actor::Caller(&caller), &user_id, change.role, &origin)
         .await?;
     Ok(Json(with_role(&state, user)))

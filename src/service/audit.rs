@@ -112,8 +112,7 @@ impl Actor<'_> {
 }
 
 impl FaceLock {
-    /// Records an event in the store and the log. A store failure is logged, never fatal: the
-    /// operation it describes has already happened.
+    /// Records an event in the store and the log (see [`super::Accounts::audit`]).
     pub(super) async fn audit(
         &self,
         kind: AuditKind,
@@ -122,13 +121,13 @@ impl FaceLock {
         actor: Actor<'_>,
         detail: Value,
     ) {
-        record(self.store.as_ref(), kind, origin, user, actor, detail).await;
+        self.accounts.audit(kind, origin, user, actor, detail).await;
     }
 }
 
-/// Records an event in `store` and the log; for the operator's commands that work on the
-/// store alone.
-pub async fn record(
+/// Records an event in `store` and the log. A store failure is logged, never fatal: the
+/// operation it describes has already happened.
+pub(super) async fn record(
     store: &dyn AuditStore,
     kind: AuditKind,
     origin: &Origin,

@@ -6,7 +6,7 @@ use super::{Actor, AuditKind, Error, Evidence, FaceLock, Origin};
 use std::sync::Arc;
 
 use crate::{
-    domain::{Email, FullName, Page, Role, User, UserId},
+    domain::{Email, FullName, User, UserId},
     engine::{EngineError, SearchQuery, SearchScope, Upload},
     images,
     store::{FaceOwner, NewFace, NewUser, ReferencePhoto},
@@ -28,15 +28,6 @@ pub struct Registered {
     pub face_id: String,
 }
 
-/// A page of users and where the next one starts.
-pub struct UserPage {
-    pub users: Vec<User>,
-    /// Users in all.
-    pub total: u64,
-    /// The last user id of this page when another page may follow.
-    pub next_cursor: Option<UserId>,
-}
-
 impl FaceLock {
     #[tracing::instrument(skip_all, fields(user_id = %req.user_id))]
     pub async fn register(&self, req: Registration, actor: Actor<'_>) -> Result<Registered, Error> {
@@ -52,7 +43,7 @@ impl FaceLock {
             }
             None => {
                 // Otherwise anyone could claim an admin id before its owner enrols.
-                if self.policy.is_listed_admin(&req.user_id) && !actor.is_admin() {
+                if self.accounts.policy().is_listed_admin(&req.user_id) && !actor.is_admin() {
                     return Err(Error::Forbidden(
                         "This user id is an administrator; it is enrolled by an existing \
                          administrator or with `facelock users add` on the server",
@@ -128,7 +119,7 @@ impl FaceLock {
     ) -> Result<(), Error> {
         let query = SearchQuery {
             scope: SearchScope::All,
-            min_similarity: self.policy.threshold(None),
+            min_similarity: self.accounts.policy().threshold(None),
         };
         let candidates = match self.engine.search(upload, &query).await {
             Ok(candidates) => candidates,
@@ -139,7 +130,8 @@ impl FaceLock {
         let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
         let known = self.store.faces(&ids).await?;
         let Some((face, similarity)) =
-            self.policy
+            self.accounts
+                .policy()
                 .duplicate_of(&candidates, &known, self.engine.name(), user)
         else {
             return Ok(());
@@ -169,7 +161,8 @@ impl FaceLock {
         }
     }
 
-    /// Deletes a user: the caller must be that user, an admin, or the operator.
+    /// Deletes a user (see [`super::Accounts::delete_user`]) and forgets their faces in this
+    /// server's engine at once.
     #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     pub async fn delete_user(
         &self,
@@ -177,23 +170,9 @@ impl FaceLock {
         user_id: &UserId,
         origin: &Origin,
     ) -> Result<(), Error> {
-        if !actor.may_act_for(user_id) {
-            return Err(Error::Forbidden(
-                "Only the user themself or an admin may delete a user",
-            ));
-        }
-        // The user, faces and photos go in one transaction with the engine's deletion queue.
-        let faces = self.store.delete_user(user_id).await?;
-        let ids: Vec<String> = faces.iter().map(|f| f.face_id.clone()).collect();
+        let faces = self.accounts.delete_user(actor, user_id, origin).await?;
+        let ids: Vec<String> = faces.into_iter().map(|f| f.face_id).collect();
         self.forget_in_engine(&ids).await;
-        self.audit(
-            AuditKind::UserDeleted,
-            origin,
-            Some(user_id),
-            actor,
-            json!({ "faces": faces.len() }),
-        )
-        .await;
         Ok(())
     }
 
@@ -231,73 +210,5 @@ impl FaceLock {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read the engine deletion queue")
             }
         }
-    }
-
-    /// The role `user` holds now.
-    pub fn role_of(&self, user: &User) -> Role {
-        self.policy.role_of(user)
-    }
-
-    /// Grants or withdraws the admin role: admins and the operator only. A user id listed in
-    /// `FACELOCK_ADMIN_USERS` stays an admin whatever the store says, so withdrawing it there
-    /// is refused rather than silently without effect.
-    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
-    pub async fn set_role(
-        &self,
-        actor: Actor<'_>,
-        user_id: &UserId,
-        role: Role,
-        origin: &Origin,
-    ) -> Result<User, Error> {
-        if !actor.is_admin() {
-            return Err(Error::Forbidden("Changing a role needs an admin token"));
-        }
-        if role == Role::User && self.policy.is_listed_admin(user_id) {
-            return Err(Error::Forbidden(
-                "This user is an administrator through FACELOCK_ADMIN_USERS; remove the id \
-                 there to withdraw the role",
-            ));
-        }
-        let user = self.store.set_admin(user_id, role == Role::Admin).await?;
-        self.audit(
-            AuditKind::RoleChanged,
-            origin,
-            Some(user_id),
-            actor,
-            json!({ "role": role }),
-        )
-        .await;
-        Ok(user)
-    }
-
-    /// A page of users, ordered by id: admins and the operator only.
-    pub async fn list_users(
-        &self,
-        actor: Actor<'_>,
-        page: Page,
-        origin: &Origin,
-    ) -> Result<UserPage, Error> {
-        if !actor.is_admin() {
-            return Err(Error::Forbidden("Listing users needs an admin token"));
-        }
-        self.audit(
-            AuditKind::UsersListed,
-            origin,
-            None,
-            actor,
-            json!({ "limit": page.limit, "after": page.after }),
-        )
-        .await;
-        let limit = page.limit as usize;
-        let users = self.store.list_users(page).await?;
-        let total = self.store.count_users().await?;
-        let next_cursor = (users.len() == limit)
-            .then(|| users.last().map(|u| u.user_id.clone()))
-            .flatten();
-        Ok(UserPage {
-            users,
-            total,
-            next_cursor,
-        })
     }
 }

@@ -109,7 +109,7 @@ impl FaceLock {
             faces.push(self.engine.observe(upload).await?);
         }
         let similarity = |a: &[f32], b: &[f32]| self.engine.descriptor_similarity(a, b);
-        let floor = self.policy.threshold(None).value();
+        let floor = self.accounts.policy().threshold(None).value();
         let verdict =
             liveness::judge(&actions, &faces, &similarity, floor).map_err(Error::NotLive)?;
         tracing::info!(

@@ -76,7 +76,7 @@ impl FaceLock {
             Some(user) => self.refuse_if_locked(user, origin).await?,
             None => self.refuse_if_delayed(origin).await?,
         }
-        let threshold = self.policy.threshold(req.min_similarity);
+        let threshold = self.accounts.policy().threshold(req.min_similarity);
         let claimed = req.claimed.clone();
         let attempt = async {
             let (upload, assurance) = self.examine(req.evidence).await?;
@@ -102,7 +102,7 @@ impl FaceLock {
         if let Some(address) = origin.address {
             self.address_failures.succeeded(address).await;
         }
-        let role = self.policy.role_of(&user);
+        let role = self.accounts.policy().role_of(&user);
         let session = self.tokens.new_session_id();
         let access = self
             .tokens
@@ -169,7 +169,8 @@ impl FaceLock {
         let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
         let known = self.store.faces(&ids).await?;
         let (face, similarity) = self
-            .policy
+            .accounts
+            .policy()
             .choose(
                 &candidates,
                 &known,
@@ -289,7 +290,7 @@ impl FaceLock {
             .current_user(&record.user_id, record.user_generation)
             .await?
             .ok_or(Error::InvalidGrant)?;
-        let role = self.policy.role_of(&user);
+        let role = self.accounts.policy().role_of(&user);
         let access = self
             .tokens
             .issue(
@@ -344,7 +345,7 @@ impl FaceLock {
             .current_user(&user_id, claims.ugen)
             .await?
             .ok_or(Error::Unauthenticated(TokenProblem::Revoked))?;
-        let role = self.policy.caller_role(&user, claims.role);
+        let role = self.accounts.policy().caller_role(&user, claims.role);
         Ok(Caller { user, role, claims })
     }
 
@@ -418,7 +419,7 @@ impl FaceLock {
     pub async fn compare(&self, a: Vec<u8>, b: Vec<u8>) -> Result<Comparison, Error> {
         let (a, b) = tokio::try_join!(self.prepare_image(a), self.prepare_image(b))?;
         let similarity = self.engine.compare(a, b).await?;
-        let threshold = self.policy.threshold(None);
+        let threshold = self.accounts.policy().threshold(None);
         Ok(Comparison {
             similarity,
             threshold,

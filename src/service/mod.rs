@@ -8,6 +8,7 @@
 //! never leaves a face that can log in without a user behind it (login also ignores engine
 //! matches the database does not know).
 
+mod accounts;
 pub mod audit;
 mod enrolment;
 mod error;
@@ -18,8 +19,9 @@ mod reindex;
 
 use std::{sync::Arc, time::Duration};
 
+pub use accounts::{Accounts, UserPage};
 pub use audit::{AuditKind, Origin};
-pub use enrolment::{Registered, Registration, UserPage};
+pub use enrolment::{Registered, Registration};
 pub use error::Error;
 pub use liveness::{ChallengeProblem, IssuedChallenge, LivenessProof};
 pub use login::{Comparison, Evidence, LoginRequest, Session, TokenPair};
@@ -99,7 +101,8 @@ pub struct Health {
 }
 
 pub struct FaceLock {
-    policy: Policy,
+    /// Users' records, roles and the audit trail: the part that needs no engine.
+    accounts: Accounts,
     lockout: LockoutRule,
     /// Failures older than this no longer count towards a lockout.
     lockout_window: Duration,
@@ -131,7 +134,7 @@ impl FaceLock {
         tokens: TokenService,
     ) -> Self {
         Self {
-            policy: Policy::from_settings(settings),
+            accounts: Accounts::new(store.clone(), Policy::from_settings(settings)),
             lockout: LockoutRule {
                 threshold: settings.lockout.threshold,
                 first_lock: settings.lockout.first_lock,
@@ -170,6 +173,15 @@ impl FaceLock {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The role `user` holds now.
+    pub fn role_of(&self, user: &User) -> Role {
+        self.accounts.role_of(user)
     }
 
     pub fn tokens(&self) -> &TokenService {

@@ -11,10 +11,8 @@ use std::{
 };
 
 use base64::Engine as _;
-use facelock::{
-    config::{EngineKind, Settings},
-    engine::local::DEFAULT_MIN_SIMILARITY,
-};
+use facelock::config::{EngineKind, Settings};
+use facelock_engine::DEFAULT_MIN_SIMILARITY;
 use serde_json::{json, Value};
 use tungstenite::{stream::MaybeTlsStream, Message, WebSocket};
 

@@ -86,7 +86,7 @@ impl TestApp {
             Self::spawn_with(move |s| {
                 s.engine.kind = EngineKind::Local;
                 s.engine.models_dir = dir;
-                s.engine.min_similarity = facelock::config::LOCAL_MIN_SIMILARITY;
+                s.engine.min_similarity = facelock_engine::DEFAULT_MIN_SIMILARITY;
                 configure(s);
             })
             .await,
@@ -390,7 +390,7 @@ pub fn models_dir() -> Option<std::path::PathBuf> {
         std::sync::OnceLock::new();
     let ready = DIR.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("facelock-models");
-        facelock::engine::local::models::ensure(&dir)
+        facelock_engine::models::ensure(&dir)
             .map(|()| dir)
             .map_err(|e| facelock::error_chain(&e))
     });

@@ -6,10 +6,6 @@ use std::{path::Path, sync::OnceLock};
 
 use axum::http::StatusCode;
 use facelock::{
-    engine::local::{
-        pipeline::{distance, Descriptor, Models, StageTimes},
-        similarity_from_distance,
-    },
     liveness::{
         actions_for, encode_actions,
         geometry::{planar_residual, yaw, Homography, Landmarks, MIN_HEAD_RESIDUAL},
@@ -17,6 +13,7 @@ use facelock::{
     },
     store::StoredChallenge,
 };
+use facelock_engine::{distance, similarity_from_distance, Descriptor, Models, StageTimes};
 use image::RgbImage;
 
 use crate::helpers::{models_dir, shared_faces_dev, Multipart, TestApp};
@@ -275,7 +272,7 @@ fn bursts_of_real_frames_are_judged_as_measured() {
     let (Some(root), Some(models)) = (shared_faces_dev(), models()) else {
         return;
     };
-    let floor = facelock::config::LOCAL_MIN_SIMILARITY;
+    let floor = facelock_engine::DEFAULT_MIN_SIMILARITY;
     let mut faces = std::collections::HashMap::new();
     for person in 1..=15 {
         for series in 1..=2 {

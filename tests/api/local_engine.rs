@@ -5,12 +5,10 @@
 use std::{collections::HashMap, path::Path, sync::OnceLock};
 
 use axum::http::StatusCode;
-use facelock::{
-    engine::local::{
-        pipeline::{analyze_photo, distance, Analysis, Descriptor, Models, StageTimes},
-        similarity_from_distance, DEFAULT_MIN_SIMILARITY,
-    },
-    images::DecodeLimits,
+use facelock::images::DecodeLimits;
+use facelock_engine::{
+    analyze_photo, distance, similarity_from_distance, Analysis, Descriptor, Models, StageTimes,
+    DEFAULT_MIN_SIMILARITY,
 };
 
 use crate::helpers::{models_dir, shared_faces, Multipart, TestApp};
@@ -45,7 +43,7 @@ fn analyze(models: &Models, path: &Path) -> Analysis {
 }
 
 fn photos(dir: &Path) -> Vec<std::path::PathBuf> {
-    facelock::bench::photos_under(dir)
+    facelock_engine::tools::bench::photos_under(dir)
 }
 
 /// Adversarial files that still show one usable face (orientation, colour model, container).
@@ -367,7 +365,7 @@ async fn compare_reports_real_similarities() {
 fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
     let Some(source) = models_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    for (name, _) in facelock::engine::local::models::FILES {
+    for (name, _) in facelock_engine::models::FILES {
         std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
     }
     let victim = dir.path().join("face_recognition_model.bin");
@@ -676,10 +674,10 @@ fn narrower_instruction_sets_see_the_same_faces() {
     all.extend(photos(&root.join("multi_face")));
     let (widest, _) = describe_with(&models, "avx512", &all);
     assert_eq!(widest.len(), all.len());
-    let detected = facelock::engine::local::cpu::Isa::detected();
+    let detected = facelock_engine::cpu::Isa::detected();
     for isa in ["avx2", "baseline"] {
         let (narrower, said) = describe_with(&models, isa, &all);
-        let capped = facelock::engine::local::cpu::Isa::parse(isa).unwrap() < detected;
+        let capped = facelock_engine::cpu::Isa::parse(isa).unwrap() < detected;
         if capped {
             assert!(said.contains(&format!("kernels: {isa} (capped")), "{said}");
         }

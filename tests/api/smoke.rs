@@ -434,7 +434,7 @@ fn operator_commands_manage_keys_and_users() {
 async fn a_kill_during_registrations_and_deletions_leaves_everything_in_agreement() {
     let Some(root) = shared_faces() else { return };
     let Some(models) = models_dir() else { return };
-    let photos: Vec<Vec<u8>> = facelock::bench::photos_under(&root.join("faces"))
+    let photos: Vec<Vec<u8>> = facelock_engine::tools::bench::photos_under(&root.join("faces"))
         .iter()
         .map(|p| std::fs::read(p).unwrap())
         .collect();

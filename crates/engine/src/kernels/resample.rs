@@ -133,7 +133,7 @@ mod tests {
         for (w, h) in [(7, 5), (0, 3), (4, 0)] {
             let photo = RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 200]));
             for pad in [0, 1, 3] {
-                let (copy, canvas) = crate::engine::local::testing::bordered(&photo, pad, border);
+                let (copy, canvas) = crate::testing::bordered(&photo, pad, border);
                 assert_eq!((canvas.width(), canvas.height()), copy.dimensions());
                 for (x, y) in [(0, 0), (1, 2), (2, 1), (3, 3), (5, 4), (9, 8), (20, 0)] {
                     for (cw, ch) in [(1, 1), (2, 5), (6, 3), (13, 11), (40, 40)] {

@@ -1,26 +1,10 @@
-//! The embedded face engine, the default: detection, landmarks, alignment and descriptors in
-//! pure Rust on the server itself, no cloud and no native library.
+//! The embedded face engine, the default: the `facelock-engine` crate (detection, landmarks,
+//! alignment and descriptors in pure Rust, no cloud and no native library) behind the
+//! [`FaceEngine`] trait.
 //!
 //! Enrolled descriptors live in memory for 1:N search, rebuilt from the store at start-up and
 //! kept in step by the service's register and delete. Inference runs on the blocking thread
 //! pool, at most one job per core at a time, so the async workers never stall.
-
-pub mod align;
-pub mod cpu;
-pub mod detector;
-pub mod index;
-pub mod landmarks;
-pub mod matmul;
-pub mod models;
-pub mod pipeline;
-pub mod quality;
-pub mod recognition;
-pub mod resample;
-pub mod tensor;
-#[cfg(test)]
-mod testing;
-pub mod weights;
-pub mod winograd;
 
 use std::{
     collections::HashMap,
@@ -31,11 +15,12 @@ use std::{
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use self::{
-    index::FaceIndex,
-    pipeline::{distance, Analysis, Descriptor, Models, StageTimes},
-    weights::ModelError,
+use facelock_engine::{
+    distance,
+    index::{BuildError, FaceIndex},
+    models, similarity_from_distance, Analysis, Descriptor, ModelError, Models, StageTimes,
 };
+
 use super::{
     BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, IndexedFace,
     SearchQuery, SearchScope, Upload,
@@ -50,20 +35,6 @@ use crate::{
 const AMBIGUOUS_AREA: f32 = 0.5;
 /// Candidates a search returns.
 const MAX_CANDIDATES: usize = 10;
-
-/// Maps a descriptor distance to the 0-100 similarity scale: 100 at distance 0, 90 at dlib's
-/// usual same-person threshold of 0.6, then down to 0 at 1.2.
-pub fn similarity_from_distance(d: f32) -> f32 {
-    let s = if d <= 0.6 {
-        100.0 - d * (10.0 / 0.6)
-    } else {
-        90.0 - (d - 0.6) * 150.0
-    };
-    s.clamp(0.0, 100.0)
-}
-
-/// The similarity floor of this engine.
-pub use crate::config::LOCAL_MIN_SIMILARITY as DEFAULT_MIN_SIMILARITY;
 
 /// A face enrolled through this engine: the store may not have committed it yet when a
 /// reload reads the store, so a reload keeps it for a while.
@@ -81,7 +52,7 @@ const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct LocalEngine {
     models: Arc<Models>,
-    index: RwLock<FaceIndex>,
+    index: RwLock<FaceIndex<UserId>>,
     enrolled_here: std::sync::Mutex<HashMap<uuid::Uuid, EnrolledHere>>,
     /// The last analyses, by upload, for a second call on the same upload.
     recent: std::sync::Mutex<Vec<(std::sync::Weak<Upload>, Analysis)>>,
@@ -187,11 +158,11 @@ impl LocalEngine {
         .ok_or_else(|| EngineError::internal("abandoned"))
     }
 
-    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, FaceIndex> {
+    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, FaceIndex<UserId>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, FaceIndex> {
+    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, FaceIndex<UserId>> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -219,7 +190,7 @@ impl FaceEngine for LocalEngine {
     }
 
     async fn load(&self, faces: FaceFeed) -> Result<(), EngineError> {
-        let mut index = tokio::task::spawn_blocking(move || FaceIndex::build(faces))
+        let mut index = tokio::task::spawn_blocking(move || build_index(faces))
             .await
             .map_err(|e| EngineError::internal(format!("building the face index: {e}")))?
             .map_err(EngineError::internal)?;
@@ -327,7 +298,7 @@ impl FaceEngine for LocalEngine {
             let index = self.index_read();
             match &query.scope {
                 SearchScope::All => index.nearest(&descriptor, MAX_CANDIDATES),
-                SearchScope::User(user) => index.nearest_of_user(&descriptor, user),
+                SearchScope::User(user) => index.nearest_of_user(&descriptor, user.as_str()),
             }
         };
         crate::metrics::global().engine_stage("local", "match", started.elapsed());
@@ -389,21 +360,52 @@ impl FaceEngine for LocalEngine {
     }
 }
 
+/// An index of the faces a store sends, built as they arrive, so it is ready soon after the
+/// last is read; only from a read that completed. Blocks on the feed: run it on a blocking
+/// thread.
+pub fn build_index(mut faces: FaceFeed) -> Result<FaceIndex<UserId>, BuildError> {
+    let mut index = FaceIndex::default();
+    while let Some(batch) = faces.batches.blocking_recv() {
+        for face in batch.iter() {
+            index.insert_stored(face.face_id, face.user_id, face.descriptor, |u| {
+                UserId::parse(u).ok()
+            })?;
+        }
+    }
+    faces
+        .complete
+        .blocking_recv()
+        .map_err(|_| BuildError::Incomplete)?;
+    index.shrink_to_fit();
+    Ok(index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn similarity_scale_is_monotonic_and_anchored() {
-        assert_eq!(similarity_from_distance(0.0), 100.0);
-        assert!((similarity_from_distance(0.6) - 90.0).abs() < 1e-4);
-        assert_eq!(similarity_from_distance(1.2), 0.0);
-        assert_eq!(similarity_from_distance(5.0), 0.0);
-        let mut last = 101.0;
-        for i in 0..=130 {
-            let s = similarity_from_distance(i as f32 / 100.0);
-            assert!(s <= last);
-            last = s;
-        }
+    fn an_index_is_built_only_from_a_complete_read() {
+        let feed = || {
+            let (batches, batches_rx) = tokio::sync::mpsc::channel(1);
+            let (complete, complete_rx) = tokio::sync::oneshot::channel();
+            drop(batches);
+            (
+                FaceFeed {
+                    batches: batches_rx,
+                    complete: complete_rx,
+                },
+                complete,
+            )
+        };
+        let (read_all, complete) = feed();
+        complete.send(()).unwrap();
+        assert!(build_index(read_all).unwrap().is_empty());
+        let (failed_half_way, complete) = feed();
+        drop(complete);
+        assert!(matches!(
+            build_index(failed_half_way),
+            Err(BuildError::Incomplete)
+        ));
     }
 }

@@ -192,8 +192,8 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
     assert_eq!(out.len(), rows.count() * weights.n, "output size");
     #[cfg(target_arch = "x86_64")]
     {
-        let isa = super::cpu::isa();
-        if isa >= super::cpu::Isa::Avx512 {
+        let isa = crate::kernels::cpu::isa();
+        if isa >= crate::kernels::cpu::Isa::Avx512 {
             // Sixteen rows a tile where that leaves fewer rows computed for nothing: the
             // descriptor's last maps have 16 positions, which tiles of 12 made 24.
             let count = rows.count();
@@ -208,7 +208,7 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
                 x86::tile_avx512(a, t)
             });
         }
-        if isa >= super::cpu::Isa::Avx2 {
+        if isa >= crate::kernels::cpu::Isa::Avx2 {
             // SAFETY: the CPU has AVX2 and FMA; `drive` hands the kernel pointers it checked.
             return drive::<6>(rows, weights, act, out, |a, t| unsafe {
                 x86::tile_avx2(a, t)
@@ -300,17 +300,21 @@ unsafe fn tile_portable<const MR: usize>(rows: &[*const f32; MR], t: Tile) {
             // SAFETY: the caller's contract: j is inside every window, b inside the panel.
             let bv: &[f32; PANEL] = unsafe { &*b.cast() };
             for (sums, row) in acc.iter_mut().zip(rows) {
+                // SAFETY: j is inside every row's window (the caller's contract).
                 let a = unsafe { *row.add(j) };
                 for (c, wv) in sums.iter_mut().zip(bv) {
                     *c += a * wv;
                 }
             }
+            // SAFETY: the panel holds a row of PANEL weights for every j of the windows.
             b = unsafe { b.add(PANEL) };
         }
     }
     // SAFETY: the caller's contract on the bias and the output.
     let bias: &[f32; PANEL] = unsafe { &*t.bias.cast() };
     for (i, sums) in acc.iter().enumerate() {
+        // SAFETY: the output's MR rows of PANEL values are writable (the caller's contract),
+        // and nothing else refers to them while the tile runs.
         let dst = unsafe { std::slice::from_raw_parts_mut(t.out.add(i * t.out_stride), PANEL) };
         for ((o, s), b) in dst.iter_mut().zip(sums).zip(bias) {
             let v = s + b;
@@ -409,7 +413,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::local::testing::pseudo;
+    use crate::testing::pseudo;
 
     #[test]
     fn a_window_past_the_input_is_refused_wherever_its_line_ends() {

@@ -5,12 +5,10 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use crate::{
-    engine::local::{
-        pipeline::{analyze_photo, distance, Descriptor, Models, StageTimes},
-        similarity_from_distance,
-    },
     files::{self, FileError},
-    images::{DecodeLimits, ImageError},
+    photo::{DecodeLimits, ImageError},
+    pipeline::{analyze_photo, distance, Descriptor, Models, StageTimes},
+    similarity_from_distance,
 };
 
 /// Why an evaluation could not run.
@@ -264,16 +262,11 @@ pub fn score_pairs(
             let path = root.join(name);
             let bytes = files::read(&path)?;
             let mut times = StageTimes::default();
-            let analysis = match analyze_photo(models, &bytes, LIMITS, &mut times) {
-                // Lab sets come as GIF or PGM, which uploads are not: read them here.
-                Err(ImageError::UnknownFormat) => image::load_from_memory(&bytes)
-                    .map(|img| models.analyze(&img.to_rgb8(), &mut times))
-                    .map_err(|e| ImageError::Corrupt(e.to_string())),
-                other => other,
-            }
-            .map_err(|source| EvalError::Image {
-                name: name.clone(),
-                source,
+            let analysis = analyze_photo(models, &bytes, LIMITS, &mut times).map_err(|source| {
+                EvalError::Image {
+                    name: name.clone(),
+                    source,
+                }
             })?;
             descriptors.insert(name, analysis.descriptor().copied());
         }

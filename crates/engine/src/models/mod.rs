@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::files::FileError;
 
+pub mod weights;
+
 /// Names the descriptor network stored beside every face it described: descriptors of
 /// different models are never compared.
 pub const MODEL_ID: &str = "dlib-resnet-v1@face-api-1.7.15";

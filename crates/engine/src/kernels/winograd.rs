@@ -224,8 +224,8 @@ fn combine(out: &mut [f32], a: &[f32], b: &[f32], sign: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::local::{
-        tensor::{self, Padding},
+    use crate::{
+        kernels::tensor::{self, Padding},
         testing::{pseudo, worst_difference},
     };
 

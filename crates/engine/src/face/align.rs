@@ -8,7 +8,7 @@
 
 use image::RgbImage;
 
-use super::{resample::Canvas, tensor::with_widest_vectors};
+use crate::kernels::{resample::Canvas, tensor::with_widest_vectors};
 
 /// Mean positions of landmarks 17..=67 in the unit square, x then y.
 const MEAN_FACE: [(f32, f32); 51] = [
@@ -205,7 +205,7 @@ pub fn extract_chip(img: Canvas, t: Similarity2, size: usize) -> Vec<u8> {
     let crop = img.crop(x0, y0, x1 - x0, y1 - y0);
     let nw = ((crop.width() as f32 / s).round() as u32).max(2);
     let nh = ((crop.height() as f32 / s).round() as u32).max(2);
-    let shrunk = super::resample::resize(&crop, nw, nh);
+    let shrunk = crate::kernels::resample::resize(&crop, nw, nh);
     let fx = nw as f32 / crop.width() as f32;
     let fy = nh as f32 / crop.height() as f32;
     // u' = (u - x0) * fx and v' = (v - y0) * fy, folded into the map.
@@ -314,8 +314,8 @@ mod tests {
     #[test]
     fn a_chip_of_a_bordered_canvas_is_that_of_the_bordered_copy() {
         let (pad, border) = (12, [122, 117, 104]);
-        let photo = crate::engine::local::testing::pseudo_photo(40, 30, 11);
-        let (copy, canvas) = crate::engine::local::testing::bordered(&photo, pad, border);
+        let photo = crate::testing::pseudo_photo(40, 30, 11);
+        let (copy, canvas) = crate::testing::bordered(&photo, pad, border);
         for (scale, tx, ty) in [
             (0.8, 20.3, 15.1),
             (1.3, -6.2, 3.7),
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn chip_matches_plain_sampling_inside_and_across_the_edges() {
         let (w, h) = (40u32, 30u32);
-        let img = crate::engine::local::testing::pseudo_photo(w, h, 7);
+        let img = crate::testing::pseudo_photo(w, h, 7);
         let t = Similarity2 {
             a: 1.2 * 0.4f32.cos(),
             b: 1.2 * 0.4f32.sin(),

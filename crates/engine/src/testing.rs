@@ -34,15 +34,15 @@ pub fn worst_difference(a: &[f32], b: &[f32]) -> f32 {
 /// `photo` on a canvas `pad` pixels larger on every side, filled with `border`, made with
 /// `image`'s own fill and paste; with the [`Canvas`] that shows the same without the copy.
 ///
-/// [`Canvas`]: super::resample::Canvas
+/// [`Canvas`]: crate::kernels::resample::Canvas
 pub fn bordered(
     photo: &image::RgbImage,
     pad: u32,
     border: [u8; 3],
-) -> (image::RgbImage, super::resample::Canvas<'_>) {
+) -> (image::RgbImage, crate::kernels::resample::Canvas<'_>) {
     let (w, h) = photo.dimensions();
     let mut copy = image::RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, image::Rgb(border));
     image::imageops::replace(&mut copy, photo, i64::from(pad), i64::from(pad));
-    let canvas = super::resample::Canvas { photo, pad, border };
+    let canvas = crate::kernels::resample::Canvas { photo, pad, border };
     (copy, canvas)
 }

@@ -414,7 +414,7 @@ const LANES: usize = 16;
 /// with the wrapper's features: a closure left to the compiler was not inlined, and ran
 /// baseline code.
 #[inline(always)]
-pub(super) fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
+pub(crate) fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f")]
@@ -425,12 +425,12 @@ pub(super) fn with_widest_vectors<R>(work: impl FnOnce() -> R) -> R {
         fn avx2<R>(work: impl FnOnce() -> R) -> R {
             work()
         }
-        let isa = super::cpu::isa();
-        if isa >= super::cpu::Isa::Avx512 {
+        let isa = crate::kernels::cpu::isa();
+        if isa >= crate::kernels::cpu::Isa::Avx512 {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { avx512(work) };
         }
-        if isa >= super::cpu::Isa::Avx2 {
+        if isa >= crate::kernels::cpu::Isa::Avx2 {
             // SAFETY: the CPU has AVX2 and FMA.
             return unsafe { avx2(work) };
         }
@@ -710,16 +710,6 @@ pub fn relu(x: &mut Tensor) {
     x.data.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
-pub fn relu6(x: &mut Tensor) {
-    x.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0));
-}
-
-pub fn leaky_relu(x: &mut Tensor, slope: f32) {
-    x.data
-        .iter_mut()
-        .for_each(|v| *v = if *v < 0.0 { *v * slope } else { *v });
-}
-
 /// `x += y`, elementwise.
 pub fn add_assign(x: &mut Tensor, y: &Tensor) {
     assert_eq!(x.data.len(), y.data.len(), "add shapes");
@@ -751,7 +741,7 @@ pub fn dense(x: &[f32], weights: &[f32], bias: Option<&[f32]>, outputs: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::local::testing::pseudo;
+    use crate::testing::pseudo;
 
     /// A direct, obviously correct convolution to check the im2col path against.
     fn naive(x: &Tensor, conv: &Conv, stride: usize, padding: Padding) -> Tensor {

@@ -16,10 +16,9 @@
 //! in the baseline) the plain copy runs. Past `PARALLEL_FROM` faces the scan is split across
 //! the cores.
 
-use std::collections::HashMap;
+use std::{borrow::Borrow, collections::HashMap, hash::Hash};
 
-use super::{pipeline::Descriptor, recognition::DESCRIPTOR_LEN};
-use crate::{domain::UserId, engine::FaceFeed};
+use crate::{networks::recognition::DESCRIPTOR_LEN, pipeline::Descriptor};
 
 const DIM: usize = DESCRIPTOR_LEN;
 /// Coarse scale: components are clamped to ±0.5 (dlib's stay well inside) in steps of 1/254.
@@ -32,6 +31,10 @@ const RERANK: usize = 64;
 const PARALLEL_FROM: usize = 65_536;
 const NONE: u32 = u32::MAX;
 
+/// What an index knows its faces' owners by: the caller's user id type, looked up by its text.
+pub trait Owner: Clone + Eq + Hash + Borrow<str> {}
+impl<U: Clone + Eq + Hash + Borrow<str>> Owner for U {}
+
 /// Why an index could not be built from the store's faces.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -43,14 +46,13 @@ pub enum BuildError {
 
 /// A face found by a search, nearest first.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Hit {
+pub struct Hit<U> {
     pub face_id: uuid::Uuid,
-    pub user_id: UserId,
+    pub user_id: U,
     pub distance: f32,
 }
 
-#[derive(Default)]
-pub struct FaceIndex {
+pub struct FaceIndex<U> {
     coarse: Vec<i8>,
     coarse_norms: Vec<i32>,
     fine: Vec<i16>,
@@ -59,10 +61,27 @@ pub struct FaceIndex {
     owners: Vec<u32>,
     /// The next face of the same user, or `NONE`.
     next_of_user: Vec<u32>,
-    users: Vec<UserId>,
+    users: Vec<U>,
     first_of_user: Vec<u32>,
-    user_index: HashMap<UserId, u32, foldhash::fast::RandomState>,
+    user_index: HashMap<U, u32, foldhash::fast::RandomState>,
     live: usize,
+}
+
+impl<U> Default for FaceIndex<U> {
+    fn default() -> Self {
+        Self {
+            coarse: Vec::new(),
+            coarse_norms: Vec::new(),
+            fine: Vec::new(),
+            face_ids: Vec::new(),
+            owners: Vec::new(),
+            next_of_user: Vec::new(),
+            users: Vec::new(),
+            first_of_user: Vec::new(),
+            user_index: HashMap::default(),
+            live: 0,
+        }
+    }
 }
 
 /// `v` clamped to ±`limit` and rounded half away from zero. Written with a truncating cast
@@ -161,7 +180,7 @@ fn scan(
     first_row: usize,
 ) -> Vec<(i32, u32)> {
     #[cfg(target_arch = "x86_64")]
-    if super::cpu::isa() >= super::cpu::Isa::Avx512
+    if crate::kernels::cpu::isa() >= crate::kernels::cpu::Isa::Avx512
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
     {
@@ -169,14 +188,14 @@ fn scan(
         return unsafe { scan_rows_avx512(query, query_norm, coarse, norms, first_row) };
     }
     #[cfg(target_arch = "x86_64")]
-    if super::cpu::isa() >= super::cpu::Isa::Avx2 {
+    if crate::kernels::cpu::isa() >= crate::kernels::cpu::Isa::Avx2 {
         // SAFETY: the processor has AVX2, checked just above.
         return unsafe { scan_rows_avx2(query, query_norm, coarse, norms, first_row) };
     }
     scan_rows(query, query_norm, coarse, norms, first_row)
 }
 
-impl FaceIndex {
+impl<U: Owner> FaceIndex<U> {
     /// Faces in the index, deleted ones left out.
     pub fn len(&self) -> usize {
         self.live
@@ -195,47 +214,54 @@ impl FaceIndex {
             + self.owners.capacity() * 4
             + self.next_of_user.capacity() * 4
             + self.first_of_user.capacity() * 4
-            + self.users.capacity() * std::mem::size_of::<UserId>()
-            + self.users.iter().map(|u| u.as_str().len()).sum::<usize>() * 2
-            + self.user_index.capacity() * (std::mem::size_of::<UserId>() + 4 + 1)
+            + self.users.capacity() * std::mem::size_of::<U>()
+            + self.users.iter().map(|u| u.borrow().len()).sum::<usize>() * 2
+            + self.user_index.capacity() * (std::mem::size_of::<U>() + 4 + 1)
     }
 
-    /// An index of the faces a store sends, built as they arrive, so it is ready soon after
-    /// the last is read. Blocks on the feed: run it on a blocking thread.
-    pub fn build(mut faces: FaceFeed) -> Result<Self, BuildError> {
-        let mut index = Self::default();
-        while let Some(batch) = faces.batches.blocking_recv() {
-            for face in batch.iter() {
-                let descriptor: &Descriptor = face
-                    .descriptor
-                    .try_into()
-                    .map_err(|_| BuildError::DamagedDescriptor(face.face_id.to_owned()))?;
-                let Ok(face_id) = uuid::Uuid::parse_str(face.face_id) else {
-                    tracing::warn!(face_id = %face.face_id, "stored face id is not a UUID; skipped");
-                    continue;
-                };
-                let Some(owner) = index.intern_stored(face.user_id) else {
-                    tracing::warn!(face_id = %face.face_id, "stored face has an invalid user id; skipped");
-                    continue;
-                };
-                index.insert_row(face_id, owner, descriptor);
-            }
-        }
-        faces
-            .complete
-            .blocking_recv()
-            .map_err(|_| BuildError::Incomplete)?;
-        // Grown by doubling while the count was unknown; give back the rest (large blocks
-        // shrink in place).
-        index.coarse.shrink_to_fit();
-        index.fine.shrink_to_fit();
-        index.coarse_norms.shrink_to_fit();
-        index.face_ids.shrink_to_fit();
-        index.owners.shrink_to_fit();
-        index.next_of_user.shrink_to_fit();
-        index.first_of_user.shrink_to_fit();
-        index.users.shrink_to_fit();
-        Ok(index)
+    /// Adds a face as a store holds it: its id as text, its owner's id as stored (turned into
+    /// `U` by `parse_user` the first time it is seen), and its descriptor. A face whose id is
+    /// not a UUID, or whose owner does not parse, is skipped with a warning; a descriptor of
+    /// the wrong length is an error.
+    pub fn insert_stored(
+        &mut self,
+        face_id: &str,
+        user_id: &str,
+        descriptor: &[f32],
+        parse_user: impl FnOnce(&str) -> Option<U>,
+    ) -> Result<(), BuildError> {
+        let descriptor: &Descriptor = descriptor
+            .try_into()
+            .map_err(|_| BuildError::DamagedDescriptor(face_id.to_owned()))?;
+        let Ok(uuid) = uuid::Uuid::parse_str(face_id) else {
+            tracing::warn!(face_id, "stored face id is not a UUID; skipped");
+            return Ok(());
+        };
+        let owner = match self.user_index.get(user_id) {
+            Some(&i) => i,
+            None => match parse_user(user_id) {
+                Some(user) => self.intern(&user),
+                None => {
+                    tracing::warn!(face_id, "stored face has an invalid user id; skipped");
+                    return Ok(());
+                }
+            },
+        };
+        self.insert_row(uuid, owner, descriptor);
+        Ok(())
+    }
+
+    /// Gives back what was reserved by doubling while the number of faces was unknown (large
+    /// blocks shrink in place).
+    pub fn shrink_to_fit(&mut self) {
+        self.coarse.shrink_to_fit();
+        self.fine.shrink_to_fit();
+        self.coarse_norms.shrink_to_fit();
+        self.face_ids.shrink_to_fit();
+        self.owners.shrink_to_fit();
+        self.next_of_user.shrink_to_fit();
+        self.first_of_user.shrink_to_fit();
+        self.users.shrink_to_fit();
     }
 
     /// Room for `faces` more faces, so loading a known number does not reallocate.
@@ -249,8 +275,8 @@ impl FaceIndex {
         self.next_of_user.reserve_exact(faces);
     }
 
-    fn intern(&mut self, user: &UserId) -> u32 {
-        if let Some(&i) = self.user_index.get(user.as_str()) {
+    fn intern(&mut self, user: &U) -> u32 {
+        if let Some(&i) = self.user_index.get(user.borrow()) {
             return i;
         }
         let i = self.users.len() as u32;
@@ -260,18 +286,9 @@ impl FaceIndex {
         i
     }
 
-    /// [`Self::intern`] for an id read from the store, parsed only the first time it is seen;
-    /// `None` if it does not parse.
-    fn intern_stored(&mut self, user: &str) -> Option<u32> {
-        match self.user_index.get(user) {
-            Some(&i) => Some(i),
-            None => Some(self.intern(&UserId::parse(user).ok()?)),
-        }
-    }
-
     /// Adds a face. Face ids are unique (the store's primary key, or a new UUID): the index
     /// does not look for an earlier copy.
-    pub fn insert(&mut self, face_id: uuid::Uuid, user: &UserId, descriptor: &Descriptor) {
+    pub fn insert(&mut self, face_id: uuid::Uuid, user: &U, descriptor: &Descriptor) {
         let owner = self.intern(user);
         self.insert_row(face_id, owner, descriptor);
     }
@@ -337,7 +354,7 @@ impl FaceIndex {
             .sqrt()
     }
 
-    fn hit(&self, query: &Descriptor, row: usize) -> Hit {
+    fn hit(&self, query: &Descriptor, row: usize) -> Hit<U> {
         Hit {
             face_id: uuid::Uuid::from_u128(self.face_ids[row]),
             user_id: self.users[self.owners[row] as usize].clone(),
@@ -346,7 +363,7 @@ impl FaceIndex {
     }
 
     /// The `limit` nearest faces to `query` among everyone's.
-    pub fn nearest(&self, query: &Descriptor, limit: usize) -> Vec<Hit> {
+    pub fn nearest(&self, query: &Descriptor, limit: usize) -> Vec<Hit<U>> {
         let coarse = coarse_of(query);
         let query_norm = dot_i8(&coarse, &coarse);
         let rows = self.owners.len();
@@ -374,7 +391,7 @@ impl FaceIndex {
             })
         };
         candidates.retain(|&(_, row)| self.owners[row as usize] != NONE);
-        let mut hits: Vec<Hit> = candidates
+        let mut hits: Vec<Hit<U>> = candidates
             .into_iter()
             .map(|(_, row)| self.hit(query, row as usize))
             .collect();
@@ -384,7 +401,7 @@ impl FaceIndex {
     }
 
     /// The faces of `user`, nearest first: read from the user's own list, no scan.
-    pub fn nearest_of_user(&self, query: &Descriptor, user: &UserId) -> Vec<Hit> {
+    pub fn nearest_of_user(&self, query: &Descriptor, user: &str) -> Vec<Hit<U>> {
         let Some(&owner) = self.user_index.get(user) else {
             return Vec::new();
         };
@@ -423,8 +440,8 @@ impl FaceIndex {
 mod tests {
     use super::*;
 
-    fn uid(s: &str) -> UserId {
-        UserId::parse(s).unwrap()
+    fn uid(s: &str) -> String {
+        s.to_owned()
     }
 
     /// A descriptor of dlib's scale from a seed: components about ±0.1.
@@ -439,28 +456,33 @@ mod tests {
     }
 
     #[test]
-    fn an_index_is_built_only_from_a_complete_read() {
-        let feed = || {
-            let (batches, batches_rx) = tokio::sync::mpsc::channel(1);
-            let (complete, complete_rx) = tokio::sync::oneshot::channel();
-            drop(batches);
-            (
-                FaceFeed {
-                    batches: batches_rx,
-                    complete: complete_rx,
-                },
-                complete,
-            )
-        };
-        let (read_all, complete) = feed();
-        complete.send(()).unwrap();
-        assert!(FaceIndex::build(read_all).unwrap().is_empty());
-        let (failed_half_way, complete) = feed();
-        drop(complete);
+    fn stored_faces_are_checked_and_owners_parsed_once() {
+        let mut index = FaceIndex::<String>::default();
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let mut parsed = 0;
+        for face in [a, b] {
+            let parse = |u: &str| {
+                parsed += 1;
+                Some(u.to_owned())
+            };
+            index
+                .insert_stored(&face.to_string(), "alice", &descriptor(1), parse)
+                .unwrap();
+        }
+        assert_eq!(parsed, 1, "an owner already seen is not parsed again");
+        index
+            .insert_stored("not-a-uuid", "alice", &descriptor(2), |u| Some(u.into()))
+            .unwrap();
+        let c = uuid::Uuid::new_v4().to_string();
+        index
+            .insert_stored(&c, "b@d", &descriptor(3), |_| None)
+            .unwrap();
+        assert_eq!(index.len(), 2, "bad face ids and owners are skipped");
         assert!(matches!(
-            FaceIndex::build(failed_half_way),
-            Err(BuildError::Incomplete)
+            index.insert_stored(&c, "bob", &[0.0; 3], |u| Some(u.into())),
+            Err(BuildError::DamagedDescriptor(id)) if id == c
         ));
+        assert_eq!(index.nearest_of_user(&descriptor(1), "alice").len(), 2);
     }
 
     #[test]
@@ -479,7 +501,7 @@ mod tests {
     }
 
     fn exact(a: &Descriptor, b: &Descriptor) -> f32 {
-        super::super::pipeline::distance(a, b)
+        crate::pipeline::distance(a, b)
     }
 
     #[test]
@@ -517,7 +539,7 @@ mod tests {
         index.insert(a1, &uid("alice"), &descriptor(1));
         index.insert(b1, &uid("bob"), &descriptor(2));
         index.insert(a2, &uid("alice"), &descriptor(3));
-        let of_alice = index.nearest_of_user(&descriptor(2), &uid("alice"));
+        let of_alice = index.nearest_of_user(&descriptor(2), "alice");
         let mut found: Vec<_> = of_alice.iter().map(|h| h.face_id).collect();
         found.sort();
         let mut expected = vec![a1, a2];
@@ -526,15 +548,13 @@ mod tests {
         index.remove(&[a1]);
         assert_eq!(index.len(), 2);
         assert!(!index.contains(&a1));
-        let of_alice = index.nearest_of_user(&descriptor(1), &uid("alice"));
+        let of_alice = index.nearest_of_user(&descriptor(1), "alice");
         assert_eq!(of_alice.iter().map(|h| h.face_id).collect::<Vec<_>>(), [a2]);
         assert!(index
             .nearest(&descriptor(1), 10)
             .iter()
             .all(|h| h.face_id != a1));
-        assert!(index
-            .nearest_of_user(&descriptor(1), &uid("carol"))
-            .is_empty());
+        assert!(index.nearest_of_user(&descriptor(1), "carol").is_empty());
         index.remove(&[a2, b1]);
         assert!(index.is_empty());
         assert!(index.nearest(&descriptor(1), 10).is_empty());

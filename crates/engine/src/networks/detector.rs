@@ -3,9 +3,9 @@
 
 use std::{ops::Range, path::Path};
 
-use super::{
-    tensor::{self, Activation, Conv, Padding, Separable, Tensor},
-    weights::{ModelError, Weights},
+use crate::{
+    kernels::tensor::{self, Activation, Conv, Padding, Separable, Tensor},
+    models::weights::{ModelError, Weights},
 };
 
 const MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
@@ -278,7 +278,7 @@ fn non_max_suppression(mut boxes: Vec<Detection>) -> Vec<Detection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::local::testing::{self, pseudo};
+    use crate::testing::{self, pseudo};
 
     fn det(l: f32, t: f32, r: f32, b: f32, score: f32) -> Detection {
         Detection {

@@ -1,8 +1,68 @@
 //! Is a face good enough to enrol? Measured on the aligned chip and the landmarks, with the
 //! reasons Rekognition uses. Verification does not apply these: a login photo only has to match.
 
-use super::{align::Similarity2, pipeline::Face, recognition::CHIP_SIZE};
-use crate::engine::QualityProblem;
+use super::{align::Similarity2, Face};
+use crate::networks::recognition::CHIP_SIZE;
+
+/// Why an enrolment photo was refused although a face was found (Rekognition's reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QualityProblem {
+    SmallBoundingBox,
+    LowSharpness,
+    LowBrightness,
+    ExtremePose,
+    LowConfidence,
+    LowFaceQuality,
+}
+
+impl QualityProblem {
+    pub const ALL: [QualityProblem; 6] = [
+        Self::SmallBoundingBox,
+        Self::LowSharpness,
+        Self::LowBrightness,
+        Self::ExtremePose,
+        Self::LowConfidence,
+        Self::LowFaceQuality,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::SmallBoundingBox => "SMALL_BOUNDING_BOX",
+            Self::LowSharpness => "LOW_SHARPNESS",
+            Self::LowBrightness => "LOW_BRIGHTNESS",
+            Self::ExtremePose => "EXTREME_POSE",
+            Self::LowConfidence => "LOW_CONFIDENCE",
+            Self::LowFaceQuality => "LOW_FACE_QUALITY",
+        }
+    }
+
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::SmallBoundingBox => {
+                "The face is too small in the image; move closer to the camera"
+            }
+            Self::LowSharpness => "The face is too blurry to enrol",
+            Self::LowBrightness => "The face is too dark to enrol; improve the lighting",
+            Self::ExtremePose => "The face is turned too far from the camera to enrol",
+            Self::LowConfidence => "The detector is not confident this is a face",
+            Self::LowFaceQuality => "The face is of too low quality to enrol",
+        }
+    }
+
+    /// The problem a [`Self::code`] names (also Rekognition's `Reasons` values, which these
+    /// are).
+    pub fn from_code(reason: &str) -> Option<Self> {
+        Some(match reason {
+            "SMALL_BOUNDING_BOX" => Self::SmallBoundingBox,
+            "LOW_SHARPNESS" => Self::LowSharpness,
+            "LOW_BRIGHTNESS" => Self::LowBrightness,
+            "EXTREME_POSE" => Self::ExtremePose,
+            "LOW_CONFIDENCE" => Self::LowConfidence,
+            "LOW_FACE_QUALITY" => Self::LowFaceQuality,
+            _ => return None,
+        })
+    }
+}
 
 /// Faces narrower than this many pixels (cheek to cheek) are too small to enrol.
 const MIN_FACE_WIDTH_PX: f32 = 60.0;

@@ -5,17 +5,20 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::{
-    align::{self, Similarity2},
-    detector::{self, Detection, Detector, CELL},
-    landmarks::{self, LandmarkNet},
-    quality::Metrics,
-    recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
-    resample::{self, Canvas},
-    tensor,
-    weights::ModelError,
+use crate::{
+    face::{align, quality::Metrics, Face},
+    kernels::{
+        resample::{self, Canvas},
+        tensor,
+    },
+    models::weights::ModelError,
+    networks::{
+        detector::{self, Detection, Detector, CELL},
+        landmarks::{self, LandmarkNet},
+        recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
+    },
+    photo::{self, DecodeLimits, ImageError},
 };
-use crate::images::{self, DecodeLimits, ImageError};
 
 /// The longer side of the photo as the detector sees it; faces smaller than about 1/20 of the
 /// longer image side are missed at this size, which is far below what enrolment or login
@@ -30,17 +33,6 @@ const BACKGROUND_AREA: f32 = 0.1;
 const CHIP_PADDING: f32 = 0.25;
 
 pub type Descriptor = [f32; DESCRIPTOR_LEN];
-
-/// A face found in a photo, in the photo's pixels.
-#[derive(Clone, Debug)]
-pub struct Face {
-    pub detection: Detection,
-    pub landmarks: [(f32, f32); 68],
-    /// Chip -> image transform fitted to the landmarks.
-    pub transform: Similarity2,
-    /// RMS distance (chip pixels) of the landmarks from the fitted mean face.
-    pub shape_error: f32,
-}
 
 /// The three networks, loaded once.
 pub struct Models {
@@ -95,16 +87,17 @@ fn stage_end(start: (std::time::Instant, u64), time: &mut std::time::Duration, f
     *flops += tensor::flops_so_far() - start.1;
 }
 
-/// Decodes an uploaded photo and analyses it: the one path from bytes to a descriptor, used by
-/// the engine, `facelock eval`, `facelock bench` and the tests.
+/// Decodes a photo file (an upload's formats, or a lab set's GIF and PNM) and analyses it: the
+/// one path from a file's bytes to a descriptor, used by `eval`, `describe`, `bench` and the
+/// tests. The server decodes uploads itself and calls [`Models::analyze`].
 pub fn analyze_photo(
     models: &Models,
     bytes: &[u8],
     limits: DecodeLimits,
     times: &mut StageTimes,
 ) -> Result<Analysis, ImageError> {
-    let decoded = images::decode(bytes, limits)?;
-    Ok(models.analyze(&decoded.image.into_rgb8(), times))
+    let image = photo::decode_file(bytes, limits)?;
+    Ok(models.analyze(&image.into_rgb8(), times))
 }
 
 impl Models {

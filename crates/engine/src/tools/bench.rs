@@ -10,14 +10,12 @@ use std::{
 };
 
 use crate::{
-    engine::local::{
-        models,
-        pipeline::{analyze_photo, Models, StageTimes},
-        tensor::{self, Activation, Conv, Padding, Tensor},
-        weights::ModelError,
-    },
     files::{self, FileError},
-    images::{self, DecodeLimits, ImageError},
+    index::FaceIndex,
+    kernels::tensor::{self, Activation, Conv, Padding, Tensor},
+    models::{self, weights::ModelError},
+    photo::{self, DecodeLimits, ImageError},
+    pipeline::{analyze_photo, Descriptor, Models, StageTimes},
 };
 
 /// Why the benchmark could not run.
@@ -169,7 +167,7 @@ fn reencode(
     bytes: &[u8],
     change: impl FnOnce(image::DynamicImage) -> image::DynamicImage,
 ) -> Result<Vec<u8>, BenchError> {
-    let img = change(images::decode(bytes, LIMITS)?.image);
+    let img = change(photo::decode_file(bytes, LIMITS)?);
     let mut out = Vec::new();
     img.to_rgb8()
         .write_to(
@@ -204,7 +202,7 @@ pub fn run(
         out,
         "facelock bench: {} photos, {iterations} rounds, {cores} cores, kernels: {}",
         photos.len(),
-        crate::engine::local::cpu::summary()
+        crate::cpu::summary()
     );
 
     let start = Instant::now();
@@ -321,9 +319,10 @@ fn resident_bytes() -> Option<u64> {
     status_kib("VmRSS:").map(|kib| kib * 1024)
 }
 
-/// A random descriptor of dlib's shape: 128 components scaled to unit length.
-fn synthetic_descriptor(state: &mut u64) -> crate::engine::local::pipeline::Descriptor {
-    let mut d: crate::engine::local::pipeline::Descriptor = std::array::from_fn(|_| {
+/// A random descriptor of dlib's shape: 128 components scaled to unit length, from `state`
+/// (which it advances): the benchmarks' stand-in for enrolled faces.
+pub fn synthetic_descriptor(state: &mut u64) -> Descriptor {
+    let mut d: Descriptor = std::array::from_fn(|_| {
         *state ^= *state << 13;
         *state ^= *state >> 7;
         *state ^= *state << 17;
@@ -338,11 +337,10 @@ fn synthetic_descriptor(state: &mut u64) -> crate::engine::local::pipeline::Desc
 /// each): memory per face, 1:N and 1:1 search latency, and whether a noisy copy of an enrolled
 /// face is found first.
 pub fn index_run(faces: usize, queries: usize) -> String {
-    use crate::{domain::UserId, engine::local::index::FaceIndex};
     let mut out = String::new();
     let before = resident_bytes();
     let started = Instant::now();
-    let mut index = FaceIndex::default();
+    let mut index = FaceIndex::<String>::default();
     index.reserve(faces);
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut probes = Vec::new();
@@ -350,7 +348,7 @@ pub fn index_run(faces: usize, queries: usize) -> String {
     for i in 0..faces {
         let d = synthetic_descriptor(&mut state);
         let id = uuid::Uuid::from_u128(i as u128 + 1);
-        let user = UserId::parse(&format!("user{i:07}")).expect("a valid id");
+        let user = format!("user{i:07}");
         index.insert(id, &user, &d);
         if i % every == 0 && probes.len() < queries {
             probes.push((id, user, d));
@@ -412,94 +410,4 @@ pub fn index_run(faces: usize, queries: usize) -> String {
         ms(one, 0.5)
     );
     out
-}
-
-/// `facelock bench --faces N --from-store`: what start-up costs with `faces` enrolled. Fills
-/// `store` (empty: a throwaway SQLite file, or the PostgreSQL database given) with one user per
-/// face and a small photo each, several writes at a time, then times what a server does at
-/// start: reading every face back, unsealing its descriptor and building the 1:N index.
-pub async fn store_load_run(
-    store: std::sync::Arc<dyn crate::store::Store>,
-    kind: &str,
-    faces: usize,
-) -> Result<String, crate::store::StoreError> {
-    let mut out = fill_store(&store, kind, faces).await?;
-    out.push_str(&store_load(store).await?);
-    Ok(out)
-}
-
-/// Fills an empty `store` with `faces` synthetic faces, one user each, as the benchmark does.
-async fn fill_store(
-    store: &std::sync::Arc<dyn crate::store::Store>,
-    kind: &str,
-    faces: usize,
-) -> Result<String, crate::store::StoreError> {
-    use crate::{
-        domain::UserId,
-        store::{FaceOwner, NewFace, NewUser, ReferencePhoto},
-    };
-    const WRITERS: usize = 16;
-    let mut out = String::new();
-    let started = Instant::now();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut writing = tokio::task::JoinSet::new();
-    for i in 0..faces {
-        let face = NewFace {
-            face_id: uuid::Uuid::from_u128(i as u128 + 1).to_string(),
-            engine: "local".into(),
-            model: "bench".into(),
-            photo: ReferencePhoto {
-                format: images::Format::Jpeg,
-                bytes: vec![0; 64],
-            },
-            descriptor: Some(synthetic_descriptor(&mut state).to_vec()),
-        };
-        let owner = FaceOwner::New(NewUser {
-            user_id: UserId::parse(&format!("user{i:07}")).expect("a valid id"),
-            full_name: None,
-            email: None,
-        });
-        if writing.len() == WRITERS {
-            if let Some(done) = writing.join_next().await {
-                done.map_err(|e| crate::store::StoreError::backend("filling the store", e))??;
-            }
-        }
-        let store = store.clone();
-        writing.spawn(async move { store.add_face(owner, face).await });
-    }
-    while let Some(done) = writing.join_next().await {
-        done.map_err(|e| crate::store::StoreError::backend("filling the store", e))??;
-    }
-    let _ = writeln!(
-        out,
-        "{kind} store with {faces} faces, filled in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(out)
-}
-
-/// Times what a server does at start with the benchmark's faces in `store`: reading every face
-/// back, unsealing its descriptor and building the 1:N index.
-pub async fn store_load(
-    store: std::sync::Arc<dyn crate::store::Store>,
-) -> Result<String, crate::store::StoreError> {
-    use crate::engine::local::index::FaceIndex;
-    let mut out = String::new();
-    let started = Instant::now();
-    let (source, feed) = crate::engine::FaceFeed::channel();
-    let building = tokio::task::spawn_blocking(move || FaceIndex::build(feed));
-    let sent = source.fill_from(store.as_ref(), "local", "bench").await?;
-    let index = building
-        .await
-        .map_err(|e| crate::store::StoreError::backend("building the index", e))?
-        .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-    let loaded = started.elapsed();
-    let _ = writeln!(
-        out,
-        "  start-up load: {:.2} s to read, unseal and index {} faces ({} left out)",
-        loaded.as_secs_f64(),
-        index.len(),
-        sent.left_out
-    );
-    Ok(out)
 }

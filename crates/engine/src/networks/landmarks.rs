@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::{
-    tensor::{self, Activation, Conv, Padding, Separable, Tensor},
-    weights::{ModelError, Weights},
+use crate::{
+    kernels::tensor::{self, Activation, Conv, Padding, Separable, Tensor},
+    models::weights::{ModelError, Weights},
 };
 
 pub const INPUT_SIZE: usize = 112;

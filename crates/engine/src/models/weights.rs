@@ -8,8 +8,8 @@ use std::{
 
 use serde::Deserialize;
 
-use super::tensor::{Conv, Depthwise, Separable};
 use crate::files::{self, FileError};
+use crate::kernels::tensor::{Conv, Depthwise, Separable};
 
 #[derive(Deserialize)]
 struct Group {
@@ -38,7 +38,7 @@ struct Quantization {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(transparent)]
-    Fetch(#[from] super::models::FetchError),
+    Fetch(#[from] super::FetchError),
     #[error(transparent)]
     File(#[from] FileError),
     #[error("{} is not a weights manifest", path.display())]

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use super::{
-    tensor::{self, Activation, Conv, Padding, Tensor},
-    weights::{ModelError, Weights},
-    winograd::Winograd3x3,
+use crate::{
+    kernels::tensor::{self, Activation, Conv, Padding, Tensor},
+    kernels::winograd::Winograd3x3,
+    models::weights::{ModelError, Weights},
 };
 
 pub const CHIP_SIZE: usize = 150;

@@ -1,0 +1,10 @@
+//! The numeric kernels every network runs on: tensors and convolutions, the packed matrix
+//! product, Winograd's 3x3 convolutions and image resampling, each with vector paths chosen at
+//! run time ([`cpu`]). Nothing here knows about faces; this is the only place with `unsafe`
+//! code, and none of it is public outside the crate except the instruction-set choice.
+
+pub mod cpu;
+pub(crate) mod matmul;
+pub(crate) mod resample;
+pub(crate) mod tensor;
+pub(crate) mod winograd;
