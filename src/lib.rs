@@ -16,14 +16,16 @@ pub mod import;
 pub mod legacy_photos;
 pub mod liveness;
 pub mod metrics;
+pub mod net;
 pub mod rate_limit;
 pub mod routes;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 pub use routes::{app, openapi, AppState};
 pub use telemetry::error_chain;
@@ -35,6 +37,7 @@ use crate::{
         rekognition::{ConnectError, RekognitionEngine},
         FaceEngine,
     },
+    metrics::Metrics,
     rate_limit::{RateLimiter, RequestLimit},
     service::FaceLock,
     store::{
@@ -43,16 +46,8 @@ use crate::{
         vault::{MasterKeySource, VaultError},
         MasterKey, Store, StoreError,
     },
-    tokens::{secret, TokenError, TokenService},
+    tokens::{TokenError, TokenService},
 };
-
-/// How often keys are reloaded, expired token records purged and other processes' changes
-/// picked up.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
-/// How often a server without a change feed looks for other processes' changes.
-const OUTSIDE_CHANGE_POLL: Duration = Duration::from_secs(2);
-/// Queued engine deletions are retried every this many maintenance ticks (five minutes).
-const PENDING_DELETION_RETRY_TICKS: u32 = 10;
 
 /// Why the server could not start; each message names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -125,17 +120,21 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
     announce_engine(&settings.engine);
     let data_dir = &settings.storage.data_dir;
     let store = open_store(settings).await?;
+    let metrics = Arc::new(Metrics::new());
     let engine: Arc<dyn FaceEngine> = match settings.engine.kind {
         EngineKind::Local => {
             let dir = settings.engine.models_dir.clone();
+            let metrics = metrics.clone();
             let engine = tokio::task::spawn_blocking(move || {
-                LocalEngine::load(&dir).map_err(|source| StartError::Models { dir, source })
+                LocalEngine::load(&dir, metrics)
+                    .map_err(|source| StartError::Models { dir, source })
             })
             .await??;
             Arc::new(engine)
         }
         EngineKind::Rekognition => {
-            Arc::new(RekognitionEngine::connect(&settings.engine.rekognition).await?)
+            let settings = &settings.engine.rekognition;
+            Arc::new(RekognitionEngine::connect(settings, metrics.clone()).await?)
         }
     };
     let hmac_secret = match (
@@ -144,7 +143,9 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
     ) {
         (_, false) => None,
         (Some(secret), true) => Some(secret.clone()),
-        (None, true) => Some(secret::load_or_generate_secret(data_dir).map_err(TokenError::from)?),
+        (None, true) => {
+            Some(tokens::secret::load_or_generate_secret(data_dir).map_err(TokenError::from)?)
+        }
     };
     let tokens = TokenService::new(
         &settings.tokens,
@@ -155,7 +156,7 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
     )
     .await?;
     let engine_name = engine.name();
-    let facelock = FaceLock::new(settings, engine, store, tokens);
+    let facelock = FaceLock::new(settings, engine, store, tokens, metrics);
     facelock
         .start()
         .await
@@ -200,7 +201,12 @@ fn announce_engine(engine: &config::EngineSettings) {
 pub async fn open_accounts(settings: &Settings) -> Result<service::Accounts, StartError> {
     let store = open_store(settings).await?;
     let policy = service::policy::Policy::from_settings(settings);
-    Ok(service::Accounts::new(store, policy))
+    // Nothing serves these figures: the command's own registry is dropped with it.
+    Ok(service::Accounts::new(
+        store,
+        policy,
+        Arc::new(Metrics::new()),
+    ))
 }
 
 /// The configured store (the SQLite file, or PostgreSQL with `FACELOCK_DATABASE_URL`),
@@ -265,57 +271,24 @@ fn finish_master_rotation(
     Ok(store)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes; in-flight requests are finished.
+/// Serves `state` on `listener` until `shutdown` completes, with background upkeep beside
+/// it; in-flight requests are finished, and upkeep stops between two of its steps.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let facelock = state.facelock.clone();
-    let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-        tick.tick().await;
-        let mut ticks = 0u32;
-        let mut changes = facelock.change_feed();
-        // Without a feed (SQLite), other processes' changes are looked for every 2 s: one
-        // read of a counter, so `facelock users add` is seen by running servers at once.
-        let mut poll = tokio::time::interval(OUTSIDE_CHANGE_POLL);
-        loop {
-            tokio::select! {
-                _ = poll.tick(), if changes.is_none() => {
-                    facelock.follow_outside_changes().await;
-                }
-                _ = tick.tick() => {
-                    ticks += 1;
-                    facelock
-                        .maintain(ticks.is_multiple_of(PENDING_DELETION_RETRY_TICKS))
-                        .await;
-                }
-                changed = next_change(&mut changes) => {
-                    if changed {
-                        facelock.follow_outside_changes().await;
-                    } else {
-                        changes = None;
-                    }
-                }
-            }
-        }
-    });
+    let (stop_upkeep, stopped) = tokio::sync::oneshot::channel::<()>();
+    let upkeep = tokio::spawn(service::upkeep::run(state.facelock.clone(), async {
+        let _ = stopped.await;
+    }));
     let server = &state.settings.server;
     let limits =
         routes::listener::ConnectionLimits::new(server.header_timeout, server.max_connections);
     let result = routes::listener::serve(listener, app(state), limits, shutdown).await;
-    upkeep.abort();
+    drop(stop_upkeep);
+    let _ = upkeep.await;
     result
-}
-
-/// Waits for another server's change; `false` once the feed is gone. Without a feed, never
-/// completes (upkeep's poll finds changes).
-async fn next_change(feed: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
-    match feed {
-        Some(feed) => feed.changed().await.is_ok(),
-        None => std::future::pending().await,
-    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

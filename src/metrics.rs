@@ -3,10 +3,11 @@
 //! latencies, audit events (logins, lockouts, refused tokens) by kind, rate-limit refusals,
 //! and, read at each scrape, the users and faces enrolled.
 //!
-//! One registry per process: counters are process-wide facts, as Prometheus expects of a
-//! target, so they live in a static rather than being threaded through every layer.
+//! The registry is made once by [`crate::build_facelock`] and handed to what records into it
+//! (the engine, the core, the routes through the application state): no process-wide static,
+//! so each application (and each test) counts its own requests.
 
-use std::{sync::OnceLock, time::Duration};
+use std::time::Duration;
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -76,8 +77,14 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("facelock");
         let requests = Family::default();
         registry.register(
@@ -196,12 +203,6 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// The process's metrics.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use super::{
 use crate::{
     domain::{Similarity, UserId},
     liveness::FrameFace,
+    metrics::Metrics,
 };
 
 /// At verification, a second face at least this fraction of the largest face's area makes the
@@ -58,6 +59,8 @@ pub struct LocalEngine {
     recent: std::sync::Mutex<Vec<(std::sync::Weak<Upload>, Analysis)>>,
     /// One permit per core: inference jobs beyond that wait instead of thrashing.
     permits: Arc<Semaphore>,
+    /// Where each stage's latency is recorded.
+    metrics: Arc<Metrics>,
 }
 
 /// Says "still wanted" to blocking work until the waiting future is dropped (its request timed
@@ -80,7 +83,7 @@ impl Drop for Waiting {
 
 impl LocalEngine {
     /// Fetches the models into `models_dir` if needed and loads them.
-    pub fn load(models_dir: &Path) -> Result<Self, ModelError> {
+    pub fn load(models_dir: &Path, metrics: Arc<Metrics>) -> Result<Self, ModelError> {
         models::ensure(models_dir)?;
         let models = Models::load(models_dir)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -90,6 +93,7 @@ impl LocalEngine {
             enrolled_here: Default::default(),
             recent: Default::default(),
             permits: Arc::new(Semaphore::new(cores)),
+            metrics,
         })
     }
 
@@ -132,6 +136,7 @@ impl LocalEngine {
         let models = self.models.clone();
         let span = tracing::Span::current();
         let waiting = Waiting::default();
+        let metrics = self.metrics.clone();
         let wanted = waiting.flag();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -140,7 +145,6 @@ impl LocalEngine {
             let mut times = StageTimes::default();
             let analysis =
                 models.analyze_unless(&image.decoded.image.to_rgb8(), &mut times, &abandoned);
-            let metrics = crate::metrics::global();
             for (stage, took) in [
                 ("detect", times.detect),
                 ("landmarks", times.landmarks),
@@ -301,7 +305,8 @@ impl FaceEngine for LocalEngine {
                 SearchScope::User(user) => index.nearest_of_user(&descriptor, user.as_str()),
             }
         };
-        crate::metrics::global().engine_stage("local", "match", started.elapsed());
+        self.metrics
+            .engine_stage("local", "match", started.elapsed());
         Ok(hits
             .into_iter()
             .take(MAX_CANDIDATES)

@@ -6,7 +6,7 @@
 //! crypto stack. Throttling is retried by the SDK's standard retry strategy with exponential
 //! backoff; only when the attempts run out does it surface as [`EngineError::Throttled`].
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
@@ -27,6 +27,7 @@ use crate::{
     config::RekognitionSettings,
     domain::{Similarity, UserId},
     images,
+    metrics::Metrics,
 };
 
 /// Rekognition takes at most 5 MB of image bytes.
@@ -39,6 +40,8 @@ const DELETE_BATCH: usize = 4096;
 pub struct RekognitionEngine {
     client: Client,
     collection_id: String,
+    /// Where each AWS call's latency is recorded.
+    metrics: Arc<Metrics>,
 }
 
 /// Why the client could not be built; the message names what to set.
@@ -56,7 +59,10 @@ pub enum ConnectError {
 impl RekognitionEngine {
     /// Builds the client from settings. Fails with a message naming what to set when there is no
     /// region; without explicit keys the AWS default credential chain is used.
-    pub async fn connect(settings: &RekognitionSettings) -> Result<Self, ConnectError> {
+    pub async fn connect(
+        settings: &RekognitionSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConnectError> {
         let region = settings.region.clone().ok_or(ConnectError::NoRegion)?;
         let http_client = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
@@ -101,7 +107,17 @@ impl RekognitionEngine {
         Ok(Self {
             client: Client::new(&config),
             collection_id: settings.collection_id.clone(),
+            metrics,
         })
+    }
+
+    /// Awaits one AWS call, recording its latency as an engine stage.
+    async fn timed<T>(&self, call: &'static str, response: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = response.await;
+        self.metrics
+            .engine_stage("rekognition", call, started.elapsed());
+        out
     }
 
     async fn collection_exists(&self) -> Result<bool, EngineError> {
@@ -150,7 +166,7 @@ impl RekognitionEngine {
                 .quality_filter(QualityFilter::Auto)
                 .send()
         };
-        let attempt = |client| timed("index_faces", attempt(client));
+        let attempt = |client| self.timed("index_faces", attempt(client));
         match attempt(&self.client).await {
             Err(e) if is_missing_collection(&e) => {
                 tracing::warn!(collection = %self.collection_id, "collection missing; creating it");
@@ -246,7 +262,7 @@ impl FaceEngine for RekognitionEngine {
             .face_match_threshold(query.min_similarity.value())
             .max_faces(max_faces)
             .send();
-        let out = match timed("search_faces_by_image", out).await {
+        let out = match self.timed("search_faces_by_image", out).await {
             Ok(out) => out,
             Err(e) if is_missing_collection(&e) => {
                 tracing::warn!(collection = %self.collection_id, "search on a missing collection");
@@ -280,7 +296,7 @@ impl FaceEngine for RekognitionEngine {
             .target_image(Image::builder().bytes(b).build())
             .similarity_threshold(0.0)
             .send();
-        let out = timed("compare_faces", out).await.map_err(map_error)?;
+        let out = self.timed("compare_faces", out).await.map_err(map_error)?;
         let best = out
             .face_matches()
             .iter()
@@ -300,7 +316,7 @@ impl FaceEngine for RekognitionEngine {
                 .collection_id(&self.collection_id)
                 .set_face_ids(Some(batch.to_vec()))
                 .send();
-            match timed("delete_faces", call).await {
+            match self.timed("delete_faces", call).await {
                 Ok(_) => {}
                 // No collection, no faces: nothing left to delete.
                 Err(e) if is_missing_collection(&e) => return Ok(()),
@@ -379,12 +395,4 @@ where
         }
         _ => EngineError::internal(DisplayErrorContext(&e).to_string()),
     }
-}
-
-/// Awaits one AWS call, recording its latency as an engine stage.
-async fn timed<T>(call: &'static str, response: impl std::future::Future<Output = T>) -> T {
-    let started = std::time::Instant::now();
-    let out = response.await;
-    crate::metrics::global().engine_stage("rekognition", call, started.elapsed());
-    out
 }

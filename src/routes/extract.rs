@@ -10,7 +10,7 @@ use axum::{
 
 use super::{error::ApiError, AppState};
 use crate::{
-    config::IpNet,
+    net::IpNet,
     service::{Caller, Origin},
     tokens::TokenProblem,
 };
@@ -137,7 +137,7 @@ impl FromRequestParts<AppState> for EngineQuota {
             .map(|()| EngineQuota)
             .map_err(|wait| {
                 tracing::warn!(%ip, "rate limit reached");
-                crate::metrics::global().rate_limited("client");
+                state.facelock.metrics().rate_limited("client");
                 ApiError::RateLimited {
                     retry_after_secs: wait.as_secs().max(1) as u32,
                 }

@@ -131,7 +131,7 @@ pub async fn verify(
         })
         .await
         .map_err(ApiError::from);
-    crate::metrics::global().verify_outcome(match &session {
+    state.facelock.metrics().verify_outcome(match &session {
         Ok(_) => "success",
         Err(e) => e.code(),
     });

@@ -10,10 +10,10 @@ use axum::{
 };
 
 use super::{error::ApiError, AppState};
-use crate::{metrics, tokens::TokenProblem};
+use crate::tokens::TokenProblem;
 
 /// Counts a routed request by its route template, method and status, with its latency.
-pub async fn track(request: Request, next: Next) -> Response {
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -22,7 +22,7 @@ pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(request).await;
     if let Some(route) = route {
-        metrics::global().request(
+        state.facelock.metrics().request(
             method.as_str(),
             &route,
             response.status().as_u16(),
@@ -67,7 +67,7 @@ pub async fn scrape(
         }
     }
     let (users, faces) = state.facelock.census().await?;
-    let text = metrics::global().render(users, faces);
+    let text = state.facelock.metrics().render(users, faces);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -132,6 +132,7 @@ pub fn openapi() -> OpenApiDoc {
 /// The whole application: routes, documentation pages and middleware.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.server.clone();
+    let track = middleware::from_fn_with_state(state.clone(), metrics::track);
     let (api, doc) = api_routes();
     let canonical = Arc::new(CanonicalPaths::new(&doc));
     let routes = api
@@ -148,7 +149,7 @@ pub fn app(state: AppState) -> Router {
     } else {
         routes
     }
-    .route_layer(middleware::from_fn(metrics::track))
+    .route_layer(track)
     .layer(DefaultBodyLimit::max(settings.max_body_bytes));
 
     // Paths are rewritten before routing, so the router sits behind the rewrite as a fallback.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::{audit, policy::Policy, Actor, AuditKind, Error, Origin};
 use crate::{
     domain::{Page, Role, User, UserId},
+    metrics::Metrics,
     store::{FaceRecord, Store},
 };
 
@@ -26,11 +27,17 @@ pub struct UserPage {
 pub struct Accounts {
     store: Arc<dyn Store>,
     policy: Policy,
+    /// Audit events are counted here as well as recorded.
+    metrics: Arc<Metrics>,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self { store, policy }
+    pub fn new(store: Arc<dyn Store>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            policy,
+            metrics,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -56,6 +63,7 @@ impl Accounts {
         actor: Actor<'_>,
         detail: Value,
     ) {
+        self.metrics.event(kind.as_str());
         audit::record(self.store.as_ref(), kind, origin, user, actor, detail).await;
     }
 

@@ -135,7 +135,6 @@ pub(super) async fn record(
     actor: Actor<'_>,
     detail: Value,
 ) {
-    crate::metrics::global().event(kind.as_str());
     let record = AuditRecord {
         at: Timestamp::now(),
         kind: kind.as_str().to_owned(),

@@ -193,22 +193,4 @@ impl FaceLock {
             ),
         }
     }
-
-    /// Retries engine deletions left over from earlier failures.
-    pub async fn finish_pending_deletions(&self) {
-        match self
-            .store
-            .pending_engine_deletions(self.engine.name())
-            .await
-        {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(faces = ids.len(), "finishing queued engine deletions");
-                self.forget_in_engine(&ids).await;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read the engine deletion queue")
-            }
-        }
-    }
 }

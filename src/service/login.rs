@@ -216,7 +216,7 @@ impl FaceLock {
             .check(address)
             .await
             .map_err(|retry_after| {
-                crate::metrics::global().rate_limited("failed_logins");
+                self.metrics.rate_limited("failed_logins");
                 Error::SlowDown { retry_after }
             })
     }

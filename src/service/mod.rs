@@ -1,12 +1,15 @@
 //! The application core: register, log in, refresh, compare, list and delete, independent of
-//! HTTP. Callers are plain values ([`Caller`], [`Actor`]); failures are [`Error`].
+//! HTTP. Callers are plain values ([`Caller`], [`Actor`]); failures are [`Error`]. The part
+//! that needs no engine (roles, deletion, the user list, the audit trail) is [`Accounts`];
+//! background upkeep is [`upkeep`].
 //!
-//! Register and delete touch three places: the engine, the reference files and the database.
-//! Register goes engine -> file -> database and undoes the earlier steps when a later one fails.
-//! Delete commits the database first, together with a queue of faces the engine still has to
-//! forget; the queue is worked off right away and again at every start, so a crash in between
+//! Register and delete touch two places: the engine and the store. Register has the engine
+//! enrol the face, then writes the user, face, sealed descriptor and sealed reference photo in
+//! one transaction, and has the engine forget the face when that fails. Delete commits the
+//! store first, together with a queue of faces the engine still has to forget; the queue is
+//! worked off right away, again every five minutes and at every start, so a crash in between
 //! never leaves a face that can log in without a user behind it (login also ignores engine
-//! matches the database does not know).
+//! matches the store does not know).
 
 mod accounts;
 pub mod audit;
@@ -16,6 +19,7 @@ mod liveness;
 mod login;
 pub mod policy;
 mod reindex;
+pub mod upkeep;
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,13 +33,13 @@ pub use reindex::{ReindexOutcome, ReindexScope, ReindexedFace};
 
 use self::policy::{LockoutRule, Policy};
 use crate::{
-    clock::Timestamp,
     config::Settings,
     domain::{Role, User, UserId},
-    engine::{EnrolledFace, FaceEngine, Upload},
+    engine::{FaceEngine, Upload},
     images::{self, DecodeLimits},
+    metrics::Metrics,
     rate_limit::{AddressDelay, FailureDelay},
-    store::{FaceChange, FacesSent, Store},
+    store::Store,
     tokens::{Claims, TokenService},
 };
 
@@ -124,6 +128,8 @@ pub struct FaceLock {
     synced_marker: std::sync::Mutex<Option<i64>>,
     /// How far the engine's index has applied the store's face change log.
     face_log_position: std::sync::Mutex<Option<i64>>,
+    /// The application's metrics registry.
+    metrics: Arc<Metrics>,
 }
 
 impl FaceLock {
@@ -132,9 +138,14 @@ impl FaceLock {
         engine: Arc<dyn FaceEngine>,
         store: Arc<dyn Store>,
         tokens: TokenService,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            accounts: Accounts::new(store.clone(), Policy::from_settings(settings)),
+            accounts: Accounts::new(
+                store.clone(),
+                Policy::from_settings(settings),
+                metrics.clone(),
+            ),
             lockout: LockoutRule {
                 threshold: settings.lockout.threshold,
                 first_lock: settings.lockout.first_lock,
@@ -168,11 +179,17 @@ impl FaceLock {
             )),
             synced_marker: std::sync::Mutex::new(None),
             face_log_position: std::sync::Mutex::new(None),
+            metrics,
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The registry `/metrics` renders.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn accounts(&self) -> &Accounts {
@@ -245,177 +262,6 @@ impl FaceLock {
         Ok(())
     }
 
-    /// Periodic upkeep: keys and expired tokens, faces changed by other processes, and (when
-    /// `retry_deletions`) engine deletions that failed before.
-    pub async fn maintain(&self, retry_deletions: bool) {
-        self.tokens.maintain().await;
-        let now = Timestamp::now();
-        if let Err(e) = self.store.purge_lockouts(now - self.lockout_window).await {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old lockouts");
-        }
-        // Kept an hour past expiry, so a late answer is told "expired" rather than "unknown".
-        if let Err(e) = self
-            .store
-            .purge_challenges(now - Duration::from_secs(3600))
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge expired liveness challenges");
-        }
-        if let Err(e) = self.store.purge_audit(now - self.audit_retention).await {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old audit events");
-        }
-        if let Err(e) = self
-            .store
-            .purge_counters(now - Duration::from_secs(120))
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge request counters");
-        }
-        if let Err(e) = self
-            .store
-            .purge_change_log(now - Duration::from_secs(3600))
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge the change log");
-        }
-        self.sync_engine().await;
-        if retry_deletions {
-            self.finish_pending_deletions().await;
-        }
-    }
-
-    /// A counter that moves as soon as another server changes users, faces or keys, when the
-    /// store can tell (PostgreSQL); otherwise upkeep finds such changes every 30 s.
-    pub fn change_feed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.store.change_feed()
-    }
-
-    /// Catches up with another server's changes: its faces, users and signing keys.
-    /// Cheap when nothing changed: one read of the store's change marker.
-    pub async fn follow_outside_changes(&self) {
-        if self.sync_engine().await {
-            if let Err(e) = self.tokens.reload_keys().await {
-                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload signing keys");
-            }
-        }
-    }
-
-    /// Brings the engine's faces up to date when another process (`facelock users add`,
-    /// another server on the same database) has changed the store since the last look;
-    /// says whether it had.
-    pub async fn sync_engine(&self) -> bool {
-        let marker = match self.store.outside_change_marker().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not check the store for outside changes");
-                return false;
-            }
-        };
-        let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
-        if last == Some(marker) {
-            return false;
-        }
-        match self.apply_face_changes(marker).await {
-            Ok(true) => {}
-            Ok(false) => {
-                if let Err(e) = self.load_engine().await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload the engine's faces");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not read the face change log; reloading every face");
-                if let Err(e) = self.load_engine().await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reload the engine's faces");
-                }
-            }
-        }
-        true
-    }
-
-    /// Applies the faces other processes added and removed since the last load or sync;
-    /// `false` when the change log no longer reaches back that far. The log is re-read a
-    /// little before the last position: on PostgreSQL a transaction may commit a change
-    /// numbered before one already seen, and applying a change twice does nothing.
-    async fn apply_face_changes(&self, marker: i64) -> Result<bool, Error> {
-        const OVERLAP: i64 = 256;
-        let Some(position) = *self
-            .face_log_position
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        else {
-            return Ok(false);
-        };
-        let Some(log) = self
-            .store
-            .face_changes_since(self.engine.name(), (position - OVERLAP).max(0))
-            .await?
-        else {
-            return Ok(false);
-        };
-        let model = self.engine.model();
-        let mut added = Vec::new();
-        let mut removed = Vec::new();
-        for change in log.changes {
-            match change {
-                FaceChange::Added(face) if face.model == model => added.push(enrolled(face)),
-                FaceChange::Added(_) => {}
-                FaceChange::Removed { face_id } => removed.push(face_id),
-            }
-        }
-        if !added.is_empty() || !removed.is_empty() {
-            tracing::debug!(
-                added = added.len(),
-                removed = removed.len(),
-                "applying other servers' face changes"
-            );
-        }
-        self.engine.apply_changes(added, &removed).await?;
-        *self
-            .face_log_position
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(log.through.max(position));
-        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
-        Ok(true)
-    }
-
-    async fn load_engine(&self) -> Result<(), Error> {
-        let marker = self.store.outside_change_marker().await.ok();
-        // Read before the faces: a change made meanwhile is applied again later, harmlessly.
-        let position = self.store.face_log_position().await.ok();
-        let read = if self.engine.indexes_in_memory() {
-            // The store reads and unseals while the engine indexes what has arrived; the
-            // engine keeps the new index only once told the read was complete.
-            let (source, feed) = crate::engine::FaceFeed::channel();
-            let reading =
-                source.fill_from(self.store.as_ref(), self.engine.name(), self.engine.model());
-            let (read, loaded) = tokio::join!(reading, self.engine.load(feed));
-            let read = read?;
-            loaded?;
-            read
-        } else {
-            FacesSent::default()
-        };
-        let model = self.engine.model();
-        if read.left_out > 0 {
-            tracing::warn!(
-                faces = read.left_out,
-                model,
-                "faces described by another model (or by none) are not loaded: they cannot be compared"
-            );
-        }
-        *self
-            .face_log_position
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = position;
-        tracing::info!(
-            engine = self.engine.name(),
-            faces = read.sent,
-            "face engine loaded its faces"
-        );
-        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = marker;
-        Ok(())
-    }
-
     /// Decodes an upload off the async workers, with the configured limits, one decode per
     /// core at a time: a decode holds the image's full size in memory until it is scaled down.
     /// The permit travels with the blocking work, so a request that times out cannot let more
@@ -429,11 +275,12 @@ impl FaceLock {
             .await
             .map_err(|e| Error::Engine(crate::engine::EngineError::internal(e)))?;
         let engine = self.engine.name();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let started = std::time::Instant::now();
             let decoded = images::decode(&bytes, limits)?;
-            crate::metrics::global().engine_stage(engine, "decode", started.elapsed());
+            metrics.engine_stage(engine, "decode", started.elapsed());
             Ok(Arc::new(Upload { bytes, decoded }))
         })
         .await?
@@ -459,13 +306,5 @@ impl FaceLock {
         }
         let (engine, store) = tokio::join!(status(self.engine.health()), status(self.store.ping()));
         Health { engine, store }
-    }
-}
-
-fn enrolled(face: crate::store::FaceRecord) -> EnrolledFace {
-    EnrolledFace {
-        face_id: face.face_id,
-        user_id: face.user_id,
-        descriptor: face.descriptor,
     }
 }

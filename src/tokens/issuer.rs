@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 use super::{keyring::KeyRing, Assurance, TokenError, TokenProblem};
 use crate::{
     clock::Timestamp,
-    config::{Secret, TokenSettings},
+    config::TokenSettings,
     domain::{Role, Similarity, User},
+    secret::Secret,
     store::{KeyStore, NewRefreshToken, RefreshRecord, RefreshUse, TokenStore},
 };
 

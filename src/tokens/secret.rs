@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 
 use crate::{
-    config::Secret,
     files::{write_private, FileError},
+    secret::Secret,
 };
 
 const SECRET_FILE: &str = "jwt_secret.key";

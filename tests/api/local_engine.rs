@@ -372,7 +372,7 @@ fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[1000] ^= 0xff;
     std::fs::write(&victim, bytes).unwrap();
-    let err = facelock::engine::local::LocalEngine::load(dir.path())
+    let err = facelock::engine::local::LocalEngine::load(dir.path(), Default::default())
         .err()
         .map(|e| facelock::error_chain(&e))
         .expect("a corrupt model must not load");
@@ -716,5 +716,26 @@ fn narrower_instruction_sets_see_the_same_faces() {
             assert!(largest_gap > 0.0, "the baseline ran the widest kernels");
         }
         eprintln!("{isa}: descriptors at most {largest_gap:e} from the widest kernels'");
+    }
+}
+
+/// `facelock describe` reads what `eval` reads: a lab set's GIF (`yale`) and PGM
+/// (`yaleb_crops`) photos get their faces described, not an "unsupported format" error.
+#[test]
+fn describe_reads_the_lab_formats_eval_reads() {
+    let Some(dev) = crate::helpers::shared_faces_dev() else {
+        return;
+    };
+    let Some(models) = models_dir() else { return };
+    let lab = [
+        dev.join("yale/yale_subject01/subject01.happy.gif"),
+        dev.join("yaleb_crops/yaleb_16/yaleB16_P00A+025E+00.pgm"),
+    ];
+    let (lines, _) = describe_with(&models, "avx512", &lab);
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert!(line.get("error").is_none(), "{line}");
+        assert_eq!(line["faces"].as_array().unwrap().len(), 1, "{line}");
+        assert_eq!(floats(&line["largest"]["descriptor"]).len(), 128, "{line}");
     }
 }
