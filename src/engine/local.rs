@@ -22,8 +22,8 @@ use facelock_engine::{
 };
 
 use super::{
-    BoundingBox, EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, IndexedFace,
-    SearchQuery, SearchScope, Upload,
+    EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, IndexedFace, SearchQuery,
+    SearchScope, Upload,
 };
 use crate::{
     domain::{Similarity, UserId},
@@ -260,8 +260,6 @@ impl FaceEngine for LocalEngine {
             tracing::info!(?metrics, "enrolment photo refused");
             return Err(EngineError::PoorQuality(problem));
         }
-        let det = analysis.faces[0].detection;
-        let (w, h) = (analysis.width as f32, analysis.height as f32);
         let face_id = uuid::Uuid::new_v4();
         self.index_write().insert(face_id, user, &descriptor);
         self.enrolled_here().insert(
@@ -274,13 +272,6 @@ impl FaceEngine for LocalEngine {
         );
         Ok(IndexedFace {
             face_id: face_id.to_string(),
-            bounding_box: Some(BoundingBox {
-                left: det.left / w,
-                top: det.top / h,
-                width: det.width() / w,
-                height: det.height() / h,
-            }),
-            confidence: det.score * 100.0,
             descriptor: Some(descriptor.to_vec()),
         })
     }

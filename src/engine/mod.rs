@@ -28,23 +28,11 @@ pub struct Upload {
     pub decoded: DecodedImage,
 }
 
-/// Where a face sits in its image, as fractions of the width and height (Rekognition's form).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct BoundingBox {
-    pub left: f32,
-    pub top: f32,
-    pub width: f32,
-    pub height: f32,
-}
-
 /// A face the engine has just enrolled.
 #[derive(Clone, Debug)]
 pub struct IndexedFace {
     /// The engine's id for the face: a UUID, safe as a file name.
     pub face_id: String,
-    pub bounding_box: Option<BoundingBox>,
-    /// Detection confidence, 0-100.
-    pub confidence: f32,
     /// The face descriptor, for engines whose index is rebuilt from the store at start-up.
     pub descriptor: Option<Vec<f32>>,
 }

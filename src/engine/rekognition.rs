@@ -20,8 +20,8 @@ use aws_sdk_rekognition::{
 use aws_smithy_http_client::tls;
 
 use super::{
-    BoundingBox, EngineError, FaceEngine, FaceMatch, IndexedFace, QualityProblem, SearchQuery,
-    SearchScope, Upload,
+    EngineError, FaceEngine, FaceMatch, IndexedFace, QualityProblem, SearchQuery, SearchScope,
+    Upload,
 };
 use crate::{
     config::RekognitionSettings,
@@ -226,13 +226,6 @@ impl FaceEngine for RekognitionEngine {
                 .to_owned();
             return Ok(IndexedFace {
                 face_id,
-                bounding_box: face.bounding_box().map(|b| BoundingBox {
-                    left: b.left().unwrap_or_default(),
-                    top: b.top().unwrap_or_default(),
-                    width: b.width().unwrap_or_default(),
-                    height: b.height().unwrap_or_default(),
-                }),
-                confidence: face.confidence().unwrap_or_default(),
                 descriptor: None,
             });
         }

@@ -112,7 +112,6 @@ pub struct FaceLock {
     lockout_window: Duration,
     /// Per-address waits after failed 1:N logins (kept in this process).
     address_failures: AddressDelay,
-    audit_retention: Duration,
     allow_duplicate_faces: bool,
     /// Single-photo logins are refused: only a passed liveness challenge logs in.
     require_liveness: bool,
@@ -124,10 +123,8 @@ pub struct FaceLock {
     decode_limits: DecodeLimits,
     /// One decode per core at a time.
     decode_permits: Arc<tokio::sync::Semaphore>,
-    /// The store's outside-change marker when the engine last loaded its faces.
-    synced_marker: std::sync::Mutex<Option<i64>>,
-    /// How far the engine's index has applied the store's face change log.
-    face_log_position: std::sync::Mutex<Option<i64>>,
+    /// What background upkeep keeps between its rounds.
+    upkeep: upkeep::UpkeepState,
     /// The application's metrics registry.
     metrics: Arc<Metrics>,
 }
@@ -164,7 +161,6 @@ impl FaceLock {
                     settings.lockout.max_lock,
                 ))
             },
-            audit_retention: settings.lockout.audit_retention,
             allow_duplicate_faces: settings.engine.allow_duplicate_faces,
             require_liveness: settings.engine.require_liveness,
             engine,
@@ -177,8 +173,7 @@ impl FaceLock {
             decode_permits: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
-            synced_marker: std::sync::Mutex::new(None),
-            face_log_position: std::sync::Mutex::new(None),
+            upkeep: upkeep::UpkeepState::new(settings.lockout.audit_retention),
             metrics,
         }
     }

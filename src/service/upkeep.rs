@@ -61,6 +61,26 @@ async fn next_change(feed: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bo
     }
 }
 
+/// What upkeep keeps between its rounds.
+pub(super) struct UpkeepState {
+    /// Audit events are kept this long.
+    audit_retention: Duration,
+    /// The store's outside-change marker when the engine last loaded or caught up.
+    synced_marker: std::sync::Mutex<Option<i64>>,
+    /// How far the engine's index has applied the store's face change log.
+    face_log_position: std::sync::Mutex<Option<i64>>,
+}
+
+impl UpkeepState {
+    pub(super) fn new(audit_retention: Duration) -> Self {
+        Self {
+            audit_retention,
+            synced_marker: std::sync::Mutex::new(None),
+            face_log_position: std::sync::Mutex::new(None),
+        }
+    }
+}
+
 impl FaceLock {
     /// Periodic upkeep: keys and expired tokens, faces changed by other processes, and (when
     /// `retry_deletions`) engine deletions that failed before.
@@ -78,7 +98,11 @@ impl FaceLock {
         {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge expired liveness challenges");
         }
-        if let Err(e) = self.store.purge_audit(now - self.audit_retention).await {
+        if let Err(e) = self
+            .store
+            .purge_audit(now - self.upkeep.audit_retention)
+            .await
+        {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old audit events");
         }
         if let Err(e) = self
@@ -122,7 +146,11 @@ impl FaceLock {
                 return false;
             }
         };
-        let last = *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner());
+        let last = *self
+            .upkeep
+            .synced_marker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if last == Some(marker) {
             return false;
         }
@@ -150,6 +178,7 @@ impl FaceLock {
     async fn apply_face_changes(&self, marker: i64) -> Result<bool, Error> {
         const OVERLAP: i64 = 256;
         let Some(position) = *self
+            .upkeep
             .face_log_position
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -182,10 +211,15 @@ impl FaceLock {
         }
         self.engine.apply_changes(added, &removed).await?;
         *self
+            .upkeep
             .face_log_position
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(log.through.max(position));
-        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker);
+        *self
+            .upkeep
+            .synced_marker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(marker);
         Ok(true)
     }
 
@@ -215,6 +249,7 @@ impl FaceLock {
             );
         }
         *self
+            .upkeep
             .face_log_position
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = position;
@@ -223,7 +258,11 @@ impl FaceLock {
             faces = read.sent,
             "face engine loaded its faces"
         );
-        *self.synced_marker.lock().unwrap_or_else(|p| p.into_inner()) = marker;
+        *self
+            .upkeep
+            .synced_marker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = marker;
         Ok(())
     }
 
