@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::{Actor, FaceLock};
+use super::Actor;
 use crate::{
     clock::Timestamp,
     domain::UserId,
@@ -108,20 +108,6 @@ impl Actor<'_> {
             Actor::Caller(c) => Some(c.user.user_id.to_string()),
             Actor::Operator => Some("operator".into()),
         }
-    }
-}
-
-impl FaceLock {
-    /// Records an event in the store and the log (see [`super::Accounts::audit`]).
-    pub(super) async fn audit(
-        &self,
-        kind: AuditKind,
-        origin: &Origin,
-        user: Option<&UserId>,
-        actor: Actor<'_>,
-        detail: Value,
-    ) {
-        self.accounts.audit(kind, origin, user, actor, detail).await;
     }
 }
 

@@ -90,14 +90,15 @@ impl FaceLock {
         };
         match self.store.add_face(owner, face).await {
             Ok(user) => {
-                self.audit(
-                    kind,
-                    &req.origin,
-                    Some(&user.user_id),
-                    actor,
-                    json!({ "face_id": face_id, "faces": user.face_count, "liveness": live }),
-                )
-                .await;
+                self.accounts
+                    .audit(
+                        kind,
+                        &req.origin,
+                        Some(&user.user_id),
+                        actor,
+                        json!({ "face_id": face_id, "faces": user.face_count, "liveness": live }),
+                    )
+                    .await;
                 Ok(Registered { user, face_id })
             }
             Err(e) => {
@@ -136,14 +137,15 @@ impl FaceLock {
         else {
             return Ok(());
         };
-        self.audit(
-            AuditKind::DuplicateFaceRefused,
-            origin,
-            Some(user),
-            actor,
-            json!({ "enrolled_as": face.user_id, "similarity": similarity.value() }),
-        )
-        .await;
+        self.accounts
+            .audit(
+                AuditKind::DuplicateFaceRefused,
+                origin,
+                Some(user),
+                actor,
+                json!({ "enrolled_as": face.user_id, "similarity": similarity.value() }),
+            )
+            .await;
         Err(Error::FaceAlreadyEnrolled)
     }
 

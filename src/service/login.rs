@@ -118,19 +118,20 @@ impl FaceLock {
             .tokens
             .start_session(&user, &audience, &session)
             .await?;
-        self.audit(
-            AuditKind::LoginSucceeded,
-            origin,
-            Some(&user.user_id),
-            Actor::Anonymous,
-            json!({
-                "similarity": similarity.value(),
-                "claimed": req.claimed.is_some(),
-                "audience": audience,
-                "acr": assurance.acr(),
-            }),
-        )
-        .await;
+        self.accounts
+            .audit(
+                AuditKind::LoginSucceeded,
+                origin,
+                Some(&user.user_id),
+                Actor::Anonymous,
+                json!({
+                    "similarity": similarity.value(),
+                    "claimed": req.claimed.is_some(),
+                    "audience": audience,
+                    "acr": assurance.acr(),
+                }),
+            )
+            .await;
         Ok(Session {
             tokens: self.pair(access, refresh_token),
             user,
@@ -192,14 +193,15 @@ impl FaceLock {
         let now = Timestamp::now();
         match self.store.locked_until(user).await? {
             Some(until) if until > now => {
-                self.audit(
-                    AuditKind::LoginRefusedLocked,
-                    origin,
-                    Some(user),
-                    Actor::Anonymous,
-                    json!({ "locked_until": until.rfc3339() }),
-                )
-                .await;
+                self.accounts
+                    .audit(
+                        AuditKind::LoginRefusedLocked,
+                        origin,
+                        Some(user),
+                        Actor::Anonymous,
+                        json!({ "locked_until": until.rfc3339() }),
+                    )
+                    .await;
                 Err(Error::AccountLocked {
                     retry_after: until - now,
                 })
@@ -224,14 +226,15 @@ impl FaceLock {
     /// A failed login: counted against the claimed account (which may lock it), or against
     /// the address when no user was claimed.
     async fn count_failure(&self, claimed: Option<&UserId>, origin: &Origin, code: &str) {
-        self.audit(
-            AuditKind::LoginFailed,
-            origin,
-            claimed,
-            Actor::Anonymous,
-            json!({ "code": code }),
-        )
-        .await;
+        self.accounts
+            .audit(
+                AuditKind::LoginFailed,
+                origin,
+                claimed,
+                Actor::Anonymous,
+                json!({ "code": code }),
+            )
+            .await;
         let Some(user) = claimed else {
             if let Some(address) = origin.address {
                 self.address_failures.failed(address).await;
@@ -258,7 +261,7 @@ impl FaceLock {
             tracing::error!(error = %crate::telemetry::error_chain(&e), "could not lock an account");
             return;
         }
-        self.audit(
+        self.accounts.audit(
             AuditKind::AccountLocked,
             origin,
             Some(user),
@@ -274,14 +277,15 @@ impl FaceLock {
             Spent::Live(record) => record,
             Spent::Invalid => return Err(Error::InvalidGrant),
             Spent::Replayed(record) => {
-                self.audit(
-                    AuditKind::RefreshReplayed,
-                    origin,
-                    Some(&record.user_id),
-                    Actor::Anonymous,
-                    json!({ "session_revoked": true }),
-                )
-                .await;
+                self.accounts
+                    .audit(
+                        AuditKind::RefreshReplayed,
+                        origin,
+                        Some(&record.user_id),
+                        Actor::Anonymous,
+                        json!({ "session_revoked": true }),
+                    )
+                    .await;
                 return Err(Error::InvalidGrant);
             }
         };
@@ -318,14 +322,15 @@ impl FaceLock {
     pub async fn authenticate(&self, bearer: &str, origin: &Origin) -> Result<Caller, Error> {
         match self.bearer_caller(bearer).await {
             Err(Error::Unauthenticated(problem)) => {
-                self.audit(
-                    AuditKind::TokenRefused,
-                    origin,
-                    None,
-                    Actor::Anonymous,
-                    json!({ "reason": format!("{problem:?}").to_ascii_lowercase() }),
-                )
-                .await;
+                self.accounts
+                    .audit(
+                        AuditKind::TokenRefused,
+                        origin,
+                        None,
+                        Actor::Anonymous,
+                        json!({ "reason": format!("{problem:?}").to_ascii_lowercase() }),
+                    )
+                    .await;
                 Err(Error::Unauthenticated(problem))
             }
             other => other,
@@ -367,18 +372,19 @@ impl FaceLock {
             return Err(Error::Forbidden("Introspection needs an admin token"));
         }
         let answer = self.introspection(token).await?;
-        self.audit(
-            AuditKind::TokenIntrospected,
-            origin,
-            answer
-                .sub
-                .as_ref()
-                .and_then(|s| UserId::parse(s).ok())
-                .as_ref(),
-            Actor::Caller(caller),
-            json!({ "active": answer.active }),
-        )
-        .await;
+        self.accounts
+            .audit(
+                AuditKind::TokenIntrospected,
+                origin,
+                answer
+                    .sub
+                    .as_ref()
+                    .and_then(|s| UserId::parse(s).ok())
+                    .as_ref(),
+                Actor::Caller(caller),
+                json!({ "active": answer.active }),
+            )
+            .await;
         Ok(answer)
     }
 

@@ -105,19 +105,20 @@ impl FaceLock {
         }
         self.forget_in_engine(std::slice::from_ref(&face.face_id))
             .await;
-        self.audit(
-            AuditKind::FaceRedescribed,
-            &Origin::operator(),
-            Some(&face.user_id),
-            Actor::Operator,
-            json!({
-                "face_id": new_face_id,
-                "replaces": face.face_id,
-                "model": self.engine.model(),
-                "old_model": face.model,
-            }),
-        )
-        .await;
+        self.accounts
+            .audit(
+                AuditKind::FaceRedescribed,
+                &Origin::operator(),
+                Some(&face.user_id),
+                Actor::Operator,
+                json!({
+                    "face_id": new_face_id,
+                    "replaces": face.face_id,
+                    "model": self.engine.model(),
+                    "old_model": face.model,
+                }),
+            )
+            .await;
         Ok(ReindexOutcome::Redescribed { new_face_id })
     }
 }
