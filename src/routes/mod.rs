@@ -14,6 +14,7 @@ pub mod listener;
 mod liveness;
 mod metrics;
 mod oauth;
+mod redoc;
 mod system;
 mod users;
 
@@ -22,9 +23,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     extract::{DefaultBodyLimit, Request},
     http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri},
-    middleware,
-    response::Redirect,
-    Router,
+    middleware, Router,
 };
 use tower::ServiceBuilder;
 use tower_http::{
@@ -138,12 +137,7 @@ pub fn app(state: AppState) -> Router {
     let routes = api
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        // ReDoc loads its script and fonts from the internet; its old address leads to the
-        // Swagger UI, whose files are in the binary.
-        .route(
-            "/redoc",
-            axum::routing::get(|| async { Redirect::permanent("/docs/") }),
-        );
+        .merge(redoc::routes());
     let routes = if settings.demo_page {
         routes.merge(demo::routes())
     } else {

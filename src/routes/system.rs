@@ -130,8 +130,7 @@ async fn dependencies(state: &AppState) -> (StatusCode, Json<HealthResponse>) {
 pub struct ApiDocsInfo {
     pub message: String,
     pub swagger_ui: String,
-    /// Kept for the original's clients: leads to the Swagger UI, since ReDoc would need
-    /// files from the internet.
+    /// ReDoc's three-pane reference of the same document, served offline like the Swagger UI.
     pub redoc: String,
     pub openapi: String,
 }

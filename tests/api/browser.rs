@@ -87,14 +87,45 @@ struct Browser {
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     session: String,
     next_id: u64,
+    /// Every URL the page asked for, when the browser records its network.
+    requests: Vec<String>,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
+    /// A browser whose fake camera shows `photo`, on `url`.
     fn launch(chromium: &Path, photo: &Path, url: &str) -> Self {
         let profile = tempfile::tempdir().unwrap();
         let camera = profile.path().join("camera.y4m");
         camera_file(photo, &camera);
+        let camera = [
+            "--use-fake-ui-for-media-stream".to_owned(),
+            "--use-fake-device-for-media-stream".to_owned(),
+            format!("--use-file-for-fake-video-capture={}", camera.display()),
+        ];
+        Self::start(chromium, profile, &camera, url, false)
+    }
+
+    /// A browser that can resolve no host name (only the server's 127.0.0.1 is reachable) and
+    /// records every request the page makes, on `url`.
+    fn offline(chromium: &Path, url: &str) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let cut_off = [
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+        ];
+        Self::start(chromium, profile, &cut_off, url, true)
+    }
+
+    fn start(
+        chromium: &Path,
+        profile: tempfile::TempDir,
+        extra: &[String],
+        url: &str,
+        record_network: bool,
+    ) -> Self {
         let child = Command::new(chromium)
             .args([
                 "--headless=new",
@@ -105,14 +136,9 @@ impl Browser {
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--window-size=1000,1500",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
                 "--remote-debugging-port=0",
             ])
-            .arg(format!(
-                "--use-file-for-fake-video-capture={}",
-                camera.display()
-            ))
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
@@ -138,6 +164,7 @@ impl Browser {
             socket,
             session: String::new(),
             next_id: 0,
+            requests: Vec::new(),
             _profile: profile,
         };
         let target = browser.send(None, "Target.createTarget", json!({ "url": "about:blank" }));
@@ -148,6 +175,9 @@ impl Browser {
         );
         browser.session = attached["sessionId"].as_str().unwrap().to_owned();
         browser.command("Page.enable", json!({}));
+        if record_network {
+            browser.command("Network.enable", json!({}));
+        }
         browser.command("Page.navigate", json!({ "url": url }));
         browser
     }
@@ -168,6 +198,11 @@ impl Browser {
                 continue;
             };
             let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["method"] == "Network.requestWillBeSent" {
+                let url = &answer["params"]["request"]["url"];
+                self.requests
+                    .push(url.as_str().unwrap_or_default().to_owned());
+            }
             if answer["id"] == id {
                 assert!(answer["error"].is_null(), "{method}: {}", answer["error"]);
                 return answer["result"].clone();
@@ -377,4 +412,60 @@ async fn the_demo_page_is_self_contained_and_can_be_turned_off() {
         assert_eq!(get(router.clone(), asset).await.status(), 200, "{asset}");
     }
     assert_eq!(get(app(off).await, "/demo").await.status(), 404);
+}
+
+/// `/redoc` in a browser that can reach nothing but the server: ReDoc renders Face Lock's
+/// operations from its own bundle, and the page asks nothing of any other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redoc_renders_the_api_offline() {
+    let Some(chromium) = chromium() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let fake = crate::fake_rekognition::FakeRekognition::start().await;
+    let settings = crate::helpers::test_settings(data.path(), &fake);
+    let state = facelock::build_state(settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(facelock::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let url = format!("{base}/redoc");
+    let document = serde_json::to_value(facelock::openapi()).unwrap();
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    tokio::task::spawn_blocking(move || {
+        let mut page = Browser::offline(&chromium, &url);
+        let rendered = page.run(
+            r#"
+            const end = Date.now() + 60000;
+            const found = () => document.querySelector('[data-section-id="operation/verify_face"]');
+            while (!found()) {
+              if (Date.now() > end) return { found: false, body: document.body.innerText.slice(0, 500) };
+              await new Promise((r) => setTimeout(r, 100));
+            }
+            return { found: true, title: found().querySelector("h2")?.textContent.trim(),
+                     operations: document.querySelectorAll('[data-section-id^="operation/"]').length };
+            "#,
+        );
+        assert_eq!(rendered["found"], true, "{rendered}");
+        assert_eq!(rendered["title"], "Verify a face and get a token.", "{rendered}");
+        assert_eq!(rendered["operations"], operations, "every operation: {rendered}");
+        page.screenshot("redoc");
+        // Drain the events of what was rendered, then look at every request made.
+        page.run("return true;");
+        assert!(page.requests.len() >= 3, "{:?}", page.requests);
+        for request in &page.requests {
+            let own = request.starts_with(&format!("{base}/"))
+                || request.starts_with("blob:")
+                || request.starts_with("data:");
+            assert!(own, "the page asked {request}: {:?}", page.requests);
+        }
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
 }

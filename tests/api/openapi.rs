@@ -1,6 +1,6 @@
 //! The published API description and documentation pages.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 
 use crate::helpers::TestApp;
 
@@ -104,12 +104,36 @@ async fn documentation_pages_are_served() {
         app.get("/docs/swagger-ui-bundle.js", None).await.status,
         StatusCode::OK
     );
-    // ReDoc needed scripts and fonts from the internet; its address now leads to Swagger UI.
+    // ReDoc's page and bundle are in the binary too, and its policy allows nothing else.
     let redoc = app.get("/redoc", None).await;
-    assert_eq!(redoc.status, StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(redoc.headers["location"], "/docs/");
+    assert_eq!(redoc.status, StatusCode::OK);
+    let html = redoc.body.as_str().unwrap();
+    assert!(
+        html.contains(r#"<redoc spec-url="/openapi.json">"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"src="/redoc/redoc.standalone.js""#),
+        "{html}"
+    );
+    assert!(!html.contains("http"), "{html}");
+    let policy = redoc.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.starts_with("default-src 'none'; script-src 'self';"),
+        "{policy}"
+    );
+    let bundle = app.get("/redoc/redoc.standalone.js", None).await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    assert!(bundle.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
     let info = app.get("/api-docs", None).await;
     assert_eq!(info.body["openapi"], "/openapi.json");
+    assert_eq!(info.body["swagger_ui"], "/docs");
+    assert_eq!(info.body["redoc"], "/redoc");
 }
 
 #[tokio::test]
