@@ -172,17 +172,6 @@ impl AddressDelay {
             }
         }
     }
-
-    pub async fn succeeded(&self, ip: IpAddr) {
-        match self {
-            Self::Local(delay) => delay.succeeded(ip),
-            Self::Shared { store, .. } => {
-                if let Err(e) = store.clear_address(&ip.to_string()).await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not clear an address's failures");
-                }
-            }
-        }
-    }
 }
 
 /// The wait the `count`th failure earns: none for the first `free`, then 1 s, 2 s, 4 s ...
@@ -198,7 +187,9 @@ fn wait_after(count: u32, free: u32, max: Duration) -> Duration {
 
 /// A per-address delay after failed face logins that name no user (1:N, where no account can be
 /// locked): the first `free` failures cost nothing, each further one makes the address wait
-/// 1 s, 2 s, 4 s ... up to `max`. A success from the address clears it.
+/// 1 s, 2 s, 4 s ... up to `max`. Failures are forgotten only with time (after ten minutes
+/// without one): a success from the address clears nothing, or an attacker enrolled under an
+/// id of their own would log in between guesses to start afresh.
 pub struct FailureDelay {
     free: u32,
     max: Duration,
@@ -249,13 +240,6 @@ impl FailureDelay {
         f.wait_until = now + wait;
         wait
     }
-
-    pub fn succeeded(&self, ip: IpAddr) {
-        self.by_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
-    }
 }
 
 #[cfg(test)]
@@ -278,8 +262,10 @@ mod tests {
         assert_eq!(delay.failed(ip, t1), Duration::from_secs(2));
         assert_eq!(delay.failed(ip, t1), Duration::from_secs(4));
         assert_eq!(delay.failed(ip, t1), Duration::from_secs(5), "capped");
-        delay.succeeded(ip);
-        assert!(delay.check(ip, t1).is_ok());
+        // Only ten quiet minutes start the count afresh.
+        let quiet = t1 + IDLE;
+        assert!(delay.check(ip, quiet).is_ok());
+        assert_eq!(delay.failed(ip, quiet), Duration::ZERO);
     }
 
     #[test]

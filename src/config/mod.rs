@@ -80,7 +80,7 @@ impl Settings {
 
     /// Reads the process environment (after `.env` has been loaded).
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| std::env::var(key).ok().filter(|v| !v.trim().is_empty()))
+        Self::from_lookup(|key| env_value(key, std::env::var(key).ok()))
     }
 
     /// Builds settings from any key lookup, so the parsing is testable without the environment.
@@ -129,6 +129,13 @@ impl Settings {
             format!("http://{addr}")
         })
     }
+}
+
+/// What a variable of the environment says. An empty value counts as unset (`.env.example`
+/// lists some with empty values), except `SECRET_KEY`: an empty secret is a mistake to stop
+/// on, not a reason to sign tokens with another algorithm than the one its owner meant.
+fn env_value(key: &str, raw: Option<String>) -> Option<String> {
+    raw.filter(|v| key == "SECRET_KEY" || !v.trim().is_empty())
 }
 
 /// A yes/no variable: `1`, `true`, `yes` or `on` (any case) are yes.
@@ -339,6 +346,27 @@ mod tests {
             chosen(&[("FACELOCK_ENGINE", "local"), ("AWS_ACCESS_KEY_ID", "AKID")]),
             EngineChoice::Configured
         );
+    }
+
+    /// The environment as `from_env` reads it: an empty value is unset, but an empty
+    /// `SECRET_KEY` stops the start instead of silently switching tokens to ES256.
+    #[test]
+    fn an_empty_secret_key_stops_the_start() {
+        let env = |pairs: &[(&str, &str)]| {
+            Settings::from_lookup(|key| {
+                let raw = pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string());
+                env_value(key, raw)
+            })
+        };
+        for empty in ["", "  "] {
+            let refused = env(&[("SECRET_KEY", empty)]).unwrap_err();
+            assert_eq!(refused.variable, "SECRET_KEY");
+        }
+        let unset = env(&[("FACELOCK_CORS_ORIGINS", ""), ("FACELOCK_ADMIN_USERS", "")]).unwrap();
+        assert_eq!(unset.tokens.algorithm, TokenAlgorithm::Es256);
     }
 
     #[test]

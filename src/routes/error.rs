@@ -364,7 +364,9 @@ pub(super) fn generic_error(status: StatusCode) -> (&'static str, &'static str) 
     match status {
         StatusCode::NOT_FOUND => ("NOT_FOUND", "Not Found"),
         StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "Method Not Allowed"),
-        StatusCode::REQUEST_TIMEOUT => ("TIMEOUT", "The request took too long"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+            ("TIMEOUT", "The request took too long")
+        }
         StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "The request body is too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ("UNSUPPORTED_MEDIA_TYPE", "Unsupported content type")

@@ -10,9 +10,10 @@ use crate::{
     clock::Timestamp,
     domain::{InvalidInput, Role, Similarity, User, UserId},
     engine::{SearchQuery, SearchScope, Upload},
+    store::StoreError,
     tokens::{
         issuer::{is_refresh_token, Spent},
-        Assurance, Introspection, Issued, TokenProblem,
+        Assurance, Introspection, Issued, TokenError, TokenProblem,
     },
 };
 
@@ -99,9 +100,6 @@ impl FaceLock {
         if let Err(e) = self.store.clear_lockout(&user.user_id).await {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reset the lockout after a login");
         }
-        if let Some(address) = origin.address {
-            self.address_failures.succeeded(address).await;
-        }
         let role = self.accounts.policy().role_of(&user);
         let session = self.tokens.new_session_id();
         let access = self
@@ -114,10 +112,12 @@ impl FaceLock {
                 &session,
             )
             .await?;
-        let refresh_token = self
-            .tokens
-            .start_session(&user, &audience, &session)
-            .await?;
+        let refresh_token = match self.tokens.start_session(&user, &audience, &session).await {
+            Ok(token) => token,
+            // Deleted while logging in: nobody to log in any more.
+            Err(TokenError::Store(StoreError::UserNotFound)) => return Err(Error::NoMatch),
+            Err(e) => return Err(e.into()),
+        };
         self.accounts
             .audit(
                 AuditKind::LoginSucceeded,

@@ -37,6 +37,4 @@ pub trait LockoutStore: Send + Sync {
     async fn set_address_wait(&self, address: &str, until: Timestamp) -> Result<(), StoreError>;
     /// Until when `address` must wait, if it ever had to (the time may be past).
     async fn address_wait(&self, address: &str) -> Result<Option<Timestamp>, StoreError>;
-    /// Forgets `address`'s failures (it logged someone in).
-    async fn clear_address(&self, address: &str) -> Result<(), StoreError>;
 }

@@ -172,6 +172,33 @@ async fn failed_one_to_n_logins_slow_down_their_address_only() {
     assert!(events(&app, "account_locked").await.is_empty());
 }
 
+/// An attacker enrolled under an id of their own logs in with their own face between guesses
+/// at strangers: the address's 1:N delay is not reset by it, only by time.
+#[tokio::test]
+async fn logging_in_as_oneself_does_not_reset_an_addresses_delay() {
+    const STRANGER: u8 = 9;
+    let app = TestApp::spawn().await;
+    app.register("alice", face_of(ALICE), None).await;
+    app.register("mallory", face_of(MALLORY), None).await;
+    let from = "127.0.0.42";
+    for _ in 0..6 {
+        app.verify_from(from, face_of(STRANGER), None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    }
+    // The sixth failure earned a second's wait; then mallory logs in as mallory.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let own = app.verify_from(from, face_of(MALLORY), None).await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    // The seventh failure costs two seconds at once, as if the login had not happened.
+    app.verify_from(from, face_of(STRANGER), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
+    let slowed = app.verify_from(from, face_of(STRANGER), None).await;
+    slowed.assert_error(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert!(retry_after(&slowed) >= 1);
+}
+
 #[tokio::test]
 async fn the_audit_trail_records_logins_tokens_and_admin_actions_without_secrets() {
     let app = TestApp::spawn().await;
@@ -306,4 +333,40 @@ async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
         addresses,
         [Some("192.0.2.50".into()), Some("198.51.100.7".into())]
     );
+}
+
+/// A body that sends its first bytes and then nothing more, ever.
+struct Stalled(bool);
+
+impl futures_core::Stream for Stalled {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        let start = "--x\r\nContent-Disposition: form-data; name=\"face_image\"; filename=\"a.jpg\"\r\n\r\n";
+        std::task::Poll::Ready(Some(Ok(axum::body::Bytes::from_static(start.as_bytes()))))
+    }
+}
+
+/// A request that outlives `FACELOCK_REQUEST_TIMEOUT_SECS` is answered 504 with its own code,
+/// not as a server fault.
+#[tokio::test]
+async fn a_request_that_times_out_says_so() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let request = axum::http::Request::post("/verify/")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(axum::body::Body::from_stream(Stalled(false)))
+        .unwrap();
+    let res = app.send(request).await;
+    res.assert_error(StatusCode::GATEWAY_TIMEOUT, "TIMEOUT");
+    assert!(res.body["request_id"].is_string(), "{}", res.body);
 }

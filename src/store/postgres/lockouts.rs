@@ -141,16 +141,4 @@ impl LockoutStore for PostgresStore {
             .map(|row| row.map(|r| timestamp(r.get(0))))
             .map_err(backend("reading an address's wait"))
     }
-
-    async fn clear_address(&self, address: &str) -> Result<(), StoreError> {
-        self.conn()
-            .await?
-            .execute(
-                "DELETE FROM address_failures WHERE address = $1",
-                &[&address],
-            )
-            .await
-            .map(|_| ())
-            .map_err(backend("clearing an address"))
-    }
 }

@@ -82,7 +82,13 @@ impl TokenStore for PostgresStore {
             )
             .await
             .map(|_| ())
-            .map_err(backend("storing a refresh token"))
+            .map_err(|e| match e.code() {
+                // The user was deleted since they were found (a login racing a deletion).
+                Some(code) if *code == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION => {
+                    StoreError::UserNotFound
+                }
+                _ => StoreError::backend("storing a refresh token", e),
+            })
     }
 
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRecord>, StoreError> {

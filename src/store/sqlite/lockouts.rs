@@ -152,14 +152,4 @@ impl LockoutStore for SqliteStore {
         })
         .await
     }
-
-    async fn clear_address(&self, address: &str) -> Result<(), StoreError> {
-        let address = address.to_owned();
-        self.run(move |conn| {
-            conn.execute("DELETE FROM address_failures WHERE address = ?1", [address])
-                .map(|_| ())
-                .map_err(backend("clearing an address"))
-        })
-        .await
-    }
 }

@@ -66,7 +66,13 @@ impl TokenStore for SqliteStore {
                 ],
             )
             .map(|_| ())
-            .map_err(backend("storing a refresh token"))
+            .map_err(|e| match e.sqlite_error() {
+                // The user was deleted since they were found (a login racing a deletion).
+                Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                    StoreError::UserNotFound
+                }
+                _ => StoreError::backend("storing a refresh token", e),
+            })
         })
         .await
     }
