@@ -69,12 +69,27 @@ pub struct EngineSettings {
     /// Whether `/verify/` refuses a single photo and logs in only after a passed liveness
     /// challenge (off: the original clients keep working).
     pub require_liveness: bool,
+    /// `FACELOCK_REGISTRATION`: who may enrol a new user id.
+    pub registration: RegistrationPolicy,
     /// `FACELOCK_MAX_CPU_ISA`: the widest vector instructions the local engine's kernels may
     /// use (`None`: the widest the processor has).
     pub max_cpu_isa: Option<Isa>,
     pub rekognition: RekognitionSettings,
     /// Why `kind` is the engine.
     pub chosen_by: EngineChoice,
+}
+
+/// Who may enrol a new user id (`FACELOCK_REGISTRATION`). Adding a face to an existing id
+/// always needs a token of that user or of an admin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    /// Anyone, with one photo (the original's behaviour, the default). Anyone may then enrol
+    /// another person's public photo under a new id before that person does.
+    Open,
+    /// Anyone who passes a liveness challenge: a photo alone does not enrol a new id.
+    Liveness,
+    /// Only administrators (over HTTP with an admin's token, or `facelock users add`).
+    Admin,
 }
 
 /// How the engine was chosen, so start-up can say it.
@@ -144,6 +159,17 @@ pub(super) fn from_lookup(
         max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
         allow_duplicate_faces: flag(get, "FACELOCK_ALLOW_DUPLICATE_FACES"),
         require_liveness: flag(get, "FACELOCK_REQUIRE_LIVENESS"),
+        registration: match get("FACELOCK_REGISTRATION").as_deref().map(str::trim) {
+            None | Some("open") => RegistrationPolicy::Open,
+            Some("liveness") => RegistrationPolicy::Liveness,
+            Some("admin") => RegistrationPolicy::Admin,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "FACELOCK_REGISTRATION",
+                    format!("{other:?} is not a policy; use open, liveness or admin"),
+                ))
+            }
+        },
         max_cpu_isa: get("FACELOCK_MAX_CPU_ISA")
             .map(|raw| {
                 Isa::parse(&raw).ok_or_else(|| {

@@ -14,7 +14,7 @@ mod tokens;
 use std::{collections::BTreeSet, path::PathBuf};
 
 pub use self::{
-    engine::{EngineChoice, EngineKind, EngineSettings, RekognitionSettings},
+    engine::{EngineChoice, EngineKind, EngineSettings, RegistrationPolicy, RekognitionSettings},
     lockout::LockoutSettings,
     server::{CorsOrigins, MetricsSettings, ServerSettings},
     storage::StorageSettings,

@@ -112,7 +112,8 @@ pub enum ApiError {
     /// not show a live head following the challenge.
     #[error("{}", not_live_detail(&.0))]
     NotLive(crate::liveness::Refusal),
-    /// 400 `LIVENESS_REQUIRED`: this server logs in only after a liveness challenge.
+    /// 400 `LIVENESS_REQUIRED`: this server logs in (or enrols a new user id) only after a
+    /// liveness challenge.
     #[error("This server requires a liveness check: fetch POST /liveness/challenge and send its challenge_id with frames")]
     LivenessRequired,
     /// 501 `LIVENESS_UNAVAILABLE`: the configured face engine cannot check liveness.

@@ -34,9 +34,9 @@ pub struct RegisterResponse {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Face enrolled", body = RegisterResponse),
-        (status = 400, description = "`NO_FACE`; `MULTIPLE_FACES`; a face too poor to enrol (`SMALL_BOUNDING_BOX`, `LOW_SHARPNESS`, `LOW_BRIGHTNESS`, `EXTREME_POSE`, `LOW_CONFIDENCE`, `LOW_FACE_QUALITY`); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body; with frames: `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED`, `CHALLENGE_USED`, `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING`, `LIVENESS_FLAT`", body = ErrorBody),
+        (status = 400, description = "`NO_FACE`; `MULTIPLE_FACES`; a face too poor to enrol (`SMALL_BOUNDING_BOX`, `LOW_SHARPNESS`, `LOW_BRIGHTNESS`, `EXTREME_POSE`, `LOW_CONFIDENCE`, `LOW_FACE_QUALITY`); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body; `LIVENESS_REQUIRED`: a single photo for a new user id where FACELOCK_REGISTRATION=liveness; with frames: `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED`, `CHALLENGE_USED`, `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING`, `LIVENESS_FLAT`", body = ErrorBody),
         (status = 401, description = "A bearer token was sent and is not valid", body = ErrorBody),
-        (status = 403, description = "The user id is an administrator's and the caller is not an admin", body = ErrorBody),
+        (status = 403, description = "The user id is an administrator's and the caller is not an admin, or FACELOCK_REGISTRATION=admin and the caller is not an admin", body = ErrorBody),
         (status = 409, description = "`USER_EXISTS`: the user id exists and the caller may not add faces to it; `FACE_ALREADY_ENROLLED`: the face belongs to another user", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many requests from this client; see Retry-After", body = ErrorBody),

@@ -6,6 +6,7 @@ use super::{Actor, AuditKind, Error, Evidence, FaceLock, Origin};
 use std::sync::Arc;
 
 use crate::{
+    config::RegistrationPolicy,
     domain::{Email, FullName, User, UserId},
     engine::{EngineError, SearchQuery, SearchScope, Upload},
     images,
@@ -48,6 +49,17 @@ impl FaceLock {
                         "This user id is an administrator; it is enrolled by an existing \
                          administrator or with `facelock users add` on the server",
                     ));
+                }
+                match self.registration {
+                    _ if actor.is_admin() => {}
+                    RegistrationPolicy::Open => {}
+                    RegistrationPolicy::Liveness if matches!(req.evidence, Evidence::Live(_)) => {}
+                    RegistrationPolicy::Liveness => return Err(Error::LivenessRequired),
+                    RegistrationPolicy::Admin => {
+                        return Err(Error::Forbidden(
+                            "Registration is closed: new users are enrolled by an administrator",
+                        ))
+                    }
                 }
                 FaceOwner::New(NewUser {
                     user_id: req.user_id.clone(),

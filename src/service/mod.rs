@@ -33,7 +33,7 @@ pub use reindex::{ReindexOutcome, ReindexScope, ReindexedFace};
 
 use self::policy::{LockoutRule, Policy};
 use crate::{
-    config::Settings,
+    config::{RegistrationPolicy, Settings},
     domain::{Role, User, UserId},
     engine::{FaceEngine, Upload},
     images::{self, DecodeLimits},
@@ -115,6 +115,8 @@ pub struct FaceLock {
     allow_duplicate_faces: bool,
     /// Single-photo logins are refused: only a passed liveness challenge logs in.
     require_liveness: bool,
+    /// Who may enrol a new user id.
+    registration: RegistrationPolicy,
     engine: Arc<dyn FaceEngine>,
     store: Arc<dyn Store>,
     tokens: TokenService,
@@ -163,6 +165,7 @@ impl FaceLock {
             },
             allow_duplicate_faces: settings.engine.allow_duplicate_faces,
             require_liveness: settings.engine.require_liveness,
+            registration: settings.engine.registration,
             engine,
             store,
             tokens,

@@ -199,6 +199,38 @@ async fn logging_in_as_oneself_does_not_reset_an_addresses_delay() {
     assert!(retry_after(&slowed) >= 1);
 }
 
+/// Face squatting: with open registration (the default) anyone enrols another person's public
+/// photo under an id of their own first. `FACELOCK_REGISTRATION` closes that door: `liveness`
+/// refuses a photo alone for a new id, `admin` refuses anyone but an administrator; adding a
+/// face to one's own id is unchanged.
+#[tokio::test]
+async fn registration_can_demand_liveness_or_an_administrator() {
+    use facelock::config::RegistrationPolicy;
+    let open = TestApp::spawn().await;
+    let squatted = open.register("mallory", face_of(ALICE), None).await;
+    assert_eq!(squatted.status, StatusCode::OK, "{}", squatted.body);
+
+    let live = TestApp::spawn_with(|s| s.engine.registration = RegistrationPolicy::Liveness).await;
+    live.register("mallory", face_of(ALICE), None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "LIVENESS_REQUIRED");
+    assert_eq!(live.db_count("users"), 0);
+
+    let closed = TestApp::spawn_with(|s| s.engine.registration = RegistrationPolicy::Admin).await;
+    closed
+        .register("mallory", face_of(ALICE), None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+    let admin = closed.admin_token().await;
+    let enrolled = closed.register("alice", face_of(ALICE), Some(&admin)).await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+    // Alice adds a second face to her own id with her own token.
+    let alice = closed.login(face_of(ALICE)).await;
+    let added = closed.register("alice", face_of(ALICE), Some(&alice)).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(added.body["user_id"], "alice");
+}
+
 #[tokio::test]
 async fn the_audit_trail_records_logins_tokens_and_admin_actions_without_secrets() {
     let app = TestApp::spawn().await;
