@@ -3,7 +3,7 @@
 
 use axum::{
     http::{header, HeaderValue},
-    response::IntoResponse,
+    response::Response,
     routing::get,
     Router,
 };
@@ -40,29 +40,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-fn file(body: &'static str, content_type: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(POLICY),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (
-                header::HeaderName::from_static("permissions-policy"),
-                HeaderValue::from_static("camera=(self), microphone=()"),
-            ),
-            // The files change with the binary; a browser asks again rather than run old code.
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
+/// A demo file: the camera is allowed to this origin alone.
+fn file(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = super::embedded::file(body, content_type, POLICY);
+    response.headers_mut().insert(
+        header::HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static("camera=(self), microphone=()"),
+    );
+    response
 }

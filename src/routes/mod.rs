@@ -5,6 +5,7 @@
 
 mod demo;
 mod discovery;
+mod embedded;
 pub mod error;
 mod error_docs;
 mod extract;

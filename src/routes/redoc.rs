@@ -4,12 +4,7 @@
 
 use std::sync::LazyLock;
 
-use axum::{
-    http::{header, HeaderValue},
-    response::IntoResponse,
-    routing::get,
-    Router,
-};
+use axum::{response::Response, routing::get, Router};
 
 const PAGE: &str = include_str!("redoc/index.html");
 /// `bundles/redoc.standalone.js` of the npm package `redoc` 2.5.4 (MIT), unchanged.
@@ -45,25 +40,8 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(LOCAL_LOGO, get(|| async { file(LOGO, "image/svg+xml") }))
 }
 
-fn file(body: &'static str, content_type: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(POLICY),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-        ],
-        body,
-    )
+fn file(body: &'static str, content_type: &'static str) -> Response {
+    super::embedded::file(body, content_type, POLICY)
 }
 
 #[cfg(test)]
