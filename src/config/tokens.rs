@@ -69,6 +69,13 @@ pub(super) fn from_lookup(
 ) -> Result<TokenSettings, ConfigError> {
     let secret_key = get("SECRET_KEY").map(Secret::new);
     if let Some(key) = &secret_key {
+        if key.expose().trim().is_empty() {
+            return Err(ConfigError::new(
+                "SECRET_KEY",
+                "is set but empty: give the shared secret (at least 32 characters), or remove \
+                 the variable to sign ES256 tokens",
+            ));
+        }
         if key.expose().len() < 32 {
             return Err(ConfigError::new(
                 "SECRET_KEY",
