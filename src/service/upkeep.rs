@@ -10,7 +10,7 @@ use super::{Error, FaceLock};
 use crate::{
     clock::Timestamp,
     engine::EnrolledFace,
-    store::{FaceChange, FacesSent},
+    store::{FaceChange, FacesSent, StoreError},
 };
 
 /// How often keys are reloaded, expired records purged and, without a change feed, other
@@ -61,6 +61,13 @@ async fn next_change(feed: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bo
     }
 }
 
+/// Logs a purge that failed: the next round tries again.
+fn purged(result: Result<(), StoreError>, what: &str) {
+    if let Err(e) = result {
+        tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge {what}");
+    }
+}
+
 /// What upkeep keeps between its rounds.
 pub(super) struct UpkeepState {
     /// Audit events are kept this long.
@@ -87,38 +94,25 @@ impl FaceLock {
     async fn maintain(&self, retry_deletions: bool) {
         self.tokens.maintain().await;
         let now = Timestamp::now();
-        if let Err(e) = self.store.purge_lockouts(now - self.lockout_window).await {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old lockouts");
-        }
+        let store = &self.store;
+        purged(
+            store.purge_lockouts(now - self.lockout_window).await,
+            "old lockouts",
+        );
         // Kept an hour past expiry, so a late answer is told "expired" rather than "unknown".
-        if let Err(e) = self
-            .store
-            .purge_challenges(now - Duration::from_secs(3600))
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge expired liveness challenges");
-        }
-        if let Err(e) = self
-            .store
-            .purge_audit(now - self.upkeep.audit_retention)
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge old audit events");
-        }
-        if let Err(e) = self
-            .store
-            .purge_counters(now - Duration::from_secs(120))
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge request counters");
-        }
-        if let Err(e) = self
-            .store
-            .purge_change_log(now - Duration::from_secs(3600))
-            .await
-        {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not purge the change log");
-        }
+        let hour = Duration::from_secs(3600);
+        purged(
+            store.purge_challenges(now - hour).await,
+            "expired liveness challenges",
+        );
+        let retention = self.upkeep.audit_retention;
+        purged(store.purge_audit(now - retention).await, "old audit events");
+        let two_minutes = Duration::from_secs(120);
+        purged(
+            store.purge_counters(now - two_minutes).await,
+            "request counters",
+        );
+        purged(store.purge_change_log(now - hour).await, "the change log");
         self.sync_engine().await;
         if retry_deletions {
             self.finish_pending_deletions().await;
