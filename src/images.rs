@@ -7,7 +7,7 @@
 use std::io::Cursor;
 
 pub use facelock_engine::photo::{
-    decode, DecodeLimits, DecodedImage, Format, ImageError, MAX_WORKING_SIDE, MIN_SIDE,
+    decode, dimensions, DecodeLimits, DecodedImage, Format, ImageError, MAX_WORKING_SIDE, MIN_SIDE,
 };
 use image::{codecs::jpeg::JpegEncoder, imageops::FilterType, ImageFormat};
 

@@ -8,9 +8,15 @@ use crate::{
     clock::Timestamp,
     domain::InvalidInput,
     engine::Upload,
+    images::{self, ImageError},
     liveness::{self, Action, FrameFace},
     store::{ChallengeSpend, StoredChallenge},
 };
+
+/// The most pixels a liveness frame may have: a video frame, not a camera's still (1080p is
+/// 2.1 million, 1440p 3.7). Up to 15 frames are analysed per answer, so frames of the full
+/// upload limit would let one request buy seconds of CPU.
+pub const MAX_FRAME_PIXELS: u64 = 4_000_000;
 
 /// A challenge handed to a client.
 pub struct IssuedChallenge {
@@ -84,6 +90,22 @@ impl FaceLock {
                 ),
             )
             .into());
+        }
+        // Each frame's size is read from its header before the challenge is spent or anything
+        // decoded: a burst of huge frames costs the server no work. (A frame whose header
+        // cannot be read is refused when it is decoded, as before.)
+        for frame in &proof.frames {
+            let Ok((width, height)) = images::dimensions(frame) else {
+                continue;
+            };
+            if u64::from(width) * u64::from(height) > MAX_FRAME_PIXELS {
+                return Err(ImageError::TooLarge {
+                    width,
+                    height,
+                    max_pixels: MAX_FRAME_PIXELS,
+                }
+                .into());
+            }
         }
         let actions = match self
             .store

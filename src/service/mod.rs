@@ -27,7 +27,7 @@ pub use accounts::{Accounts, UserPage};
 pub use audit::{AuditKind, Origin};
 pub use enrolment::{Registered, Registration};
 pub use error::Error;
-pub use liveness::{ChallengeProblem, IssuedChallenge, LivenessProof};
+pub use liveness::{ChallengeProblem, IssuedChallenge, LivenessProof, MAX_FRAME_PIXELS};
 pub use login::{Comparison, Evidence, LoginRequest, Session, TokenPair};
 pub use reindex::{ReindexOutcome, ReindexScope, ReindexedFace};
 

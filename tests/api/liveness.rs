@@ -722,3 +722,46 @@ async fn an_engine_without_landmarks_says_liveness_is_unavailable() {
         .await
         .assert_error(StatusCode::NOT_IMPLEMENTED, "LIVENESS_UNAVAILABLE");
 }
+
+/// A PNG of one colour: tiny on the wire, `width` x `height` once decoded.
+fn flat_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    RgbImage::from_pixel(width, height, image::Rgb([90, 120, 150]))
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// Finding 6 of the attacker: answers of 15 frames of 40 Mpx each bought seconds of CPU a
+/// request. A frame over the frame limit is refused from its header, before anything is
+/// decoded, and the challenge is not spent by it.
+#[tokio::test]
+async fn huge_frames_are_refused_before_any_work() {
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
+    let id = challenge(&app).await["challenge_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let limit = facelock::service::MAX_FRAME_PIXELS;
+    let huge = flat_png(2600, 1600);
+    assert!(2600 * 1600 > limit && (huge.len() as u64) < 200_000);
+    let small = flat_png(320, 240);
+    let frames = [small.clone(), huge, small.clone()];
+    let started = std::time::Instant::now();
+    let res = app
+        .post_form("/verify/", answer(&id, &frames, None), None)
+        .await;
+    res.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "IMAGE_TOO_LARGE");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // Not spent: the same challenge is still judged (frames without a face).
+    let again = app
+        .post_form(
+            "/verify/",
+            answer(&id, &[small.clone(), small.clone(), small], None),
+            None,
+        )
+        .await;
+    again.assert_error(StatusCode::BAD_REQUEST, "NO_FACE");
+}

@@ -128,6 +128,19 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DecodedImage, ImageE
     })
 }
 
+/// The width and height an upload's header declares, read without decoding its pixels.
+pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let format = Format::sniff(bytes).ok_or(ImageError::UnknownFormat)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    reader.set_format(format.image_format());
+    reader
+        .into_dimensions()
+        .map_err(|e| ImageError::Corrupt(e.to_string()))
+}
+
 /// Decodes a photo file: an upload's formats, or a lab set's GIF or PNM (grayscale lab photos
 /// come as PGM), within the same bounds. For the operator's tools, never for uploads.
 pub fn decode_file(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, ImageError> {
