@@ -10,12 +10,20 @@ use crate::{
     clock::Timestamp,
     domain::{InvalidInput, Role, Similarity, User, UserId},
     engine::{SearchQuery, SearchScope, Upload},
-    store::StoreError,
+    store::{Admission, StoreError},
     tokens::{
         issuer::{is_refresh_token, Spent},
         Assurance, Introspection, Issued, TokenError, TokenProblem,
     },
 };
+
+/// The lock an admitted attempt set by reaching the threshold.
+#[derive(Clone, Copy)]
+struct SetLock {
+    failures: u32,
+    until: Timestamp,
+    seconds: u64,
+}
 
 /// What a face login shows of the person.
 pub enum Evidence {
@@ -73,10 +81,13 @@ impl FaceLock {
                 InvalidInput::new("audience", "is not one of the configured audiences")
             })?;
         let origin = &req.origin;
-        match &req.claimed {
-            Some(user) => self.refuse_if_locked(user, origin).await?,
-            None => self.refuse_if_delayed(origin).await?,
-        }
+        let set_lock = match &req.claimed {
+            Some(user) => self.admit_attempt(user, origin).await?,
+            None => {
+                self.refuse_if_delayed(origin).await?;
+                None
+            }
+        };
         let threshold = self.accounts.policy().threshold(req.min_similarity);
         let claimed = req.claimed.clone();
         let attempt = async {
@@ -87,8 +98,17 @@ impl FaceLock {
         let (user, similarity, assurance) = match attempt.await {
             Ok(found) => found,
             Err(e) => {
-                if let Some(code) = counted_failure(&e) {
-                    self.count_failure(req.claimed.as_ref(), origin, code).await;
+                match (counted_failure(&e), req.claimed.as_ref()) {
+                    (Some(code), claimed) => {
+                        self.count_failure(claimed, origin, code, set_lock).await
+                    }
+                    // Admitted, counted, and then no face was compared: nothing to count.
+                    (None, Some(user)) => {
+                        if let Err(e) = self.store.forgive_attempt(user, &self.lockout).await {
+                            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back an attempt that compared no face");
+                        }
+                    }
+                    (None, None) => {}
                 }
                 return Err(e);
             }
@@ -189,6 +209,44 @@ impl FaceLock {
         Ok((user, similarity))
     }
 
+    /// Lets an attempt at a claimed account compare a face, or refuses it before any image
+    /// work. The store counts the attempt as a failure and locks the account in one step, so a
+    /// burst of guesses sent at once gets no more comparisons than the lockout allows; a login
+    /// that succeeds clears the count, one that compares no face takes its count back. Returns
+    /// the lock the attempt set, to be recorded if it fails.
+    async fn admit_attempt(
+        &self,
+        user: &UserId,
+        origin: &Origin,
+    ) -> Result<Option<SetLock>, Error> {
+        let now = Timestamp::now();
+        let admission = self
+            .store
+            .admit_attempt(user, now, now - self.lockout_window, &self.lockout)
+            .await?;
+        match admission {
+            Admission::Locked(until) => {
+                self.accounts
+                    .audit(
+                        AuditKind::LoginRefusedLocked,
+                        origin,
+                        Some(user),
+                        Actor::Anonymous,
+                        json!({ "locked_until": until.rfc3339() }),
+                    )
+                    .await;
+                Err(Error::AccountLocked {
+                    retry_after: until - now,
+                })
+            }
+            Admission::Admitted { failures, locked } => Ok(locked.map(|until| SetLock {
+                failures,
+                until,
+                seconds: (until - now).as_secs(),
+            })),
+        }
+    }
+
     async fn refuse_if_locked(&self, user: &UserId, origin: &Origin) -> Result<(), Error> {
         let now = Timestamp::now();
         match self.store.locked_until(user).await? {
@@ -223,9 +281,16 @@ impl FaceLock {
             })
     }
 
-    /// A failed login: counted against the claimed account (which may lock it), or against
-    /// the address when no user was claimed.
-    async fn count_failure(&self, claimed: Option<&UserId>, origin: &Origin, code: &str) {
+    /// A failed login: recorded in the audit trail, with the lock its admission set; at 1:N
+    /// counted against the address (an attempt at a claimed account was counted when it was
+    /// admitted).
+    async fn count_failure(
+        &self,
+        claimed: Option<&UserId>,
+        origin: &Origin,
+        code: &str,
+        set_lock: Option<SetLock>,
+    ) {
         self.accounts
             .audit(
                 AuditKind::LoginFailed,
@@ -235,40 +300,28 @@ impl FaceLock {
                 json!({ "code": code }),
             )
             .await;
-        let Some(user) = claimed else {
-            if let Some(address) = origin.address {
-                self.address_failures.failed(address).await;
-            }
-            return;
-        };
-        let now = Timestamp::now();
-        let counted = self
-            .store
-            .record_failure(user, now, now - self.lockout_window)
-            .await;
-        let failures = match counted {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %crate::telemetry::error_chain(&e), "could not count a failed login");
-                return;
-            }
-        };
-        let Some(lock) = self.lockout.lock_for(failures) else {
-            return;
-        };
-        let until = now + lock;
-        if let Err(e) = self.store.lock(user, until).await {
-            tracing::error!(error = %crate::telemetry::error_chain(&e), "could not lock an account");
-            return;
+        if let (None, Some(address)) = (claimed, origin.address) {
+            self.address_failures.failed(address).await;
         }
-        self.accounts.audit(
-            AuditKind::AccountLocked,
-            origin,
+        if let (
             Some(user),
-            Actor::Anonymous,
-            json!({ "failures": failures, "locked_until": until.rfc3339(), "seconds": lock.as_secs() }),
-        )
-        .await;
+            Some(SetLock {
+                failures,
+                until,
+                seconds,
+            }),
+        ) = (claimed, set_lock)
+        {
+            self.accounts
+                .audit(
+                    AuditKind::AccountLocked,
+                    origin,
+                    Some(user),
+                    Actor::Anonymous,
+                    json!({ "failures": failures, "locked_until": until.rfc3339(), "seconds": seconds }),
+                )
+                .await;
+        }
     }
 
     /// `grant_type=refresh_token`: spends the refresh token, returns the session's next pair.

@@ -1,34 +1,14 @@
 //! Who logs in, decided in one place: the similarity floor a client can only raise, the scope
 //! of a 1:1 check, faces the store knows, and the role a user holds.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
+pub use crate::store::LockoutRule;
 use crate::{
     domain::{Role, Similarity, User, UserId},
     engine::{FaceMatch, SearchScope},
     store::FaceRecord,
 };
-
-/// When failed logins lock an account, and for how long.
-#[derive(Clone, Debug)]
-pub struct LockoutRule {
-    pub threshold: u32,
-    pub first_lock: Duration,
-    pub max_lock: Duration,
-}
-
-impl LockoutRule {
-    /// The lock `failures` failed logins earn: none below the threshold, then the first lock,
-    /// doubled for each failure beyond it, up to the longest.
-    pub fn lock_for(&self, failures: u32) -> Option<Duration> {
-        let beyond = failures.checked_sub(self.threshold)?;
-        let doubled = self
-            .first_lock
-            .checked_mul(1u32 << beyond.min(20))
-            .unwrap_or(self.max_lock);
-        Some(doubled.min(self.max_lock))
-    }
-}
 
 pub struct Policy {
     /// The lowest similarity that logs in, whatever a client asks for.
@@ -134,6 +114,8 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::clock::Timestamp;
 

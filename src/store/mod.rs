@@ -24,7 +24,7 @@ pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use challenges::{ChallengeSpend, ChallengeStore, StoredChallenge};
 pub use counters::CounterStore;
 pub use keys::{KeyStore, StoredKey};
-pub use lockouts::LockoutStore;
+pub use lockouts::{Admission, LockoutRule, LockoutStore};
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
 pub use users::{
     BatchFace, FaceBatch, FaceBatches, FaceChange, FaceChanges, FaceOwner, FaceRecord, FacesSent,

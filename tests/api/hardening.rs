@@ -231,6 +231,55 @@ async fn registration_can_demand_liveness_or_an_administrator() {
     assert_eq!(added.body["user_id"], "alice");
 }
 
+/// Finding 3 of the attacker: 100 wrong guesses at one account sent at once from 100
+/// addresses. At most the lockout's five are compared; the rest are refused before any image
+/// work, and the owner's face is locked out with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_guesses_gets_no_more_comparisons_than_the_lockout_allows() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    app.register("alice", face_of(ALICE), None).await;
+    let before = app.get("/metrics", None).await.body;
+    let count = |text: &serde_json::Value, stage: &str| {
+        let name = format!(
+            r#"facelock_engine_stage_duration_seconds_count{{engine="rekognition",stage="{stage}"}}"#
+        );
+        text.as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let guesses = (0..100).map(|i| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let from = format!("10.9.{}.{}", i / 200, i % 200 + 1);
+            app.verify_from(&from, face_of(MALLORY), Some("alice"))
+                .await
+        })
+    });
+    let mut codes = std::collections::BTreeMap::new();
+    for guess in guesses.collect::<Vec<_>>() {
+        let res = guess.await.unwrap();
+        *codes.entry(res.code().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(codes.get("NO_MATCH"), Some(&5), "{codes:?}");
+    assert_eq!(codes.get("ACCOUNT_LOCKED"), Some(&95), "{codes:?}");
+    let after = app.get("/metrics", None).await.body;
+    assert_eq!(
+        count(&after, "search_faces_by_image") - count(&before, "search_faces_by_image"),
+        5,
+        "face comparisons"
+    );
+    assert_eq!(
+        count(&after, "decode") - count(&before, "decode"),
+        5,
+        "photos decoded"
+    );
+    app.verify_from("10.9.9.9", face_of(ALICE), Some("alice"))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
+}
+
 #[tokio::test]
 async fn the_audit_trail_records_logins_tokens_and_admin_actions_without_secrets() {
     let app = TestApp::spawn().await;

@@ -8,9 +8,10 @@ use facelock::{
     domain::{Page, UserId},
     images::Format,
     store::{
-        postgres::PostgresStore, sqlite::SqliteStore, AuditQuery, AuditRecord, ChallengeSpend,
-        FaceChange, FaceOwner, MasterKey, NewFace, NewRefreshToken, NewUser, ReferencePhoto,
-        RefreshUse, Store, StoreError, StoredChallenge, StoredKey, UserStore,
+        postgres::PostgresStore, sqlite::SqliteStore, Admission, AuditQuery, AuditRecord,
+        ChallengeSpend, FaceChange, FaceOwner, LockoutRule, MasterKey, NewFace, NewRefreshToken,
+        NewUser, ReferencePhoto, RefreshUse, Store, StoreError, StoredChallenge, StoredKey,
+        UserStore,
     },
 };
 
@@ -327,38 +328,83 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         Err(StoreError::UserNotFound)
     ));
 
-    // Lockouts count, lock without shortening, forget and clear.
+    // Attempts at an account are admitted and counted up to the threshold, which locks it;
+    // while locked nothing is admitted or counted; one that compared no face is taken back.
     let mallory = uid("mallory");
-    let old = now - Duration::from_secs(3600);
-    for n in 1..=3 {
-        assert_eq!(store.record_failure(&mallory, now, old).await.unwrap(), n);
+    let rule = LockoutRule {
+        threshold: 3,
+        first_lock: Duration::from_secs(30),
+        max_lock: Duration::from_secs(900),
+    };
+    let admit = |at: Timestamp| {
+        let (store, mallory, rule) = (store.clone(), mallory.clone(), rule.clone());
+        async move {
+            store
+                .admit_attempt(&mallory, at, at - Duration::from_secs(600), &rule)
+                .await
+                .unwrap()
+        }
+    };
+    for n in 1..=2 {
+        assert_eq!(
+            admit(now).await,
+            Admission::Admitted {
+                failures: n,
+                locked: None
+            }
+        );
     }
-    store
-        .lock(&mallory, now + Duration::from_secs(30))
-        .await
-        .unwrap();
-    store
-        .lock(&mallory, now + Duration::from_secs(5))
-        .await
-        .unwrap();
+    store.forgive_attempt(&mallory, &rule).await.unwrap();
     assert_eq!(
-        store.locked_until(&mallory).await.unwrap(),
-        Some(now + Duration::from_secs(30))
+        admit(now).await,
+        Admission::Admitted {
+            failures: 2,
+            locked: None
+        },
+        "the forgiven attempt no longer counts"
     );
-    // Failures older than the window are forgotten at the next one.
-    let later = now + Duration::from_secs(7200);
+    let locked = now + Duration::from_secs(30);
     assert_eq!(
-        store
-            .record_failure(&mallory, later, later - Duration::from_secs(600))
-            .await
-            .unwrap(),
-        1
+        admit(now).await,
+        Admission::Admitted {
+            failures: 3,
+            locked: Some(locked)
+        }
+    );
+    assert_eq!(admit(now).await, Admission::Locked(locked));
+    assert_eq!(store.locked_until(&mallory).await.unwrap(), Some(locked));
+    // After the lock, the next attempt is admitted and locks for twice as long.
+    let after = locked + Duration::from_secs(1);
+    assert_eq!(
+        admit(after).await,
+        Admission::Admitted {
+            failures: 4,
+            locked: Some(after + Duration::from_secs(60))
+        }
+    );
+    // Many attempts at once: exactly one is admitted once the lock is over.
+    let burst_at = after + Duration::from_secs(61);
+    let burst = futures_join_all((0..8).map(|_| admit(burst_at))).await;
+    let admitted = burst
+        .iter()
+        .filter(|a| matches!(a, Admission::Admitted { .. }))
+        .count();
+    assert_eq!(admitted, 1, "{burst:?}");
+    // Failures older than the window are forgotten at the next attempt.
+    let later = burst_at + Duration::from_secs(7200);
+    assert_eq!(
+        admit(later).await,
+        Admission::Admitted {
+            failures: 1,
+            locked: None
+        }
     );
     assert!(store.clear_lockout(&mallory).await.unwrap());
     assert!(!store.clear_lockout(&mallory).await.unwrap());
     assert_eq!(store.locked_until(&mallory).await.unwrap(), None);
 
     // An address's failed 1:N logins and the wait they earn.
+    let old = now - Duration::from_secs(3600);
     let address = "198.51.100.4";
     assert_eq!(store.address_wait(address).await.unwrap(), None);
     for n in 1..=3 {

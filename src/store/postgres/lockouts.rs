@@ -6,48 +6,82 @@ use super::{backend, timestamp, PostgresStore};
 use crate::{
     clock::Timestamp,
     domain::UserId,
-    store::{LockoutStore, StoreError},
+    store::{
+        lockouts::{admit, LockoutRecord},
+        Admission, LockoutRule, LockoutStore, StoreError,
+    },
 };
 
 #[async_trait]
 impl LockoutStore for PostgresStore {
-    async fn record_failure(
+    async fn admit_attempt(
         &self,
         user_id: &UserId,
         now: Timestamp,
         forget_before: Timestamp,
-    ) -> Result<u32, StoreError> {
-        // One statement: concurrent failures on several servers each count.
-        self.conn()
-            .await?
+        rule: &LockoutRule,
+    ) -> Result<Admission, StoreError> {
+        let fail = backend("admitting a login attempt");
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(&fail)?;
+        // The row exists before it is locked, so attempts on several servers at once queue on
+        // it rather than each inserting its own first count.
+        tx.execute(
+            "INSERT INTO lockouts (user_id, failures, last_failure_at) VALUES ($1, 0, $2)
+             ON CONFLICT (user_id) DO NOTHING",
+            &[&user_id.as_str(), &forget_before.unix_millis()],
+        )
+        .await
+        .map_err(&fail)?;
+        let row = tx
             .query_one(
-                "INSERT INTO lockouts AS l (user_id, failures, last_failure_at) VALUES ($1, 1, $2)
-                 ON CONFLICT (user_id) DO UPDATE SET
-                     failures = CASE WHEN l.last_failure_at < $3 THEN 1 ELSE l.failures + 1 END,
-                     last_failure_at = $2
-                 RETURNING failures",
+                "SELECT failures, last_failure_at, locked_until FROM lockouts
+                 WHERE user_id = $1 FOR UPDATE",
+                &[&user_id.as_str()],
+            )
+            .await
+            .map_err(&fail)?;
+        let record: LockoutRecord = (
+            row.get::<_, i32>(0) as u32,
+            timestamp(row.get(1)),
+            row.get::<_, Option<i64>>(2).map(timestamp),
+        );
+        let admission = admit(Some(record), now, forget_before, rule);
+        if let Admission::Admitted { failures, locked } = admission {
+            tx.execute(
+                "UPDATE lockouts SET failures = $2, last_failure_at = $3,
+                     locked_until = COALESCE($4, locked_until)
+                 WHERE user_id = $1",
                 &[
                     &user_id.as_str(),
+                    &(failures as i32),
                     &now.unix_millis(),
-                    &forget_before.unix_millis(),
+                    &locked.map(|t| t.unix_millis()),
                 ],
             )
             .await
-            .map(|row| row.get::<_, i32>(0) as u32)
-            .map_err(backend("counting a failed login"))
+            .map_err(&fail)?;
+        }
+        tx.commit().await.map_err(&fail)?;
+        Ok(admission)
     }
 
-    async fn lock(&self, user_id: &UserId, until: Timestamp) -> Result<(), StoreError> {
+    async fn forgive_attempt(
+        &self,
+        user_id: &UserId,
+        rule: &LockoutRule,
+    ) -> Result<(), StoreError> {
         self.conn()
             .await?
             .execute(
-                "UPDATE lockouts SET locked_until = GREATEST(COALESCE(locked_until, 0), $2)
+                "UPDATE lockouts SET failures = GREATEST(failures - 1, 0),
+                     locked_until = CASE WHEN failures - 1 < $2 THEN NULL ELSE locked_until END
                  WHERE user_id = $1",
-                &[&user_id.as_str(), &until.unix_millis()],
+                &[&user_id.as_str(), &(rule.threshold as i32)],
             )
             .await
             .map(|_| ())
-            .map_err(backend("locking an account"))
+            .map_err(backend("forgiving a login attempt"))
     }
 
     async fn locked_until(&self, user_id: &UserId) -> Result<Option<Timestamp>, StoreError> {

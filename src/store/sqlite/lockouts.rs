@@ -7,53 +7,82 @@ use super::{backend, timestamp, SqliteStore};
 use crate::{
     clock::Timestamp,
     domain::UserId,
-    store::{LockoutStore, StoreError},
+    store::{
+        lockouts::{admit, LockoutRecord},
+        Admission, LockoutRule, LockoutStore, StoreError,
+    },
 };
 
 #[async_trait]
 impl LockoutStore for SqliteStore {
-    async fn record_failure(
+    async fn admit_attempt(
         &self,
         user_id: &UserId,
         now: Timestamp,
         forget_before: Timestamp,
-    ) -> Result<u32, StoreError> {
+        rule: &LockoutRule,
+    ) -> Result<Admission, StoreError> {
         let user_id = user_id.as_str().to_owned();
+        let rule = rule.clone();
         self.run(move |conn| {
+            let fail = backend("admitting a login attempt");
+            // Immediate: the account's record is read and written with no other writer between.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend("counting a failed login"))?;
-            tx.execute(
-                "INSERT INTO lockouts (user_id, failures, last_failure_at) VALUES (?1, 1, ?2)
-                 ON CONFLICT (user_id) DO UPDATE SET
-                     failures = CASE WHEN last_failure_at < ?3 THEN 1 ELSE failures + 1 END,
-                     last_failure_at = ?2",
-                params![user_id, now.unix_millis(), forget_before.unix_millis()],
-            )
-            .map_err(backend("counting a failed login"))?;
-            let failures: u32 = tx
+                .map_err(&fail)?;
+            let record: Option<LockoutRecord> = tx
                 .query_row(
-                    "SELECT failures FROM lockouts WHERE user_id = ?1",
+                    "SELECT failures, last_failure_at, locked_until FROM lockouts
+                     WHERE user_id = ?1",
                     [&user_id],
-                    |r| r.get(0),
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            timestamp(r.get(1)?),
+                            r.get::<_, Option<i64>>(2)?.map(timestamp),
+                        ))
+                    },
                 )
-                .map_err(backend("counting a failed login"))?;
-            tx.commit().map_err(backend("counting a failed login"))?;
-            Ok(failures)
+                .optional()
+                .map_err(&fail)?;
+            let admission = admit(record, now, forget_before, &rule);
+            if let Admission::Admitted { failures, locked } = admission {
+                tx.execute(
+                    "INSERT INTO lockouts (user_id, failures, last_failure_at, locked_until)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (user_id) DO UPDATE SET failures = ?2, last_failure_at = ?3,
+                         locked_until = COALESCE(?4, locked_until)",
+                    params![
+                        user_id,
+                        failures,
+                        now.unix_millis(),
+                        locked.map(|t| t.unix_millis())
+                    ],
+                )
+                .map_err(&fail)?;
+            }
+            tx.commit().map_err(&fail)?;
+            Ok(admission)
         })
         .await
     }
 
-    async fn lock(&self, user_id: &UserId, until: Timestamp) -> Result<(), StoreError> {
+    async fn forgive_attempt(
+        &self,
+        user_id: &UserId,
+        rule: &LockoutRule,
+    ) -> Result<(), StoreError> {
         let user_id = user_id.as_str().to_owned();
+        let threshold = rule.threshold;
         self.run(move |conn| {
             conn.execute(
-                "UPDATE lockouts SET locked_until = MAX(COALESCE(locked_until, 0), ?2)
+                "UPDATE lockouts SET failures = MAX(failures - 1, 0),
+                     locked_until = CASE WHEN failures - 1 < ?2 THEN NULL ELSE locked_until END
                  WHERE user_id = ?1",
-                params![user_id, until.unix_millis()],
+                params![user_id, threshold],
             )
             .map(|_| ())
-            .map_err(backend("locking an account"))
+            .map_err(backend("forgiving a login attempt"))
         })
         .await
     }
