@@ -225,20 +225,7 @@ impl FaceLock {
             .admit_attempt(user, now, now - self.lockout_window, &self.lockout)
             .await?;
         match admission {
-            Admission::Locked(until) => {
-                self.accounts
-                    .audit(
-                        AuditKind::LoginRefusedLocked,
-                        origin,
-                        Some(user),
-                        Actor::Anonymous,
-                        json!({ "locked_until": until.rfc3339() }),
-                    )
-                    .await;
-                Err(Error::AccountLocked {
-                    retry_after: until - now,
-                })
-            }
+            Admission::Locked(until) => Err(self.refused_locked(user, origin, until, now).await),
             Admission::Admitted { failures, locked } => Ok(locked.map(|until| SetLock {
                 failures,
                 until,
@@ -247,23 +234,32 @@ impl FaceLock {
         }
     }
 
+    /// The refusal of a login at an account locked until `until`, recorded in the audit trail.
+    async fn refused_locked(
+        &self,
+        user: &UserId,
+        origin: &Origin,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Error {
+        self.accounts
+            .audit(
+                AuditKind::LoginRefusedLocked,
+                origin,
+                Some(user),
+                Actor::Anonymous,
+                json!({ "locked_until": until.rfc3339() }),
+            )
+            .await;
+        Error::AccountLocked {
+            retry_after: until - now,
+        }
+    }
+
     async fn refuse_if_locked(&self, user: &UserId, origin: &Origin) -> Result<(), Error> {
         let now = Timestamp::now();
         match self.store.locked_until(user).await? {
-            Some(until) if until > now => {
-                self.accounts
-                    .audit(
-                        AuditKind::LoginRefusedLocked,
-                        origin,
-                        Some(user),
-                        Actor::Anonymous,
-                        json!({ "locked_until": until.rfc3339() }),
-                    )
-                    .await;
-                Err(Error::AccountLocked {
-                    retry_after: until - now,
-                })
-            }
+            Some(until) if until > now => Err(self.refused_locked(user, origin, until, now).await),
             _ => Ok(()),
         }
     }
