@@ -124,9 +124,10 @@ pub async fn build_facelock(settings: &Settings) -> Result<FaceLock, StartError>
     let engine: Arc<dyn FaceEngine> = match settings.engine.kind {
         EngineKind::Local => {
             let dir = settings.engine.models_dir.clone();
+            let model = settings.engine.face_model;
             let metrics = metrics.clone();
             let engine = tokio::task::spawn_blocking(move || {
-                LocalEngine::load(&dir, metrics)
+                LocalEngine::load(&dir, model, metrics)
                     .map_err(|source| StartError::Models { dir, source })
             })
             .await??;

@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, args: Args) -> CliResult {
     match args.faces {
         Some(n) if args.from_store => bench_store_load(n, args.database_url.as_deref()).await,
         Some(n) => {
-            print!("{}", bench::index_run(n, 200));
+            print!("{}", bench::index_run(n, 200, settings.engine.face_model));
             Ok(())
         }
         None => {
@@ -57,7 +57,8 @@ pub async fn run(settings: &Settings, args: Args) -> CliResult {
                 return Err(format!("no JPEG or PNG photos under {dir}").into());
             }
             let models = &settings.engine.models_dir;
-            let report = bench::run(models, &photos, args.iterations, args.seconds)?;
+            let model = settings.engine.face_model;
+            let report = bench::run(models, model, &photos, args.iterations, args.seconds)?;
             print!("{report}");
             Ok(())
         }
@@ -140,7 +141,7 @@ async fn fill_store(
                 format: facelock::images::Format::Jpeg,
                 bytes: vec![0; 64],
             },
-            descriptor: Some(synthetic_descriptor(&mut state).to_vec()),
+            descriptor: Some(synthetic_descriptor(&mut state, 128)),
         };
         let owner = FaceOwner::New(NewUser {
             user_id: UserId::parse(&format!("user{i:07}")).expect("a valid id"),
@@ -172,7 +173,7 @@ async fn store_load(store: Arc<dyn Store>) -> Result<String, StoreError> {
     let mut out = String::new();
     let started = Instant::now();
     let (source, feed) = FaceFeed::channel();
-    let building = tokio::task::spawn_blocking(move || build_index(feed));
+    let building = tokio::task::spawn_blocking(move || build_index(feed, 128));
     let sent = source.fill_from(store.as_ref(), "local", "bench").await?;
     let index = building
         .await

@@ -6,7 +6,8 @@ use super::CliResult;
 
 pub fn run(settings: &Settings) -> CliResult {
     let dir = &settings.engine.models_dir;
-    facelock_engine::models::ensure(dir)?;
-    println!("models ready in {}", dir.display());
+    let model = settings.engine.face_model;
+    facelock_engine::models::ensure(dir, model)?;
+    println!("models ready in {} (descriptor: {model})", dir.display());
     Ok(())
 }

@@ -80,9 +80,9 @@ impl Command {
 fn local_models(
     settings: &Settings,
 ) -> Result<facelock_engine::Models, Box<dyn std::error::Error>> {
-    let dir = &settings.engine.models_dir;
-    facelock_engine::models::ensure(dir)?;
-    Ok(facelock_engine::Models::load(dir)?)
+    let (dir, model) = (&settings.engine.models_dir, settings.engine.face_model);
+    facelock_engine::models::ensure(dir, model)?;
+    Ok(facelock_engine::Models::load(dir, model)?)
 }
 
 #[cfg(test)]

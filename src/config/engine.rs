@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use facelock_engine::cpu::Isa;
+use facelock_engine::{cpu::Isa, FaceModel};
 
 use super::{flag, parse, ConfigError};
 use crate::secret::Secret;
@@ -37,6 +37,9 @@ impl EngineKind {
     }
 }
 
+/// The local engine's descriptor when `FACELOCK_FACE_MODEL` is unset.
+pub const DEFAULT_FACE_MODEL: FaceModel = FaceModel::DlibResnet;
+
 /// Settings of the AWS Rekognition engine. Credentials and region that are `None` fall back to the
 /// AWS SDK's default chain (profile files, web identity, container and instance roles).
 #[derive(Clone, Debug, Default)]
@@ -59,6 +62,8 @@ pub struct EngineSettings {
     pub kind: EngineKind,
     /// Weights of the local engine (fetched here on first start).
     pub models_dir: PathBuf,
+    /// `FACELOCK_FACE_MODEL`: the local engine's descriptor network.
+    pub face_model: FaceModel,
     /// The lowest similarity (0-100) at which a face may log in, whatever the client asks for.
     pub min_similarity: f32,
     /// Images whose width times height exceed this are refused before they are decoded.
@@ -155,6 +160,15 @@ pub(super) fn from_lookup(
     Ok(EngineSettings {
         kind,
         models_dir: PathBuf::from(get("FACELOCK_MODELS_DIR").unwrap_or_else(|| "./models".into())),
+        face_model: match get("FACELOCK_FACE_MODEL") {
+            None => DEFAULT_FACE_MODEL,
+            Some(raw) => FaceModel::parse(&raw).ok_or_else(|| {
+                ConfigError::new(
+                    "FACELOCK_FACE_MODEL",
+                    format!("unknown model {raw:?}; the models are: dlib, mobilefacenet"),
+                )
+            })?,
+        },
         min_similarity,
         max_image_pixels: parse(get, "FACELOCK_MAX_IMAGE_PIXELS", 40_000_000)?,
         allow_duplicate_faces: flag(get, "FACELOCK_ALLOW_DUPLICATE_FACES"),

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use facelock_engine::{
     distance,
     index::{BuildError, FaceIndex},
-    models, similarity_from_distance, Analysis, Descriptor, ModelError, Models, StageTimes,
+    models, Analysis, Descriptor, FaceModel, ModelError, Models, StageTimes,
 };
 
 use super::{
@@ -53,6 +53,8 @@ const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct LocalEngine {
     models: Arc<Models>,
+    /// The descriptor network of `models`.
+    face_model: FaceModel,
     index: RwLock<FaceIndex<UserId>>,
     enrolled_here: std::sync::Mutex<HashMap<uuid::Uuid, EnrolledHere>>,
     /// The last analyses, by upload, for a second call on the same upload.
@@ -82,14 +84,20 @@ impl Drop for Waiting {
 }
 
 impl LocalEngine {
-    /// Fetches the models into `models_dir` if needed and loads them.
-    pub fn load(models_dir: &Path, metrics: Arc<Metrics>) -> Result<Self, ModelError> {
-        models::ensure(models_dir)?;
-        let models = Models::load(models_dir)?;
+    /// Fetches the files of the detector, the landmarks and the descriptor `face_model` into
+    /// `models_dir` if needed and loads them.
+    pub fn load(
+        models_dir: &Path,
+        face_model: FaceModel,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ModelError> {
+        models::ensure(models_dir, face_model)?;
+        let models = Models::load(models_dir, face_model)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             models: Arc::new(models),
-            index: RwLock::new(FaceIndex::default()),
+            face_model,
+            index: RwLock::new(FaceIndex::new(face_model.descriptor_len())),
             enrolled_here: Default::default(),
             recent: Default::default(),
             permits: Arc::new(Semaphore::new(cores)),
@@ -182,7 +190,7 @@ impl FaceEngine for LocalEngine {
     }
 
     fn model(&self) -> &str {
-        models::MODEL_ID
+        self.face_model.id()
     }
 
     async fn start(&self) -> Result<(), EngineError> {
@@ -194,7 +202,8 @@ impl FaceEngine for LocalEngine {
     }
 
     async fn load(&self, faces: FaceFeed) -> Result<(), EngineError> {
-        let mut index = tokio::task::spawn_blocking(move || build_index(faces))
+        let dim = self.face_model.descriptor_len();
+        let mut index = tokio::task::spawn_blocking(move || build_index(faces, dim))
             .await
             .map_err(|e| EngineError::internal(format!("building the face index: {e}")))?
             .map_err(EngineError::internal)?;
@@ -228,8 +237,12 @@ impl FaceEngine for LocalEngine {
             .into_iter()
             .filter_map(|face| {
                 let face_id = uuid::Uuid::parse_str(&face.face_id).ok()?;
-                let descriptor = Descriptor::try_from(face.descriptor?.as_slice()).ok()?;
-                Some((face_id, face.user_id, descriptor))
+                let descriptor = face.descriptor?;
+                (descriptor.len() == self.face_model.descriptor_len()).then_some((
+                    face_id,
+                    face.user_id,
+                    descriptor,
+                ))
             })
             .collect();
         let mut index = self.index_write();
@@ -266,13 +279,13 @@ impl FaceEngine for LocalEngine {
             face_id,
             EnrolledHere {
                 user_id: user.clone(),
-                descriptor,
+                descriptor: descriptor.clone(),
                 at: std::time::Instant::now(),
             },
         );
         Ok(IndexedFace {
             face_id: face_id.to_string(),
-            descriptor: Some(descriptor.to_vec()),
+            descriptor: Some(descriptor),
         })
     }
 
@@ -304,7 +317,7 @@ impl FaceEngine for LocalEngine {
             .map(|hit| FaceMatch {
                 face_id: hit.face_id.to_string(),
                 user_id: hit.user_id,
-                similarity: Similarity::clamped(similarity_from_distance(hit.distance)),
+                similarity: Similarity::clamped(self.face_model.similarity(hit.distance)),
             })
             .collect())
     }
@@ -326,9 +339,11 @@ impl FaceEngine for LocalEngine {
     }
 
     fn descriptor_similarity(&self, a: &[f32], b: &[f32]) -> f32 {
-        match Descriptor::try_from(a) {
-            Ok(a) if b.len() == a.len() => similarity_from_distance(distance(&a, b)),
-            _ => 0.0,
+        let len = self.face_model.descriptor_len();
+        if a.len() == len && b.len() == len {
+            self.face_model.similarity(distance(a, b))
+        } else {
+            0.0
         }
     }
 
@@ -336,9 +351,9 @@ impl FaceEngine for LocalEngine {
         let (a, b) = tokio::try_join!(self.analyze(a), self.analyze(b))?;
         let (da, _) = a.dominant.ok_or(EngineError::NoFace)?;
         let (db, _) = b.dominant.ok_or(EngineError::NoFace)?;
-        Ok(Similarity::clamped(similarity_from_distance(distance(
-            &da, &db,
-        ))))
+        Ok(Similarity::clamped(
+            self.face_model.similarity(distance(&da, &db)),
+        ))
     }
 
     async fn delete_faces(&self, face_ids: &[String]) -> Result<(), EngineError> {
@@ -359,8 +374,8 @@ impl FaceEngine for LocalEngine {
 /// An index of the faces a store sends, built as they arrive, so it is ready soon after the
 /// last is read; only from a read that completed. Blocks on the feed: run it on a blocking
 /// thread.
-pub fn build_index(mut faces: FaceFeed) -> Result<FaceIndex<UserId>, BuildError> {
-    let mut index = FaceIndex::default();
+pub fn build_index(mut faces: FaceFeed, dim: usize) -> Result<FaceIndex<UserId>, BuildError> {
+    let mut index = FaceIndex::new(dim);
     while let Some(batch) = faces.batches.blocking_recv() {
         for face in batch.iter() {
             index.insert_stored(face.face_id, face.user_id, face.descriptor, |u| {
@@ -396,11 +411,11 @@ mod tests {
         };
         let (read_all, complete) = feed();
         complete.send(()).unwrap();
-        assert!(build_index(read_all).unwrap().is_empty());
+        assert!(build_index(read_all, 128).unwrap().is_empty());
         let (failed_half_way, complete) = feed();
         drop(complete);
         assert!(matches!(
-            build_index(failed_half_way),
+            build_index(failed_half_way, 128),
             Err(BuildError::Incomplete)
         ));
     }

@@ -382,15 +382,17 @@ pub fn shared_faces_dev() -> Option<std::path::PathBuf> {
     shared("faces-dev")
 }
 
-/// The local engine's models in one cache folder outside the checkout, shared by every test;
-/// fetched (with npm, as at a first start) on first use. `None` after reporting the skip when
-/// they cannot be had.
+/// The local engine's models, those of every descriptor, in one cache folder outside the
+/// checkout, shared by every test; fetched (with npm, as at a first start) on first use.
+/// `None` after reporting the skip when they cannot be had.
 pub fn models_dir() -> Option<std::path::PathBuf> {
     static DIR: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
         std::sync::OnceLock::new();
     let ready = DIR.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("facelock-models");
-        facelock_engine::models::ensure(&dir)
+        facelock_engine::FaceModel::ALL
+            .into_iter()
+            .try_for_each(|model| facelock_engine::models::ensure(&dir, model))
             .map(|()| dir)
             .map_err(|e| facelock::error_chain(&e))
     });

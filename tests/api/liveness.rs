@@ -13,7 +13,7 @@ use facelock::{
     },
     store::StoredChallenge,
 };
-use facelock_engine::{distance, similarity_from_distance, Descriptor, Models, StageTimes};
+use facelock_engine::{distance, similarity_from_distance, FaceModel, Models, StageTimes};
 use image::RgbImage;
 
 use crate::helpers::{models_dir, shared_faces_dev, Multipart, TestApp};
@@ -21,7 +21,7 @@ use crate::helpers::{models_dir, shared_faces_dev, Multipart, TestApp};
 fn models() -> Option<&'static Models> {
     let dir = models_dir()?;
     static MODELS: OnceLock<Models> = OnceLock::new();
-    Some(MODELS.get_or_init(|| Models::load(&dir).unwrap()))
+    Some(MODELS.get_or_init(|| Models::load(&dir, FaceModel::DlibResnet).unwrap()))
 }
 
 /// The dominant face's landmarks, if a face is found.
@@ -251,7 +251,6 @@ fn angles_for(actions: &[Action]) -> Vec<i32> {
 }
 
 fn similarity(a: &[f32], b: &[f32]) -> f32 {
-    let a: &Descriptor = a.try_into().unwrap();
     similarity_from_distance(distance(a, b))
 }
 

@@ -11,6 +11,7 @@ mod helpers;
 mod liveness;
 mod local_engine;
 mod metrics;
+mod mobilefacenet;
 mod openapi;
 mod postgres;
 mod rekognition;

@@ -18,9 +18,6 @@
 
 use std::{borrow::Borrow, collections::HashMap, hash::Hash};
 
-use crate::{networks::recognition::DESCRIPTOR_LEN, pipeline::Descriptor};
-
-const DIM: usize = DESCRIPTOR_LEN;
 /// Coarse scale: components are clamped to ±0.5 (dlib's stay well inside) in steps of 1/254.
 const COARSE_SCALE: f32 = 254.0;
 /// Fine scale: components clamped to ±1 in steps of 1/32767.
@@ -53,6 +50,8 @@ pub struct Hit<U> {
 }
 
 pub struct FaceIndex<U> {
+    /// Numbers in a descriptor.
+    dim: usize,
     coarse: Vec<i8>,
     coarse_norms: Vec<i32>,
     fine: Vec<i16>,
@@ -67,9 +66,11 @@ pub struct FaceIndex<U> {
     live: usize,
 }
 
-impl<U> Default for FaceIndex<U> {
-    fn default() -> Self {
+impl<U> FaceIndex<U> {
+    /// An empty index of descriptors of `dim` numbers.
+    pub fn new(dim: usize) -> Self {
         Self {
+            dim,
             coarse: Vec::new(),
             coarse_norms: Vec::new(),
             fine: Vec::new(),
@@ -93,12 +94,16 @@ fn quantize(v: f32, limit: f32) -> i32 {
     (x + 0.5f32.copysign(x)) as i32
 }
 
-fn coarse_of(d: &Descriptor) -> [i8; DIM] {
-    d.map(|v| quantize(v * COARSE_SCALE, 127.0) as i8)
+fn coarse_of(d: &[f32]) -> Vec<i8> {
+    d.iter()
+        .map(|v| quantize(v * COARSE_SCALE, 127.0) as i8)
+        .collect()
 }
 
-fn fine_of(d: &Descriptor) -> [i16; DIM] {
-    d.map(|v| quantize(v * FINE_SCALE, 32767.0) as i16)
+fn fine_of(d: &[f32]) -> Vec<i16> {
+    d.iter()
+        .map(|v| quantize(v * FINE_SCALE, 32767.0) as i16)
+        .collect()
 }
 
 #[inline(always)]
@@ -113,7 +118,7 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 /// Distances are computed a block at a time, without branches, then the block is sifted.
 #[inline(always)]
 fn scan_rows(
-    query: &[i8; DIM],
+    query: &[i8],
     query_norm: i32,
     coarse: &[i8],
     norms: &[i32],
@@ -124,11 +129,15 @@ fn scan_rows(
     let mut worst = i32::MAX;
     let mut distances = [0i32; BLOCK];
     for (b, (rows, norms)) in coarse
-        .chunks(BLOCK * DIM)
+        .chunks(BLOCK * query.len())
         .zip(norms.chunks(BLOCK))
         .enumerate()
     {
-        for ((d, row), &norm) in distances.iter_mut().zip(rows.chunks_exact(DIM)).zip(norms) {
+        for ((d, row), &norm) in distances
+            .iter_mut()
+            .zip(rows.chunks_exact(query.len()))
+            .zip(norms)
+        {
             *d = query_norm + norm - 2 * dot_i8(query, row);
         }
         for (i, &d) in distances.iter().take(norms.len()).enumerate() {
@@ -150,7 +159,7 @@ fn scan_rows(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn scan_rows_avx2(
-    query: &[i8; DIM],
+    query: &[i8],
     query_norm: i32,
     coarse: &[i8],
     norms: &[i32],
@@ -162,7 +171,7 @@ fn scan_rows_avx2(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn scan_rows_avx512(
-    query: &[i8; DIM],
+    query: &[i8],
     query_norm: i32,
     coarse: &[i8],
     norms: &[i32],
@@ -173,7 +182,7 @@ fn scan_rows_avx512(
 
 /// The scan, in the best copy this processor runs.
 fn scan(
-    query: &[i8; DIM],
+    query: &[i8],
     query_norm: i32,
     coarse: &[i8],
     norms: &[i32],
@@ -196,6 +205,11 @@ fn scan(
 }
 
 impl<U: Owner> FaceIndex<U> {
+    /// Numbers in each descriptor of this index.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// Faces in the index, deleted ones left out.
     pub fn len(&self) -> usize {
         self.live
@@ -230,9 +244,9 @@ impl<U: Owner> FaceIndex<U> {
         descriptor: &[f32],
         parse_user: impl FnOnce(&str) -> Option<U>,
     ) -> Result<(), BuildError> {
-        let descriptor: &Descriptor = descriptor
-            .try_into()
-            .map_err(|_| BuildError::DamagedDescriptor(face_id.to_owned()))?;
+        if descriptor.len() != self.dim {
+            return Err(BuildError::DamagedDescriptor(face_id.to_owned()));
+        }
         let Ok(uuid) = uuid::Uuid::parse_str(face_id) else {
             tracing::warn!(face_id, "stored face id is not a UUID; skipped");
             return Ok(());
@@ -267,8 +281,8 @@ impl<U: Owner> FaceIndex<U> {
     /// Room for `faces` more faces, so loading a known number does not reallocate.
     pub fn reserve(&mut self, faces: usize) {
         self.user_index.reserve(faces);
-        self.coarse.reserve_exact(faces * DIM);
-        self.fine.reserve_exact(faces * DIM);
+        self.coarse.reserve_exact(faces * self.dim);
+        self.fine.reserve_exact(faces * self.dim);
         self.coarse_norms.reserve_exact(faces);
         self.face_ids.reserve_exact(faces);
         self.owners.reserve_exact(faces);
@@ -288,12 +302,16 @@ impl<U: Owner> FaceIndex<U> {
 
     /// Adds a face. Face ids are unique (the store's primary key, or a new UUID): the index
     /// does not look for an earlier copy.
-    pub fn insert(&mut self, face_id: uuid::Uuid, user: &U, descriptor: &Descriptor) {
+    ///
+    /// # Panics
+    /// When the descriptor is not of the index's length.
+    pub fn insert(&mut self, face_id: uuid::Uuid, user: &U, descriptor: &[f32]) {
         let owner = self.intern(user);
         self.insert_row(face_id, owner, descriptor);
     }
 
-    fn insert_row(&mut self, face_id: uuid::Uuid, owner: u32, descriptor: &Descriptor) {
+    fn insert_row(&mut self, face_id: uuid::Uuid, owner: u32, descriptor: &[f32]) {
+        assert_eq!(descriptor.len(), self.dim, "descriptor length");
         let row = self.owners.len() as u32;
         let coarse = coarse_of(descriptor);
         self.coarse_norms.push(dot_i8(&coarse, &coarse));
@@ -335,14 +353,14 @@ impl<U: Owner> FaceIndex<U> {
             self.owners[row] = NONE;
             // Never among the nearest again: the largest coarse distance there is.
             self.coarse_norms[row] = i32::MAX / 4;
-            self.coarse[row * DIM..(row + 1) * DIM].fill(0);
+            self.coarse[row * self.dim..(row + 1) * self.dim].fill(0);
             self.live -= 1;
         }
     }
 
     /// The exact distance of the query to a row, from the fine copy.
-    fn fine_distance(&self, query: &Descriptor, row: usize) -> f32 {
-        let fine = &self.fine[row * DIM..(row + 1) * DIM];
+    fn fine_distance(&self, query: &[f32], row: usize) -> f32 {
+        let fine = &self.fine[row * self.dim..(row + 1) * self.dim];
         query
             .iter()
             .zip(fine)
@@ -354,7 +372,7 @@ impl<U: Owner> FaceIndex<U> {
             .sqrt()
     }
 
-    fn hit(&self, query: &Descriptor, row: usize) -> Hit<U> {
+    fn hit(&self, query: &[f32], row: usize) -> Hit<U> {
         Hit {
             face_id: uuid::Uuid::from_u128(self.face_ids[row]),
             user_id: self.users[self.owners[row] as usize].clone(),
@@ -362,8 +380,12 @@ impl<U: Owner> FaceIndex<U> {
         }
     }
 
-    /// The `limit` nearest faces to `query` among everyone's.
-    pub fn nearest(&self, query: &Descriptor, limit: usize) -> Vec<Hit<U>> {
+    /// The `limit` nearest faces to `query` among everyone's; none for a query of another
+    /// length.
+    pub fn nearest(&self, query: &[f32], limit: usize) -> Vec<Hit<U>> {
+        if query.len() != self.dim {
+            return Vec::new();
+        }
         let coarse = coarse_of(query);
         let query_norm = dot_i8(&coarse, &coarse);
         let rows = self.owners.len();
@@ -378,7 +400,7 @@ impl<U: Owner> FaceIndex<U> {
                 let parts: Vec<_> = (0..threads)
                     .map(|t| {
                         let (start, end) = (t * per, ((t + 1) * per).min(rows));
-                        let coarse_rows = &self.coarse[start * DIM..end * DIM];
+                        let coarse_rows = &self.coarse[start * self.dim..end * self.dim];
                         let norms = &self.coarse_norms[start..end];
                         let query = &coarse;
                         s.spawn(move || scan(query, query_norm, coarse_rows, norms, start))
@@ -400,8 +422,12 @@ impl<U: Owner> FaceIndex<U> {
         hits
     }
 
-    /// The faces of `user`, nearest first: read from the user's own list, no scan.
-    pub fn nearest_of_user(&self, query: &Descriptor, user: &str) -> Vec<Hit<U>> {
+    /// The faces of `user`, nearest first: read from the user's own list, no scan; none for
+    /// a query of another length.
+    pub fn nearest_of_user(&self, query: &[f32], user: &str) -> Vec<Hit<U>> {
+        if query.len() != self.dim {
+            return Vec::new();
+        }
         let Some(&owner) = self.user_index.get(user) else {
             return Vec::new();
         };
@@ -444,20 +470,24 @@ mod tests {
         s.to_owned()
     }
 
+    const DIM: usize = 128;
+
     /// A descriptor of dlib's scale from a seed: components about ±0.1.
-    fn descriptor(seed: u64) -> Descriptor {
+    fn descriptor(seed: u64) -> Vec<f32> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        std::array::from_fn(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x % 2001) as f32 / 1000.0 - 1.0) * 0.15
-        })
+        (0..DIM)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x % 2001) as f32 / 1000.0 - 1.0) * 0.15
+            })
+            .collect()
     }
 
     #[test]
     fn stored_faces_are_checked_and_owners_parsed_once() {
-        let mut index = FaceIndex::<String>::default();
+        let mut index = FaceIndex::<String>::new(DIM);
         let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
         let mut parsed = 0;
         for face in [a, b] {
@@ -500,13 +530,13 @@ mod tests {
         assert_eq!(quantize(f32::NAN, 127.0), 0);
     }
 
-    fn exact(a: &Descriptor, b: &Descriptor) -> f32 {
+    fn exact(a: &[f32], b: &[f32]) -> f32 {
         crate::pipeline::distance(a, b)
     }
 
     #[test]
     fn the_nearest_faces_are_found_with_their_exact_distance() {
-        let mut index = FaceIndex::default();
+        let mut index = FaceIndex::new(DIM);
         let ids: Vec<uuid::Uuid> = (0..2000).map(|_| uuid::Uuid::new_v4()).collect();
         for (i, id) in ids.iter().enumerate() {
             index.insert(*id, &uid(&format!("u{}", i % 700)), &descriptor(i as u64));
@@ -530,7 +560,7 @@ mod tests {
 
     #[test]
     fn a_user_search_reads_only_that_users_faces_and_deletions_stick() {
-        let mut index = FaceIndex::default();
+        let mut index = FaceIndex::new(DIM);
         let (a1, a2, b1) = (
             uuid::Uuid::new_v4(),
             uuid::Uuid::new_v4(),
@@ -562,7 +592,7 @@ mod tests {
 
     #[test]
     fn the_parallel_scan_finds_what_one_thread_finds() {
-        let mut index = FaceIndex::default();
+        let mut index = FaceIndex::new(DIM);
         let n = PARALLEL_FROM + 5000;
         index.reserve(n);
         let ids: Vec<uuid::Uuid> = (0..n)

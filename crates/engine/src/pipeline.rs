@@ -1,5 +1,6 @@
 //! The whole analysis of one photo: detect faces, place 68 landmarks on each, cut the aligned
-//! chip and compute its descriptor. Pure CPU work; callers run it on the inference pool.
+//! chip and compute its descriptor with the chosen descriptor network. Pure CPU work; callers
+//! run it on the inference pool.
 
 use std::path::Path;
 
@@ -11,11 +12,12 @@ use crate::{
         resample::{self, Canvas},
         tensor,
     },
-    models::weights::ModelError,
+    models::{weights::ModelError, FaceModel},
     networks::{
         detector::{self, Detection, Detector, CELL},
         landmarks::{self, LandmarkNet},
-        recognition::{Recognizer, CHIP_SIZE, DESCRIPTOR_LEN},
+        mobilefacenet::{self, MobileFaceNet},
+        recognition::{Recognizer, CHIP_SIZE},
     },
     photo::{self, DecodeLimits, ImageError},
 };
@@ -32,13 +34,20 @@ const BACKGROUND_AREA: f32 = 0.1;
 /// dlib's chip padding: 25% of the face on every side.
 const CHIP_PADDING: f32 = 0.25;
 
-pub type Descriptor = [f32; DESCRIPTOR_LEN];
+/// A face's descriptor: as many numbers as its model gives ([`FaceModel::descriptor_len`]).
+pub type Descriptor = Vec<f32>;
+
+/// The descriptor network in use.
+enum Describer {
+    Dlib(Recognizer),
+    MobileFaceNet(MobileFaceNet),
+}
 
 /// The three networks, loaded once.
 pub struct Models {
     detector: Detector,
     landmarks: LandmarkNet,
-    recognizer: Recognizer,
+    describer: Describer,
 }
 
 /// What the pipeline made of one photo.
@@ -101,12 +110,24 @@ pub fn analyze_photo(
 }
 
 impl Models {
-    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+    /// Loads the detector, the landmarks and the descriptor network `model` from `dir`.
+    pub fn load(dir: &Path, model: FaceModel) -> Result<Self, ModelError> {
         Ok(Self {
             detector: Detector::load(dir)?,
             landmarks: LandmarkNet::load(dir)?,
-            recognizer: Recognizer::load(dir)?,
+            describer: match model {
+                FaceModel::DlibResnet => Describer::Dlib(Recognizer::load(dir)?),
+                FaceModel::MobileFaceNet => Describer::MobileFaceNet(MobileFaceNet::load(dir)?),
+            },
         })
+    }
+
+    /// The descriptor network these models compute.
+    pub fn face_model(&self) -> FaceModel {
+        match self.describer {
+            Describer::Dlib(_) => FaceModel::DlibResnet,
+            Describer::MobileFaceNet(_) => FaceModel::MobileFaceNet,
+        }
     }
 
     /// The faces that count and the dominant face's descriptor and quality.
@@ -168,7 +189,10 @@ impl Models {
         let started = stage_start();
         let dominant = faces.first().map(|face| {
             let chip = self.chip(image, face);
-            (self.describe_chip(&chip), Metrics::measure(face, &chip))
+            (
+                self.describe(image, face, &chip),
+                Metrics::measure(face, &chip),
+            )
         });
         stage_end(started, &mut times.descriptor, &mut times.descriptor_flops);
         if let Some(pad) = padded {
@@ -273,15 +297,40 @@ impl Models {
         })
     }
 
-    /// The aligned chip of a face.
+    /// The face's chip as dlib's descriptor takes it, on which its quality is measured too.
     pub fn chip(&self, img: Canvas, face: &Face) -> Vec<u8> {
         align::extract_chip(img, face.transform, CHIP_SIZE)
     }
 
-    /// The descriptor of an aligned chip.
-    pub fn describe_chip(&self, chip: &[u8]) -> Descriptor {
-        self.recognizer.describe(chip)
+    /// The descriptor of a face, given its dlib chip: that chip itself for dlib's network,
+    /// a chip of its own for the MobileFaceNet.
+    fn describe(&self, img: Canvas, face: &Face, dlib_chip: &[u8]) -> Descriptor {
+        match &self.describer {
+            Describer::Dlib(net) => net.describe(dlib_chip).to_vec(),
+            Describer::MobileFaceNet(net) => net.describe(&mobilefacenet_chip(img, face)),
+        }
     }
+
+    /// The five-point 112x112 chip of a face found in `img` ([`Models::find_faces`]), as the
+    /// MobileFaceNet takes it.
+    pub fn mobilefacenet_chip(&self, img: &RgbImage, face: &Face) -> Vec<u8> {
+        mobilefacenet_chip(Canvas::plain(img), face)
+    }
+
+    /// The raw output of the MobileFaceNet for a chip, when that is the network loaded (for
+    /// checking it against another execution of the same graph).
+    pub fn mobilefacenet_output(&self, chip: &[u8]) -> Option<Vec<f32>> {
+        match &self.describer {
+            Describer::MobileFaceNet(net) => Some(net.forward(chip)),
+            Describer::Dlib(_) => None,
+        }
+    }
+}
+
+/// The five-point 112x112 chip of a face in `img`.
+fn mobilefacenet_chip(img: Canvas, face: &Face) -> Vec<u8> {
+    let t = mobilefacenet::chip_transform(&face.landmarks);
+    align::extract_chip(img, t, mobilefacenet::CHIP_SIZE)
 }
 
 /// Below this, the detector may have mistaken something for a face or missed one a margin
@@ -462,7 +511,7 @@ impl DetectorView {
 }
 
 /// Euclidean distance between descriptors.
-pub fn distance(a: &Descriptor, b: &[f32]) -> f32 {
+pub fn distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y) * (x - y))

@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn the_model_migration_names_the_local_model() {
-        assert!(MIGRATIONS[3].contains(facelock_engine::models::MODEL_ID));
+        assert!(MIGRATIONS[3].contains(facelock_engine::FaceModel::DlibResnet.id()));
     }
 
     #[test]
@@ -338,7 +338,7 @@ mod tests {
             .unwrap();
         assert_eq!(key_created, 1_769_860_800_000);
         assert_eq!(revoked_until, 1_769_860_900_000);
-        assert_eq!(model, facelock_engine::models::MODEL_ID);
+        assert_eq!(model, facelock_engine::FaceModel::DlibResnet.id());
         // The plaintext is sealed now, and still reads back as it was; later starts skip the
         // search for it.
         assert!(Vault::is_sealed(&descriptor) && Vault::is_sealed(&der));

@@ -80,37 +80,69 @@ impl Windows {
 
 /// What each output goes through after the bias.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
+pub enum Activation<'a> {
     Linear,
     Relu,
     /// `x` above zero, `slope * x` below.
     Leaky(f32),
+    /// `x` above zero, `slopes[channel] * x` below (a learnt slope per output channel, of any
+    /// sign and size).
+    PRelu(&'a [f32]),
 }
 
-impl Activation {
-    /// Each of them is `max(v, slope * v)` for a slope in `0..=1`, which the kernels apply in
-    /// two vector instructions.
-    pub(super) fn slope(self) -> f32 {
+impl Activation<'_> {
+    /// Each of them is `x` above zero and `slope * x` below, for the slope of the channel: the
+    /// kernels apply `max(x, 0) + slope * min(x, 0)`, exact for every slope.
+    pub(super) fn slope(self, channel: usize) -> f32 {
         match self {
             Self::Linear => 1.0,
             Self::Relu => 0.0,
-            Self::Leaky(slope) => {
-                assert!((0.0..=1.0).contains(&slope), "leaky slope {slope}");
-                slope
-            }
+            Self::Leaky(slope) => slope,
+            Self::PRelu(slopes) => slopes[channel],
+        }
+    }
+
+    /// The same slope for every channel, for the kernels that apply no other.
+    pub(super) fn uniform_slope(self) -> f32 {
+        assert!(
+            !matches!(self, Self::PRelu(_)),
+            "a per-channel activation where only a uniform one is applied"
+        );
+        self.slope(0)
+    }
+
+    /// The slopes of `count` channels from `first`, into a panel (the rest left as they are).
+    fn panel_slopes(self, first: usize, count: usize) -> [f32; PANEL] {
+        let mut slopes = [0.0; PANEL];
+        for (i, s) in slopes.iter_mut().take(count).enumerate() {
+            *s = self.slope(first + i);
+        }
+        slopes
+    }
+
+    /// Checks that a per-channel activation has a slope for each of `channels`.
+    pub(super) fn check_channels(self, channels: usize) {
+        if let Self::PRelu(slopes) = self {
+            assert_eq!(slopes.len(), channels, "one slope per output channel");
         }
     }
 }
 
+/// `v` through an activation of slope `slope`.
+#[inline(always)]
+pub(super) fn activate(v: f32, slope: f32) -> f32 {
+    v.max(0.0) + slope * v.min(0.0)
+}
+
 /// What a kernel is given besides its rows: the window layout, a panel of weights and its
-/// bias, the activation's slope, and where to write: `MR` rows of [`PANEL`] values,
+/// bias, the activation's slopes for the panel, and where to write: `MR` rows of [`PANEL`] values,
 /// `out_stride` apart.
 #[derive(Clone, Copy)]
 struct Tile {
     windows: Windows,
     panel: *const f32,
     bias: *const f32,
-    slope: f32,
+    slopes: *const f32,
     out: *mut f32,
     out_stride: usize,
 }
@@ -190,6 +222,7 @@ pub fn multiply(rows: &Rows<'_>, weights: &Packed, act: Activation, out: &mut [M
         "window length is not the weights' k"
     );
     assert_eq!(out.len(), rows.count() * weights.n, "output size");
+    act.check_channels(weights.n);
     #[cfg(target_arch = "x86_64")]
     {
         let isa = crate::kernels::cpu::isa();
@@ -246,7 +279,6 @@ fn drive<const MR: usize>(
     if count == 0 || n == 0 {
         return;
     }
-    let slope = act.slope();
     let block = (BLOCK_VALUES / k.max(1)).max(1).next_multiple_of(MR);
     let mut tiles = Vec::with_capacity(block / MR);
     let mut scratch = [[0.0f32; PANEL]; MR];
@@ -257,6 +289,7 @@ fn drive<const MR: usize>(
             let (panel, bias) = weights.panel(p);
             let first = p * PANEL;
             let cols = (n - first).min(PANEL);
+            let slopes = act.panel_slopes(first, cols);
             for (t, pointers) in tiles.iter().enumerate() {
                 let tile_start = block_start + t * MR;
                 let valid = (block_end - tile_start).min(MR);
@@ -264,7 +297,7 @@ fn drive<const MR: usize>(
                     windows: rows.windows,
                     panel: panel.as_ptr(),
                     bias: bias.as_ptr(),
-                    slope,
+                    slopes: slopes.as_ptr(),
                     out: scratch.as_mut_ptr().cast(),
                     out_stride: PANEL,
                 };
@@ -289,7 +322,8 @@ fn drive<const MR: usize>(
 ///
 /// # Safety
 /// Each row pointer must have its whole window readable, the tile's panel `k` rows of
-/// [`PANEL`] and its bias [`PANEL`] values, and its output `MR` rows of [`PANEL`] writable.
+/// [`PANEL`], its bias and slopes [`PANEL`] values each, and its output `MR` rows of [`PANEL`]
+/// writable.
 #[inline(always)]
 unsafe fn tile_portable<const MR: usize>(rows: &[*const f32; MR], t: Tile) {
     let mut acc = [[0.0f32; PANEL]; MR];
@@ -310,15 +344,15 @@ unsafe fn tile_portable<const MR: usize>(rows: &[*const f32; MR], t: Tile) {
             b = unsafe { b.add(PANEL) };
         }
     }
-    // SAFETY: the caller's contract on the bias and the output.
-    let bias: &[f32; PANEL] = unsafe { &*t.bias.cast() };
+    // SAFETY: the caller's contract on the bias, the slopes and the output.
+    let (bias, slopes): (&[f32; PANEL], &[f32; PANEL]) =
+        unsafe { (&*t.bias.cast(), &*t.slopes.cast()) };
     for (i, sums) in acc.iter().enumerate() {
         // SAFETY: the output's MR rows of PANEL values are writable (the caller's contract),
         // and nothing else refers to them while the tile runs.
         let dst = unsafe { std::slice::from_raw_parts_mut(t.out.add(i * t.out_stride), PANEL) };
-        for ((o, s), b) in dst.iter_mut().zip(sums).zip(bias) {
-            let v = s + b;
-            *o = v.max(v * t.slope);
+        for (((o, s), b), slope) in dst.iter_mut().zip(sums).zip(bias).zip(slopes) {
+            *o = activate(s + b, *slope);
         }
     }
 }
@@ -334,8 +368,8 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX-512F; each row pointer must have its whole window readable, the
-    /// tile's panel `k` rows of [`PANEL`] and its bias [`PANEL`] values, and its output `MR`
-    /// rows of [`PANEL`] writable.
+    /// tile's panel `k` rows of [`PANEL`], its bias and slopes [`PANEL`] values each, and its
+    /// output `MR` rows of [`PANEL`] writable.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile_avx512<const MR: usize>(rows: &[*const f32; MR], t: Tile) {
         let mut c = [_mm512_setzero_ps(); MR];
@@ -359,10 +393,11 @@ mod x86 {
         // SAFETY: the caller's contract on the bias and the output.
         unsafe {
             let bias = _mm512_loadu_ps(t.bias);
-            let slope = _mm512_set1_ps(t.slope);
+            let slope = _mm512_loadu_ps(t.slopes);
+            let zero = _mm512_setzero_ps();
             for (i, sums) in c.into_iter().enumerate() {
                 let v = _mm512_add_ps(sums, bias);
-                let v = _mm512_max_ps(v, _mm512_mul_ps(v, slope));
+                let v = _mm512_fmadd_ps(slope, _mm512_min_ps(v, zero), _mm512_max_ps(v, zero));
                 _mm512_storeu_ps(t.out.add(i * t.out_stride), v);
             }
         }
@@ -372,8 +407,8 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; each row pointer must have its whole window readable,
-    /// the tile's panel `k` rows of [`PANEL`] and its bias [`PANEL`] values, and its output 6
-    /// rows of [`PANEL`] writable.
+    /// the tile's panel `k` rows of [`PANEL`], its bias and slopes [`PANEL`] values each, and
+    /// its output 6 rows of [`PANEL`] writable.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile_avx2(rows: &[*const f32; 6], t: Tile) {
         let mut c = [[_mm256_setzero_ps(); 2]; 6];
@@ -398,11 +433,12 @@ mod x86 {
         }
         // SAFETY: the caller's contract on the bias and the output.
         unsafe {
-            let slope = _mm256_set1_ps(t.slope);
+            let zero = _mm256_setzero_ps();
             for (i, halves) in c.into_iter().enumerate() {
                 for (h, sums) in halves.into_iter().enumerate() {
                     let v = _mm256_add_ps(sums, _mm256_loadu_ps(t.bias.add(8 * h)));
-                    let v = _mm256_max_ps(v, _mm256_mul_ps(v, slope));
+                    let slope = _mm256_loadu_ps(t.slopes.add(8 * h));
+                    let v = _mm256_fmadd_ps(slope, _mm256_min_ps(v, zero), _mm256_max_ps(v, zero));
                     _mm256_storeu_ps(t.out.add(i * t.out_stride + 8 * h), v);
                 }
             }
@@ -467,6 +503,9 @@ mod tests {
             let start = |r: usize| (r / width) * row_step + (r % width) * col_step;
             let weights = pseudo(k * n, 2);
             let bias = pseudo(n, 3);
+            // Slopes of either sign, some above one: PReLU's, through every kernel.
+            let slopes: Vec<f32> = pseudo(n, 4).iter().map(|s| 3.0 * s).collect();
+            let act = Activation::PRelu(&slopes);
             let mut expected = vec![0.0f32; count * n];
             for r in 0..count {
                 for j in 0..n {
@@ -477,7 +516,7 @@ mod tests {
                                 input[start(r) + seg * gap + i] * weights[(seg * run + i) * n + j];
                         }
                     }
-                    expected[r * n + j] = sum.max(0.0);
+                    expected[r * n + j] = activate(sum, slopes[j]);
                 }
             }
             let packed = Packed::new(&weights, &bias, k, n);
@@ -490,11 +529,11 @@ mod tests {
                 windows,
             };
             let mut results = vec![
-                run_with::<2>(&rows, &packed, |a, t| {
+                run_with::<2>(&rows, &packed, act, |a, t| {
                     // SAFETY: drive checks the pointers it passes.
                     unsafe { tile_portable(a, t) }
                 }),
-                run_with::<4>(&rows, &packed, |a, t| {
+                run_with::<4>(&rows, &packed, act, |a, t| {
                     // SAFETY: drive checks the pointers it passes.
                     unsafe { tile_portable(a, t) }
                 }),
@@ -504,24 +543,24 @@ mod tests {
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
-                    results.push(run_with::<6>(&rows, &packed, |a, t| {
+                    results.push(run_with::<6>(&rows, &packed, act, |a, t| {
                         // SAFETY: the CPU has AVX2 and FMA; drive checks the pointers.
                         unsafe { x86::tile_avx2(a, t) }
                     }));
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
-                    results.push(run_with::<12>(&rows, &packed, |a, t| {
+                    results.push(run_with::<12>(&rows, &packed, act, |a, t| {
                         // SAFETY: the CPU has AVX-512F; drive checks the pointers.
                         unsafe { x86::tile_avx512(a, t) }
                     }));
-                    results.push(run_with::<16>(&rows, &packed, |a, t| {
+                    results.push(run_with::<16>(&rows, &packed, act, |a, t| {
                         // SAFETY: the CPU has AVX-512F; drive checks the pointers.
                         unsafe { x86::tile_avx512(a, t) }
                     }));
                 }
             }
             let mut chosen = nans(count * n);
-            multiply(&rows, &packed, Activation::Relu, &mut chosen);
+            multiply(&rows, &packed, act, &mut chosen);
             results.push(values(chosen));
             for result in &results {
                 for (got, want) in result.iter().zip(&expected) {
@@ -534,10 +573,11 @@ mod tests {
     fn run_with<const MR: usize>(
         rows: &Rows<'_>,
         packed: &Packed,
+        act: Activation,
         kernel: impl Fn(&[*const f32; MR], Tile),
     ) -> Vec<f32> {
         let mut out = nans(rows.count() * packed.n);
-        drive::<MR>(rows, packed, Activation::Relu, &mut out, kernel);
+        drive::<MR>(rows, packed, act, &mut out, kernel);
         values(out)
     }
 
@@ -553,11 +593,15 @@ mod tests {
     }
 
     #[test]
-    fn activations_are_a_floor_of_slope_times_the_value() {
-        let apply = |act: Activation, v: f32| v.max(v * act.slope());
-        assert_eq!(apply(Activation::Linear, -2.0), -2.0);
-        assert_eq!(apply(Activation::Relu, -2.0), 0.0);
-        assert_eq!(apply(Activation::Leaky(0.1), -2.0), -0.2);
-        assert_eq!(apply(Activation::Leaky(0.1), 3.0), 3.0);
+    fn activations_scale_the_negative_side_by_their_slope() {
+        let apply = |act: Activation, c: usize, v: f32| activate(v, act.slope(c));
+        assert_eq!(apply(Activation::Linear, 0, -2.0), -2.0);
+        assert_eq!(apply(Activation::Relu, 0, -2.0), 0.0);
+        assert_eq!(apply(Activation::Leaky(0.1), 0, -2.0), -0.2);
+        assert_eq!(apply(Activation::Leaky(0.1), 0, 3.0), 3.0);
+        let slopes = [0.5, -1.25, 2.0];
+        assert_eq!(apply(Activation::PRelu(&slopes), 1, -2.0), 2.5);
+        assert_eq!(apply(Activation::PRelu(&slopes), 2, -2.0), -4.0);
+        assert_eq!(apply(Activation::PRelu(&slopes), 2, 3.0), 3.0);
     }
 }

@@ -106,6 +106,8 @@ pub enum Padding {
     Same,
     /// No padding.
     Valid,
+    /// This many zeros on every side (ONNX's and PyTorch's symmetric `pads`).
+    Explicit(usize),
 }
 
 /// Output size and leading padding along one axis.
@@ -119,6 +121,13 @@ fn out_and_pad(input: usize, kernel: usize, stride: usize, padding: Padding) -> 
             let out = input.div_ceil(stride);
             let total = ((out - 1) * stride + kernel).saturating_sub(input);
             (out, total / 2)
+        }
+        Padding::Explicit(pad) => {
+            assert!(
+                input + 2 * pad >= kernel,
+                "padded input smaller than kernel"
+            );
+            ((input + 2 * pad - kernel) / stride + 1, pad)
         }
     }
 }
@@ -232,8 +241,10 @@ fn centre_tap(x: &Tensor, conv: &Conv, act: Activation) -> Tensor {
     for (v, row) in x.data.iter().zip(weights.chunks_exact(cout)) {
         out.iter_mut().zip(row).for_each(|(o, w)| *o += v * w);
     }
-    let slope = act.slope();
-    out.iter_mut().for_each(|o| *o = o.max(*o * slope));
+    act.check_channels(cout);
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = matmul::activate(*o, act.slope(c));
+    }
     Tensor::from_data(1, 1, cout, out)
 }
 
@@ -454,24 +465,37 @@ fn store(out: &mut [MaybeUninit<f32>], at: usize, values: &[f32; LANES]) {
 
 /// A depthwise convolution, plus bias.
 pub fn depthwise(x: &Tensor, dw: &Depthwise, stride: usize, padding: Padding) -> Tensor {
-    let (oh, _) = out_and_pad(x.h, dw.kh, stride, padding);
-    depthwise_output_rows(x, dw, stride, padding, 0..oh)
+    depthwise_through(x, dw, stride, padding, Activation::Linear)
 }
 
-/// The output rows `rows` of a stride-1 `Same` depthwise convolution, as a map of their own.
-fn depthwise_band(x: &Tensor, dw: &Depthwise, rows: std::ops::Range<usize>) -> Tensor {
-    depthwise_output_rows(x, dw, 1, Padding::Same, rows)
-}
-
-/// The output rows `rows` of [`depthwise`], as a map of `rows.len()` rows.
-fn depthwise_output_rows(
+/// A depthwise convolution, plus bias, through `act`, applied as each value is written.
+pub fn depthwise_through(
     x: &Tensor,
     dw: &Depthwise,
     stride: usize,
     padding: Padding,
+    act: Activation,
+) -> Tensor {
+    let (oh, _) = out_and_pad(x.h, dw.kh, stride, padding);
+    depthwise_output_rows(x, dw, (stride, padding), act, 0..oh)
+}
+
+/// The output rows `rows` of a stride-1 `Same` depthwise convolution, as a map of their own.
+fn depthwise_band(x: &Tensor, dw: &Depthwise, rows: std::ops::Range<usize>) -> Tensor {
+    depthwise_output_rows(x, dw, (1, Padding::Same), Activation::Linear, rows)
+}
+
+/// The output rows `rows` of [`depthwise_through`], as a map of `rows.len()` rows.
+fn depthwise_output_rows(
+    x: &Tensor,
+    dw: &Depthwise,
+    (stride, padding): (usize, Padding),
+    act: Activation,
     rows: std::ops::Range<usize>,
 ) -> Tensor {
     assert_eq!(x.c, dw.c, "depthwise channels");
+    act.check_channels(x.c);
+    let slopes: Vec<f32> = (0..x.c).map(|c| act.slope(c)).collect();
     if x.c.is_multiple_of(LANES) && (dw.kh, dw.kw) == (3, 3) {
         let (oh, top) = out_and_pad(x.h, 3, stride, padding);
         let (ow, left) = out_and_pad(x.w, 3, stride, padding);
@@ -488,7 +512,7 @@ fn depthwise_output_rows(
             Tensor::written_by(rows.len(), ow, x.c, |out| {
                 with_widest_vectors(
                     #[inline(always)]
-                    || depthwise3_lanes(x, dw, grid, rows, out),
+                    || depthwise3_lanes(x, (dw, &slopes), grid, rows, out),
                 );
             })
         };
@@ -498,6 +522,11 @@ fn depthwise_output_rows(
     count_flops(rows.len() * ow * dw.kh * dw.kw * x.c);
     let mut out = Tensor::zeros(rows.len(), ow, x.c);
     depthwise_any(input.as_ref(), dw, stride, rows.start, &mut out);
+    for px in out.data.chunks_exact_mut(x.c) {
+        for (v, slope) in px.iter_mut().zip(&slopes) {
+            *v = matmul::activate(*v, *slope);
+        }
+    }
     out
 }
 
@@ -519,14 +548,14 @@ fn taps(first: isize, size: usize) -> std::ops::Range<usize> {
     start..end
 }
 
-/// A 3x3 depthwise convolution, `LANES` channels at a time: their nine weights stay in
-/// registers while the whole map passes. Reads the input where it lies, leaving out the taps
-/// that fall in the padding (a padded copy of the map cost as much as the convolution). Writes
-/// every value of the output.
+/// A 3x3 depthwise convolution through an activation of the given slopes, `LANES` channels
+/// at a time: their nine weights stay in registers while the whole map passes. Reads the input
+/// where it lies, leaving out the taps that fall in the padding (a padded copy of the map cost
+/// as much as the convolution). Writes every value of the output.
 #[inline(always)]
 fn depthwise3_lanes(
     x: &Tensor,
-    dw: &Depthwise,
+    (dw, slopes): (&Depthwise, &[f32]),
     g: Grid,
     rows_out: std::ops::Range<usize>,
     out: &mut [MaybeUninit<f32>],
@@ -535,6 +564,7 @@ fn depthwise3_lanes(
     for c0 in (0..c).step_by(LANES) {
         let weights: [[f32; LANES]; 9] = std::array::from_fn(|t| *lanes(&dw.weights, t * c + c0));
         let bias = *lanes(&dw.bias, c0);
+        let slope = *lanes(slopes, c0);
         for oy in rows_out.clone() {
             let row_out = (oy - rows_out.start) * g.ow;
             let y0 = (oy * g.stride) as isize - g.top as isize;
@@ -565,6 +595,9 @@ fn depthwise3_lanes(
                             tap(&x.data[(iy * x.w + ix) * c + c0..], &weights[ky * 3 + kx]);
                         }
                     }
+                }
+                for (a, s) in acc.iter_mut().zip(&slope) {
+                    *a = matmul::activate(*a, *s);
                 }
                 store(out, (row_out + ox) * c + c0, &acc);
             }
@@ -710,6 +743,16 @@ pub fn relu(x: &mut Tensor) {
     x.data.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
+/// PReLU: each channel's negative values times its slope.
+pub fn prelu(x: &mut Tensor, slopes: &[f32]) {
+    assert_eq!(slopes.len(), x.c, "one slope per channel");
+    for px in x.data.chunks_exact_mut(x.c) {
+        for (v, s) in px.iter_mut().zip(slopes) {
+            *v = matmul::activate(*v, *s);
+        }
+    }
+}
+
 /// `x += y`, elementwise.
 pub fn add_assign(x: &mut Tensor, y: &Tensor) {
     assert_eq!(x.data.len(), y.data.len(), "add shapes");
@@ -783,6 +826,8 @@ mod tests {
             (5, 6, 1, 1, Padding::Same),
             (1, 1, 3, 1, Padding::Same),
             (1, 1, 5, 2, Padding::Same),
+            (8, 8, 3, 2, Padding::Explicit(1)),
+            (7, 9, 3, 1, Padding::Explicit(1)),
         ] {
             let (cin, cout) = (3, 5);
             let x = Tensor::from_data(h, w, cin, pseudo(h * w * cin, 1));
@@ -852,6 +897,9 @@ mod tests {
         assert_eq!(out_and_pad(512, 3, 2, Padding::Same), (256, 0));
         assert_eq!(out_and_pad(7, 3, 2, Padding::Same), (4, 1));
         assert_eq!(out_and_pad(150, 7, 2, Padding::Valid), (72, 0));
+        // PyTorch's pads: 112 -> 56 with the padding before the first row, not after the last.
+        assert_eq!(out_and_pad(112, 3, 2, Padding::Explicit(1)), (56, 1));
+        assert_eq!(out_and_pad(7, 7, 1, Padding::Explicit(0)), (1, 0));
     }
 
     #[test]
@@ -896,18 +944,23 @@ mod tests {
             weights: pseudo(9 * 32, 5),
             bias: pseudo(32, 6),
         };
+        // PReLU's slopes: of either sign, some above one.
+        let slopes: Vec<f32> = pseudo(32, 7).iter().map(|s| 3.0 * s).collect();
         for (stride, padding) in [
             (1, Padding::Same),
             (2, Padding::Same),
             (1, Padding::Valid),
             (2, Padding::Valid),
+            (1, Padding::Explicit(1)),
+            (2, Padding::Explicit(1)),
         ] {
-            let fast = depthwise(&x, &dw, stride, padding);
+            let fast = depthwise_through(&x, &dw, stride, padding, Activation::PRelu(&slopes));
             let (oh, ow, input) = padded(&x, 3, 3, stride, padding);
             let mut slow = Tensor::zeros(oh, ow, x.c);
             depthwise_any(&input, &dw, stride, 0, &mut slow);
             assert_eq!((fast.h, fast.w), (oh, ow));
-            for (a, b) in fast.data.iter().zip(&slow.data) {
+            for (i, (a, b)) in fast.data.iter().zip(&slow.data).enumerate() {
+                let b = matmul::activate(*b, slopes[i % 32]);
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
         }

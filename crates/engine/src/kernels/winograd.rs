@@ -106,7 +106,7 @@ impl Winograd3x3 {
                     (x.h, x.w, cout),
                     (th, tw),
                     &self.bias,
-                    act.slope(),
+                    act.uniform_slope(),
                     &mut out,
                 )
             },

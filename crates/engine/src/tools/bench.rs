@@ -192,6 +192,7 @@ pub fn peak_memory_mib() -> Option<f64> {
 
 pub fn run(
     models_dir: &Path,
+    model: crate::FaceModel,
     photos: &[PathBuf],
     iterations: usize,
     seconds: u64,
@@ -200,14 +201,15 @@ pub fn run(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
         out,
-        "facelock bench: {} photos, {iterations} rounds, {cores} cores, kernels: {}",
+        "facelock bench: {} photos, {iterations} rounds, {cores} cores, kernels: {}, \
+         descriptor: {model}",
         photos.len(),
         crate::cpu::summary()
     );
 
     let start = Instant::now();
-    models::ensure(models_dir).map_err(ModelError::from)?;
-    let models = Arc::new(Models::load(models_dir)?);
+    models::ensure(models_dir, model).map_err(ModelError::from)?;
+    let models = Arc::new(Models::load(models_dir, model)?);
     let _ = writeln!(out, "model load: {:.1} ms", ms(start.elapsed()));
 
     let inputs: Vec<Vec<u8>> = photos
@@ -319,34 +321,37 @@ fn resident_bytes() -> Option<u64> {
     status_kib("VmRSS:").map(|kib| kib * 1024)
 }
 
-/// A random descriptor of dlib's shape: 128 components scaled to unit length, from `state`
-/// (which it advances): the benchmarks' stand-in for enrolled faces.
-pub fn synthetic_descriptor(state: &mut u64) -> Descriptor {
-    let mut d: Descriptor = std::array::from_fn(|_| {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        (*state % 20_001) as f32 / 10_000.0 - 1.0
-    });
+/// A random descriptor of `dim` components scaled to unit length, from `state` (which it
+/// advances): the benchmarks' stand-in for enrolled faces.
+pub fn synthetic_descriptor(state: &mut u64, dim: usize) -> Descriptor {
+    let mut d: Descriptor = (0..dim)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state % 20_001) as f32 / 10_000.0 - 1.0
+        })
+        .collect();
     let norm = d.iter().map(|v| v * v).sum::<f32>().sqrt();
     d.iter_mut().for_each(|v| *v /= norm);
     d
 }
 
 /// `facelock bench --faces N`: the 1:N index filled with `faces` synthetic faces (one user
-/// each): memory per face, 1:N and 1:1 search latency, and whether a noisy copy of an enrolled
-/// face is found first.
-pub fn index_run(faces: usize, queries: usize) -> String {
+/// each) of `model`'s length: memory per face, 1:N and 1:1 search latency, and whether a
+/// noisy copy of an enrolled face is found first.
+pub fn index_run(faces: usize, queries: usize, model: crate::FaceModel) -> String {
+    let dim = model.descriptor_len();
     let mut out = String::new();
     let before = resident_bytes();
     let started = Instant::now();
-    let mut index = FaceIndex::<String>::default();
+    let mut index = FaceIndex::<String>::new(dim);
     index.reserve(faces);
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut probes = Vec::new();
     let every = (faces / queries.max(1)).max(1);
     for i in 0..faces {
-        let d = synthetic_descriptor(&mut state);
+        let d = synthetic_descriptor(&mut state, dim);
         let id = uuid::Uuid::from_u128(i as u128 + 1);
         let user = format!("user{i:07}");
         index.insert(id, &user, &d);
@@ -358,7 +363,7 @@ pub fn index_run(faces: usize, queries: usize) -> String {
     let after = resident_bytes();
     let _ = writeln!(
         out,
-        "1:N index with {faces} synthetic faces (one user each)"
+        "1:N index with {faces} synthetic faces of {dim} numbers ({model}), one user each"
     );
     let _ = writeln!(out, "  filled in {:.2} s", built.as_secs_f64());
     let _ = writeln!(
@@ -376,12 +381,14 @@ pub fn index_run(faces: usize, queries: usize) -> String {
     }
     let (mut all, mut one, mut found) = (Vec::new(), Vec::new(), 0);
     for (id, user, d) in &probes {
-        // The same face seen again: a little noise on every component.
-        let mut noisy = *d;
+        // The same face seen again: a little noise on every component (the same distance
+        // whatever the length).
+        let step = 0.004 * (128.0 / dim as f32).sqrt();
+        let mut noisy = d.clone();
         noisy
             .iter_mut()
             .enumerate()
-            .for_each(|(k, v)| *v += if k % 2 == 0 { 0.004 } else { -0.004 });
+            .for_each(|(k, v)| *v += if k % 2 == 0 { step } else { -step });
         let t = Instant::now();
         let hits = index.nearest(&noisy, 10);
         all.push(t.elapsed());

@@ -8,7 +8,6 @@ use crate::{
     files::{self, FileError},
     photo::{DecodeLimits, ImageError},
     pipeline::{analyze_photo, distance, Descriptor, Models, StageTimes},
-    similarity_from_distance,
 };
 
 /// Why an evaluation could not run.
@@ -268,14 +267,14 @@ pub fn score_pairs(
                     source,
                 }
             })?;
-            descriptors.insert(name, analysis.descriptor().copied());
+            descriptors.insert(name, analysis.dominant.map(|(d, _)| d));
         }
     }
     Ok(pairs
         .iter()
         .map(|p| {
             let similarity = match (&descriptors[p.a.as_str()], &descriptors[p.b.as_str()]) {
-                (Some(x), Some(y)) => Some(similarity_from_distance(distance(x, y))),
+                (Some(x), Some(y)) => Some(models.face_model().similarity(distance(x, y))),
                 _ => None,
             };
             ScoredPair {
