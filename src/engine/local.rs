@@ -295,7 +295,10 @@ impl FaceEngine for LocalEngine {
         query: &SearchQuery,
     ) -> Result<Vec<FaceMatch>, EngineError> {
         let analysis = self.analyze(image).await?;
-        let (descriptor, _) = analysis.dominant.ok_or(EngineError::NoFace)?;
+        let (descriptor, metrics) = analysis.dominant.ok_or(EngineError::NoFace)?;
+        if let Some(problem) = metrics.login_problem() {
+            return Err(EngineError::PoorQuality(problem));
+        }
         if let [first, second, ..] = analysis.faces.as_slice() {
             if second.detection.area() >= first.detection.area() * AMBIGUOUS_AREA {
                 return Err(EngineError::AmbiguousFaces);
@@ -349,8 +352,11 @@ impl FaceEngine for LocalEngine {
 
     async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError> {
         let (a, b) = tokio::try_join!(self.analyze(a), self.analyze(b))?;
-        let (da, _) = a.dominant.ok_or(EngineError::NoFace)?;
-        let (db, _) = b.dominant.ok_or(EngineError::NoFace)?;
+        let (da, ma) = a.dominant.ok_or(EngineError::NoFace)?;
+        let (db, mb) = b.dominant.ok_or(EngineError::NoFace)?;
+        if let Some(problem) = ma.login_problem().or(mb.login_problem()) {
+            return Err(EngineError::PoorQuality(problem));
+        }
         Ok(Similarity::clamped(
             self.face_model.similarity(distance(&da, &db)),
         ))

@@ -103,7 +103,7 @@ pub struct VerifyResponse {
     request_body(content = VerifyForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, description = "Face matched; token issued", body = VerifyResponse),
-        (status = 400, description = "`NO_MATCH`: no enrolled face matches (also for an unknown `user_id`); `NO_FACE`; `AMBIGUOUS_FACES`: several faces of similar size; `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body; `LIVENESS_REQUIRED`: a single photo where the server demands liveness; with frames: `MULTIPLE_FACES`, `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED`, `CHALLENGE_USED`, `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING`, `LIVENESS_FLAT`", body = ErrorBody),
+        (status = 400, description = "`NO_MATCH`: no enrolled face matches (also for an unknown `user_id`); `NO_FACE`; `AMBIGUOUS_FACES`: several faces of similar size; `EXTREME_POSE`: the face is turned too far from the camera to log in (the local engine); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body; `LIVENESS_REQUIRED`: a single photo where the server demands liveness; with frames: `MULTIPLE_FACES`, `CHALLENGE_UNKNOWN`, `CHALLENGE_EXPIRED`, `CHALLENGE_USED`, `LIVENESS_FACE_CHANGED`, `LIVENESS_MOTION_MISSING`, `LIVENESS_FLAT`", body = ErrorBody),
         (status = 413, description = "The body or the image is too large", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many requests or failed logins from this client; `ACCOUNT_LOCKED`: too many failed logins for this `user_id`. See Retry-After", body = ErrorBody),
         (status = 415, description = "`UNSUPPORTED_IMAGE`: the file is not a JPEG, PNG or WebP image", body = ErrorBody),
@@ -176,7 +176,7 @@ pub struct CompareResponse {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Similarity computed", body = CompareResponse),
-        (status = 400, description = "`NO_FACE` in an image; `AMBIGUOUS_FACES`; `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
+        (status = 400, description = "`NO_FACE` in an image; `AMBIGUOUS_FACES`; `EXTREME_POSE`: a face turned too far from the camera to compare (the local engine); `INVALID_IMAGE`: undecodable; `BAD_REQUEST`: not a multipart body", body = ErrorBody),
         (status = 401, description = "Missing, malformed, expired or revoked token", body = ErrorBody),
         (status = 413, description = "The body or an image is too large", body = ErrorBody),
         (status = 429, description = "`RATE_LIMITED`: too many requests from this client; see Retry-After", body = ErrorBody),

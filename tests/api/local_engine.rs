@@ -742,3 +742,49 @@ fn describe_reads_the_lab_formats_eval_reads() {
         assert_eq!(floats(&line["largest"]["descriptor"]).len(), 128, "{line}");
     }
 }
+
+/// A login sees a face from the front: a profile of the enrolled person is refused with
+/// `EXTREME_POSE` before any match, at verify and at compare; a slight turn logs in.
+#[tokio::test]
+async fn a_face_turned_far_from_the_camera_cannot_log_in() {
+    let Some(dev) = crate::helpers::shared_faces_dev() else {
+        return;
+    };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
+    let sitting = "pose/pointing04_01";
+    enrol(
+        &app,
+        &dev,
+        "person01",
+        &format!("{sitting}/person01146+0+0.jpg"),
+    )
+    .await;
+    for profile in [
+        "person01140+0-90.jpg",
+        "person01252+0+90.jpg",
+        "person01250+0+60.jpg",
+    ] {
+        app.verify(read(&dev, &format!("{sitting}/{profile}")), None, None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "EXTREME_POSE");
+    }
+    let res = app
+        .verify(
+            read(&dev, &format!("{sitting}/person01147+0+15.jpg")),
+            None,
+            Some("person01"),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let token = res.body["token"].as_str().unwrap().to_owned();
+    let frontal = read(&dev, &format!("{sitting}/person01146+0+0.jpg"));
+    let profile = read(&dev, &format!("{sitting}/person01140+0-90.jpg"));
+    let form = Multipart::new()
+        .file("source_image", "a.jpg", frontal)
+        .file("target_image", "b.jpg", profile);
+    app.post_form("/compare/", form, Some(&token))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "EXTREME_POSE");
+}
