@@ -15,6 +15,10 @@ pub struct Args {
     /// Folder the image paths in the CSV are relative to.
     #[arg(long)]
     root: PathBuf,
+    /// Also score every different-person pair of the photos the CSV names (photos joined by a
+    /// same-person pair are one person), for false-match rates down to 1e-5.
+    #[arg(long)]
+    all_impostors: bool,
 }
 
 pub fn run(settings: &Settings, args: Args) -> CliResult {
@@ -22,11 +26,20 @@ pub fn run(settings: &Settings, args: Args) -> CliResult {
         .map_err(|e| format!("{}: {e}", args.pairs.display()))?;
     let pairs = eval::read_pairs(&csv)?;
     let models = super::local_models(settings)?;
-    let scored = eval::score_pairs(&models, &args.root, &pairs)?;
+    let model = models.face_model();
+    let faces = eval::describe_photos(&models, &args.root, &pairs)?;
+    let scored = eval::score_described(model, &faces, &pairs);
     let threshold = match settings.engine.kind {
         EngineKind::Local => settings.engine.min_similarity,
         EngineKind::Rekognition => facelock_engine::DEFAULT_MIN_SIMILARITY,
     };
+    println!("descriptor: {model} ({})", model.id());
     print!("{}", eval::report(&scored, threshold));
+    if args.all_impostors {
+        print!(
+            "{}",
+            eval::all_impostors_report(model, &faces, &pairs, threshold)
+        );
+    }
     Ok(())
 }

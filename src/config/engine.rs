@@ -38,7 +38,7 @@ impl EngineKind {
 }
 
 /// The local engine's descriptor when `FACELOCK_FACE_MODEL` is unset.
-pub const DEFAULT_FACE_MODEL: FaceModel = FaceModel::DlibResnet;
+pub const DEFAULT_FACE_MODEL: FaceModel = FaceModel::MobileFaceNet;
 
 /// Settings of the AWS Rekognition engine. Credentials and region that are `None` fall back to the
 /// AWS SDK's default chain (profile files, web identity, container and instance roles).

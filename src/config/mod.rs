@@ -14,7 +14,10 @@ mod tokens;
 use std::{collections::BTreeSet, path::PathBuf};
 
 pub use self::{
-    engine::{EngineChoice, EngineKind, EngineSettings, RegistrationPolicy, RekognitionSettings},
+    engine::{
+        EngineChoice, EngineKind, EngineSettings, RegistrationPolicy, RekognitionSettings,
+        DEFAULT_FACE_MODEL,
+    },
     lockout::LockoutSettings,
     server::{CorsOrigins, MetricsSettings, ServerSettings},
     storage::StorageSettings,

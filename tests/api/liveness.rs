@@ -13,7 +13,7 @@ use facelock::{
     },
     store::StoredChallenge,
 };
-use facelock_engine::{distance, similarity_from_distance, FaceModel, Models, StageTimes};
+use facelock_engine::{distance, FaceModel, Models, StageTimes};
 use image::RgbImage;
 
 use crate::helpers::{models_dir, shared_faces_dev, Multipart, TestApp};
@@ -21,7 +21,7 @@ use crate::helpers::{models_dir, shared_faces_dev, Multipart, TestApp};
 fn models() -> Option<&'static Models> {
     let dir = models_dir()?;
     static MODELS: OnceLock<Models> = OnceLock::new();
-    Some(MODELS.get_or_init(|| Models::load(&dir, FaceModel::DlibResnet).unwrap()))
+    Some(MODELS.get_or_init(|| Models::load(&dir, MODEL).unwrap()))
 }
 
 /// The dominant face's landmarks, if a face is found.
@@ -250,8 +250,11 @@ fn angles_for(actions: &[Action]) -> Vec<i32> {
     angles
 }
 
+/// The default descriptor, as the server runs it.
+const MODEL: FaceModel = facelock::config::DEFAULT_FACE_MODEL;
+
 fn similarity(a: &[f32], b: &[f32]) -> f32 {
-    similarity_from_distance(distance(a, b))
+    MODEL.similarity(distance(a, b))
 }
 
 /// Every challenge sequence.

@@ -739,7 +739,8 @@ fn describe_reads_the_lab_formats_eval_reads() {
     for line in &lines {
         assert!(line.get("error").is_none(), "{line}");
         assert_eq!(line["faces"].as_array().unwrap().len(), 1, "{line}");
-        assert_eq!(floats(&line["largest"]["descriptor"]).len(), 128, "{line}");
+        let len = facelock::config::DEFAULT_FACE_MODEL.descriptor_len();
+        assert_eq!(floats(&line["largest"]["descriptor"]).len(), len, "{line}");
     }
 }
 

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use crate::{
     files::{self, FileError},
+    models::FaceModel,
     photo::{DecodeLimits, ImageError},
     pipeline::{analyze_photo, distance, Descriptor, Models, StageTimes},
 };
@@ -38,8 +39,11 @@ pub struct ScoredPair {
     pub a: String,
     pub b: String,
     pub same: bool,
-    /// 0-100, or `None` when a photo had no usable face.
+    /// 0-100, or `None` when a photo had no usable face (or was refused).
     pub similarity: Option<f32>,
+    /// A photo's face is refused by the login checks (turned too far from the camera): the
+    /// pair is left out of the rates, and counted apart.
+    pub refused: bool,
     /// The subset the pair belongs to (`all` when the file names none).
     pub subset: String,
     /// dlib's verdict on the same pair, when the file gives its distance.
@@ -246,16 +250,25 @@ pub fn fnmr_at_fmr(
     Some(rates_at(genuine, impostor, threshold))
 }
 
-/// Scores every pair with the local engine's models; photos are read from `root`.
-pub fn score_pairs(
+/// What the engine made of one photo: no usable face, a face the login checks refuse, or a
+/// descriptor.
+#[derive(Clone, Debug)]
+pub enum PhotoFace {
+    NoFace,
+    Refused,
+    Described(Descriptor),
+}
+
+/// Every photo the pairs name, described by the local engine's models; read from `root`.
+pub fn describe_photos(
     models: &Models,
     root: &Path,
     pairs: &[LabelledPair],
-) -> Result<Vec<ScoredPair>, EvalError> {
-    let mut descriptors: BTreeMap<&str, Option<Descriptor>> = BTreeMap::new();
+) -> Result<BTreeMap<String, PhotoFace>, EvalError> {
+    let mut faces: BTreeMap<String, PhotoFace> = BTreeMap::new();
     for LabelledPair { a, b, .. } in pairs {
         for name in [a, b] {
-            if descriptors.contains_key(name.as_str()) {
+            if faces.contains_key(name.as_str()) {
                 continue;
             }
             let path = root.join(name);
@@ -267,31 +280,165 @@ pub fn score_pairs(
                     source,
                 }
             })?;
-            descriptors.insert(name, analysis.dominant.map(|(d, _)| d));
+            let face = match analysis.dominant {
+                None => PhotoFace::NoFace,
+                Some((_, metrics)) if metrics.login_problem().is_some() => PhotoFace::Refused,
+                Some((descriptor, _)) => PhotoFace::Described(descriptor),
+            };
+            faces.insert(name.clone(), face);
         }
     }
-    Ok(pairs
+    Ok(faces)
+}
+
+/// Scores every pair from its photos' faces.
+pub fn score_described(
+    model: FaceModel,
+    faces: &BTreeMap<String, PhotoFace>,
+    pairs: &[LabelledPair],
+) -> Vec<ScoredPair> {
+    pairs
         .iter()
         .map(|p| {
-            let similarity = match (&descriptors[p.a.as_str()], &descriptors[p.b.as_str()]) {
-                (Some(x), Some(y)) => Some(models.face_model().similarity(distance(x, y))),
+            let (a, b) = (&faces[p.a.as_str()], &faces[p.b.as_str()]);
+            let similarity = match (a, b) {
+                (PhotoFace::Described(x), PhotoFace::Described(y)) => {
+                    Some(model.similarity(distance(x, y)))
+                }
                 _ => None,
             };
+            let refused = matches!(
+                (a, b),
+                (
+                    PhotoFace::Refused,
+                    PhotoFace::Described(_) | PhotoFace::Refused
+                ) | (PhotoFace::Described(_), PhotoFace::Refused)
+            );
             ScoredPair {
                 a: p.a.clone(),
                 b: p.b.clone(),
                 same: p.same,
                 similarity,
+                refused,
                 subset: p.subset.clone(),
                 dlib: p.dlib,
             }
         })
-        .collect())
+        .collect()
 }
 
-/// The printed report.
-pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
+/// Every different-person pair of the photos a pairs file names: photos joined by a
+/// same-person pair (directly or through others) are one person, and every two photos of
+/// different people are scored. The similarity at which the false-match rate over all of
+/// them falls to 1e-2 .. 1e-5, and the rates at a few similarities (FNMR over the file's own
+/// same-person pairs), so that a floor can be chosen by the false-match rate it buys.
+pub fn all_impostors_report(
+    model: FaceModel,
+    faces: &BTreeMap<String, PhotoFace>,
+    pairs: &[LabelledPair],
+    floor: f32,
+) -> String {
+    let names: Vec<&str> = faces.keys().map(String::as_str).collect();
+    let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut person: Vec<usize> = (0..names.len()).collect();
+    fn root(person: &mut [usize], mut i: usize) -> usize {
+        while person[i] != i {
+            person[i] = person[person[i]];
+            i = person[i];
+        }
+        i
+    }
+    for p in pairs.iter().filter(|p| p.same) {
+        let (a, b) = (
+            root(&mut person, index[p.a.as_str()]),
+            root(&mut person, index[p.b.as_str()]),
+        );
+        person[a] = b;
+    }
+    let described: Vec<(usize, &Descriptor)> = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| match &faces[*n] {
+            PhotoFace::Described(d) => Some((root(&mut person, i), d)),
+            _ => None,
+        })
+        .collect();
+    let mut impostor: Vec<f32> = Vec::new();
+    for (i, (pa, a)) in described.iter().enumerate() {
+        for (pb, b) in &described[i + 1..] {
+            if pa != pb {
+                impostor.push(model.similarity(distance(a, b)));
+            }
+        }
+    }
+    impostor.sort_by(|a, b| b.total_cmp(a));
+    let genuine: Vec<Option<f32>> = score_described(model, faces, pairs)
+        .into_iter()
+        .filter(|p| p.same && !p.refused)
+        .map(|p| p.similarity)
+        .collect();
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "
+every different-person pair of the {} photos with a face that passes the login \
+         checks: {} pairs",
+        described.len(),
+        impostor.len()
+    );
+    if impostor.is_empty() {
+        return out;
+    }
+    let fmr_at = |t: f32| impostor.partition_point(|s| *s >= t) as f64 / impostor.len() as f64;
+    let fnmr_at = |t: f32| {
+        let rejected = genuine.iter().filter(|s| !matches_at(**s, t)).count();
+        rejected as f64 / genuine.len().max(1) as f64
+    };
+    let _ = writeln!(
+        out,
+        "similarity>=  FMR (all pairs)  FNMR (the file's same-person pairs)"
+    );
+    let mut thresholds: Vec<f32> = vec![70.0, 80.0, 85.0, 88.0, 90.0, 92.0, 94.0, 95.0, 96.0, 98.0];
+    thresholds.push(floor);
+    thresholds.sort_by(f32::total_cmp);
+    thresholds.dedup();
+    for t in thresholds {
+        let _ = writeln!(out, "{t:>10.1}    {:<15.6}  {:.4}", fmr_at(t), fnmr_at(t));
+    }
+    for target in [1e-2, 1e-3, 1e-4, 1e-5] {
+        let allowed = (target * impostor.len() as f64 + 1e-9).floor() as usize;
+        match impostor.get(allowed) {
+            Some(s) if allowed > 0 || target * impostor.len() as f64 >= 1.0 => {
+                let t = s.next_up();
+                let _ = writeln!(
+                    out,
+                    "FMR <= {target:e}: similarity above {:.2}, FNMR {:.4}",
+                    s,
+                    fnmr_at(t)
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "FMR <= {target:e}: too few pairs to measure");
+            }
+        }
+    }
+    out
+}
+
+/// The printed report. Pairs with a face the login checks refuse are counted, then left out
+/// of every rate.
+pub fn report(all_pairs: &[ScoredPair], default_threshold: f32) -> String {
+    let mut out = String::new();
+    let refused: Vec<ScoredPair> = all_pairs.iter().filter(|p| p.refused).cloned().collect();
+    let kept: Vec<ScoredPair> = all_pairs.iter().filter(|p| !p.refused).cloned().collect();
+    let pairs = kept.as_slice();
+    if !refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "pairs with a face the login checks refuse (turned too far), left out below: {}",
+            refused.len()
+        );
+    }
     let genuine = pairs.iter().filter(|p| p.same).count();
     let impostor = pairs.len() - genuine;
     let _ = writeln!(
@@ -319,7 +466,7 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
     if let Some((t, eer)) = equal_error_rate(&genuine_similarities, &impostor_similarities) {
         let _ = writeln!(out, "\nequal error rate: {eer:.4} at similarity {t:.2}");
     }
-    for target in [1e-2, 1e-3] {
+    for target in [1e-2, 1e-3, 1e-4] {
         match fnmr_at_fmr(&genuine_similarities, &impostor_similarities, target) {
             Some(p) if p.threshold.is_finite() => {
                 let _ = writeln!(
@@ -373,7 +520,7 @@ pub fn report(pairs: &[ScoredPair], default_threshold: f32) -> String {
     if wrong.len() > 20 {
         let _ = writeln!(out, "  ... and {} more", wrong.len() - 20);
     }
-    subset_table(&mut out, pairs, default_threshold);
+    subset_table(&mut out, all_pairs, default_threshold);
     out
 }
 
@@ -390,23 +537,26 @@ fn by_kind(
     )
 }
 
-/// Each subset and all of them: pairs, pairs without a face, error rates at the default
-/// floor, EER and FNMR at FMR <= 1e-3; and dlib's figures on the same pairs when known,
-/// at its 0.6 threshold and at its own threshold for FMR <= 1e-3.
+/// Each subset and all of them: pairs, pairs refused by the login checks, pairs without a
+/// face, error rates at the default floor, EER and FNMR at FMR <= 1e-3 and 1e-4 (over the
+/// pairs not refused); and dlib's figures on the same pairs when known, at its 0.6 threshold
+/// and at its own threshold for FMR <= 1e-3.
 fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
     let mut subsets: Vec<&str> = pairs.iter().map(|p| p.subset.as_str()).collect();
     subsets.sort();
     subsets.dedup();
     let _ = writeln!(
         out,
-        "\n{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>14}   dlib: {:>8} {:>8} {:>8} {:>14}",
+        "\n{:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>14} {:>14}   dlib: {:>8} {:>8} {:>8} {:>14}",
         "subset",
         "pairs",
+        "refused",
         "no face",
         "FMR",
         "FNMR",
         "EER",
         "FNMR@FMR<=1e-3",
+        "FNMR@FMR<=1e-4",
         "no face",
         "FMR",
         "FNMR",
@@ -414,27 +564,31 @@ fn subset_table(out: &mut String, pairs: &[ScoredPair], floor: f32) {
     );
     let all = std::iter::once("all").filter(|_| subsets.len() > 1);
     for name in subsets.iter().copied().chain(all) {
-        let group: Vec<ScoredPair> = pairs
+        let everything: Vec<ScoredPair> = pairs
             .iter()
             .filter(|p| name == "all" || p.subset == name)
             .cloned()
             .collect();
+        let refused = everything.iter().filter(|p| p.refused).count();
+        let group: Vec<ScoredPair> = everything.iter().filter(|p| !p.refused).cloned().collect();
         let (genuine, impostor) = by_kind(&group, |p| p.similarity);
         let at = rates_at(&genuine, &impostor, floor);
         let eer = equal_error_rate(&genuine, &impostor).map_or(f64::NAN, |(_, e)| e);
-        let strict = fnmr_at_fmr(&genuine, &impostor, 1e-3).map_or(f64::NAN, |p| p.fnmr);
+        let strict = |fmr| fnmr_at_fmr(&genuine, &impostor, fmr).map_or(f64::NAN, |p| p.fnmr);
         let no_face = group.iter().filter(|p| p.similarity.is_none()).count();
         let dlib = dlib_rates(&group);
         let _ = write!(
             out,
-            "{:<12} {:>6} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>14.4}",
+            "{:<12} {:>6} {:>8} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>14.4} {:>14.4}",
             name,
-            group.len(),
+            everything.len(),
+            refused,
             no_face,
             at.fmr,
             at.fnmr,
             eer,
-            strict
+            strict(1e-3),
+            strict(1e-4)
         );
         match dlib {
             Some(DlibFigures {
@@ -510,9 +664,54 @@ mod tests {
             b: "b".into(),
             same,
             similarity: Some(similarity),
+            refused: false,
             subset: "all".into(),
             dlib: None,
         }
+    }
+
+    /// Photos joined by same-person pairs are one person; every other two are scored, and
+    /// refused or faceless photos are not.
+    #[test]
+    fn every_different_person_pair_is_scored_once() {
+        let face = |x: f32| PhotoFace::Described(vec![x, 0.0]);
+        let faces: BTreeMap<String, PhotoFace> = [
+            ("a1", face(0.0)),
+            ("a2", face(0.1)),
+            ("a3", face(0.2)),
+            ("b1", face(1.0)),
+            ("c1", PhotoFace::Refused),
+            ("d1", PhotoFace::NoFace),
+        ]
+        .into_iter()
+        .map(|(n, f)| (n.to_owned(), f))
+        .collect();
+        let labelled = |a: &str, b: &str, same| LabelledPair {
+            a: a.into(),
+            b: b.into(),
+            same,
+            subset: "all".into(),
+            dlib: None,
+        };
+        // a1-a2 and a2-a3 make one person of the three a's.
+        let pairs = [
+            labelled("a1", "a2", true),
+            labelled("a2", "a3", true),
+            labelled("a1", "b1", false),
+            labelled("c1", "d1", false),
+        ];
+        let report = all_impostors_report(FaceModel::DlibResnet, &faces, &pairs, 90.0);
+        assert!(report.contains("4 photos"), "{report}");
+        assert!(
+            report.contains(": 3 pairs"),
+            "three a's against b1: {report}"
+        );
+        let scored = score_described(FaceModel::DlibResnet, &faces, &pairs);
+        assert!(!scored[0].refused && scored[0].similarity.is_some());
+        assert!(
+            !scored[3].refused && scored[3].similarity.is_none(),
+            "no face is not refused"
+        );
     }
 
     #[test]
