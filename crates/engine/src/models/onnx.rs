@@ -326,7 +326,10 @@ mod tests {
             name: "w".into(),
             raw_data: vec![],
         };
-        assert_eq!(tensor_values(&tensor).unwrap(), [0.0, 0.0, f32::MIN_POSITIVE]);
+        assert_eq!(
+            tensor_values(&tensor).unwrap(),
+            [0.0, 0.0, f32::MIN_POSITIVE]
+        );
     }
 
     #[test]
