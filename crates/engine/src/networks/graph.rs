@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 
 use crate::{
-    kernels::tensor::{self, Activation, Conv, Depthwise, Padding, Tensor},
+    kernels::{
+        subnormals,
+        tensor::{self, Activation, Conv, Depthwise, Padding, Tensor},
+    },
     models::{
         onnx::{Graph, Node},
         weights::ModelError,
@@ -115,8 +118,13 @@ impl ConvNet {
         })
     }
 
-    /// Runs the network; each value is dropped once no later step reads it.
+    /// Runs the network, subnormal numbers flushed to zero ([`subnormals`]); each value is
+    /// dropped once no later step reads it.
     pub fn forward(&self, x: Tensor) -> Tensor {
+        subnormals::flushed(|| self.run(x))
+    }
+
+    fn run(&self, x: Tensor) -> Tensor {
         let mut values: Vec<Option<Tensor>> = (0..self.last_read.len()).map(|_| None).collect();
         values[self.input] = Some(x);
         for (i, step) in self.steps.iter().enumerate() {
