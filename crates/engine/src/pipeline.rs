@@ -7,7 +7,11 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::{
-    face::{align, quality::Metrics, Face},
+    face::{
+        align,
+        quality::{self, Metrics},
+        Face,
+    },
     kernels::{
         resample::{self, Canvas},
         tensor,
@@ -187,13 +191,7 @@ impl Models {
         // Landmarks only for the view that was kept: the looks are compared by their boxes.
         let mut faces = self.place_landmarks(image, found, times);
         let started = stage_start();
-        let dominant = faces.first().map(|face| {
-            let chip = self.chip(image, face);
-            (
-                self.describe(image, face, &chip),
-                Metrics::measure(face, &chip),
-            )
-        });
+        let dominant = faces.first().map(|face| self.describe(image, face));
         stage_end(started, &mut times.descriptor, &mut times.descriptor_flops);
         if let Some(pad) = padded {
             // Back to the upright photo's own pixels.
@@ -302,12 +300,21 @@ impl Models {
         align::extract_chip(img, face.transform, CHIP_SIZE)
     }
 
-    /// The descriptor of a face, given its dlib chip: that chip itself for dlib's network,
-    /// a chip of its own for the MobileFaceNet.
-    fn describe(&self, img: Canvas, face: &Face, dlib_chip: &[u8]) -> Descriptor {
+    /// The descriptor of a face and its quality. Quality is measured on the central square of
+    /// dlib's chip: for dlib's network the whole chip is cut anyway, for the MobileFaceNet
+    /// (which has its own) only that square is.
+    fn describe(&self, img: Canvas, face: &Face) -> (Descriptor, Metrics) {
         match &self.describer {
-            Describer::Dlib(net) => net.describe(dlib_chip).to_vec(),
-            Describer::MobileFaceNet(net) => net.describe(&mobilefacenet_chip(img, face)),
+            Describer::Dlib(net) => {
+                let chip = self.chip(img, face);
+                (net.describe(&chip).to_vec(), Metrics::measure(face, &chip))
+            }
+            Describer::MobileFaceNet(net) => {
+                let t = quality::centre_transform(face.transform);
+                let centre = align::extract_chip(img, t, quality::CENTER);
+                let descriptor = net.describe(&mobilefacenet_chip(img, face));
+                (descriptor, Metrics::measure_centre(face, &centre))
+            }
         }
     }
 

@@ -98,11 +98,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a face from its whole dlib chip.
     pub fn measure(face: &Face, chip: &[u8]) -> Self {
+        Self::measure_centre(face, &centre_of(chip))
+    }
+
+    /// The metrics of a face from the central [`CENTER`] x [`CENTER`] square of its dlib chip
+    /// alone ([`centre_transform`]), all they are measured on.
+    pub fn measure_centre(face: &Face, centre: &[u8]) -> Self {
         let t = face.transform;
         // The mean face spans 1/(1 + 2 * padding) of the chip.
         let face_width_px = CHIP_SIZE as f32 / 1.5 * t.scale();
-        let luma = luma_center(chip);
+        let luma = luma(centre);
         let inv = invert(t);
         let nose = inv.apply(face.landmarks[30]).0;
         let left = inv.apply(face.landmarks[0]).0;
@@ -154,18 +161,30 @@ impl Metrics {
 }
 
 /// Side of the central square of the chip that holds the inner face.
-const CENTER: usize = 76;
+pub const CENTER: usize = 76;
+/// Where that square starts in the chip.
+const CENTER_START: usize = (CHIP_SIZE - CENTER) / 2;
 
-fn luma_center(chip: &[u8]) -> Vec<f32> {
-    let start = (CHIP_SIZE - CENTER) / 2;
-    let mut out = Vec::with_capacity(CENTER * CENTER);
-    for y in start..start + CENTER {
-        for x in start..start + CENTER {
-            let p = &chip[(y * CHIP_SIZE + x) * 3..][..3];
-            out.push(0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]));
-        }
+/// The transform (square -> image) of the central square of a chip whose transform is `t`.
+pub fn centre_transform(t: Similarity2) -> Similarity2 {
+    let start = CENTER_START as f32;
+    let (tx, ty) = t.apply((start, start));
+    Similarity2 { tx, ty, ..t }
+}
+
+/// The central square of a whole chip, as RGB bytes.
+fn centre_of(chip: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CENTER * CENTER * 3);
+    for y in CENTER_START..CENTER_START + CENTER {
+        out.extend_from_slice(&chip[(y * CHIP_SIZE + CENTER_START) * 3..][..CENTER * 3]);
     }
     out
+}
+
+fn luma(rgb: &[u8]) -> Vec<f32> {
+    rgb.chunks_exact(3)
+        .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+        .collect()
 }
 
 fn laplacian_variance(luma: &[f32], side: usize) -> f32 {
@@ -239,5 +258,30 @@ mod tests {
                 "{yaw}"
             );
         }
+    }
+
+    /// The central square cut on its own is the centre of the whole chip, to a unit of
+    /// rounding (the sampling positions are summed in another order), where no shrinking is
+    /// involved (a face about the chip's size, turned a little).
+    #[test]
+    fn the_centre_alone_is_the_centre_of_the_whole_chip() {
+        use crate::{face::align::extract_chip, kernels::resample::Canvas};
+        let img = crate::testing::pseudo_photo(300, 260, 3);
+        let t = Similarity2 {
+            a: 1.1,
+            b: 0.15,
+            tx: 40.0,
+            ty: 20.0,
+        };
+        let whole = extract_chip(Canvas::plain(&img), t, CHIP_SIZE);
+        let centre = extract_chip(Canvas::plain(&img), centre_transform(t), CENTER);
+        let expected = centre_of(&whole);
+        assert_eq!(centre.len(), expected.len());
+        let worst = centre
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        assert!(worst <= Some(1), "{worst:?}");
     }
 }
