@@ -53,8 +53,6 @@ const RELOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct LocalEngine {
     models: Arc<Models>,
-    /// The descriptor network of `models`.
-    face_model: FaceModel,
     index: RwLock<FaceIndex<UserId>>,
     enrolled_here: std::sync::Mutex<HashMap<uuid::Uuid, EnrolledHere>>,
     /// The last analyses, by upload, for a second call on the same upload.
@@ -96,7 +94,6 @@ impl LocalEngine {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             models: Arc::new(models),
-            face_model,
             index: RwLock::new(FaceIndex::new(face_model.descriptor_len())),
             enrolled_here: Default::default(),
             recent: Default::default(),
@@ -170,6 +167,11 @@ impl LocalEngine {
         .ok_or_else(|| EngineError::internal("abandoned"))
     }
 
+    /// The descriptor network the models compute.
+    fn face_model(&self) -> FaceModel {
+        self.models.face_model()
+    }
+
     fn index_read(&self) -> std::sync::RwLockReadGuard<'_, FaceIndex<UserId>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -190,7 +192,7 @@ impl FaceEngine for LocalEngine {
     }
 
     fn model(&self) -> &str {
-        self.face_model.id()
+        self.face_model().id()
     }
 
     async fn start(&self) -> Result<(), EngineError> {
@@ -202,7 +204,7 @@ impl FaceEngine for LocalEngine {
     }
 
     async fn load(&self, faces: FaceFeed) -> Result<(), EngineError> {
-        let dim = self.face_model.descriptor_len();
+        let dim = self.face_model().descriptor_len();
         let mut index = tokio::task::spawn_blocking(move || build_index(faces, dim))
             .await
             .map_err(|e| EngineError::internal(format!("building the face index: {e}")))?
@@ -238,7 +240,7 @@ impl FaceEngine for LocalEngine {
             .filter_map(|face| {
                 let face_id = uuid::Uuid::parse_str(&face.face_id).ok()?;
                 let descriptor = face.descriptor?;
-                (descriptor.len() == self.face_model.descriptor_len()).then_some((
+                (descriptor.len() == self.face_model().descriptor_len()).then_some((
                     face_id,
                     face.user_id,
                     descriptor,
@@ -320,7 +322,7 @@ impl FaceEngine for LocalEngine {
             .map(|hit| FaceMatch {
                 face_id: hit.face_id.to_string(),
                 user_id: hit.user_id,
-                similarity: Similarity::clamped(self.face_model.similarity(hit.distance)),
+                similarity: Similarity::clamped(self.face_model().similarity(hit.distance)),
             })
             .collect())
     }
@@ -342,9 +344,9 @@ impl FaceEngine for LocalEngine {
     }
 
     fn descriptor_similarity(&self, a: &[f32], b: &[f32]) -> f32 {
-        let len = self.face_model.descriptor_len();
+        let len = self.face_model().descriptor_len();
         if a.len() == len && b.len() == len {
-            self.face_model.similarity(distance(a, b))
+            self.face_model().similarity(distance(a, b))
         } else {
             0.0
         }
@@ -358,7 +360,7 @@ impl FaceEngine for LocalEngine {
             return Err(EngineError::PoorQuality(problem));
         }
         Ok(Similarity::clamped(
-            self.face_model.similarity(distance(&da, &db)),
+            self.face_model().similarity(distance(&da, &db)),
         ))
     }
 
