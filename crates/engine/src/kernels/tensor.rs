@@ -522,11 +522,7 @@ fn depthwise_output_rows(
     count_flops(rows.len() * ow * dw.kh * dw.kw * x.c);
     let mut out = Tensor::zeros(rows.len(), ow, x.c);
     depthwise_any(input.as_ref(), dw, stride, rows.start, &mut out);
-    for px in out.data.chunks_exact_mut(x.c) {
-        for (v, slope) in px.iter_mut().zip(&slopes) {
-            *v = matmul::activate(*v, *slope);
-        }
-    }
+    prelu(&mut out, &slopes);
     out
 }
 
@@ -743,7 +739,8 @@ pub fn relu(x: &mut Tensor) {
     x.data.iter_mut().for_each(|v| *v = v.max(0.0));
 }
 
-/// PReLU: each channel's negative values times its slope.
+/// PReLU: each channel's negative values times its slope (any activation, given its slope
+/// for each channel).
 pub fn prelu(x: &mut Tensor, slopes: &[f32]) {
     assert_eq!(slopes.len(), x.c, "one slope per channel");
     for px in x.data.chunks_exact_mut(x.c) {
