@@ -38,7 +38,7 @@ pub fn run(settings: &Settings, args: Args) -> CliResult {
     if args.all_impostors {
         print!(
             "{}",
-            eval::all_impostors_report(model, &faces, &pairs, threshold)
+            eval::all_impostors_report(model, &faces, &scored, threshold)
         );
     }
     Ok(())

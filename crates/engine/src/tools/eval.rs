@@ -335,7 +335,7 @@ pub fn score_described(
 pub fn all_impostors_report(
     model: FaceModel,
     faces: &BTreeMap<String, PhotoFace>,
-    pairs: &[LabelledPair],
+    scored: &[ScoredPair],
     floor: f32,
 ) -> String {
     let names: Vec<&str> = faces.keys().map(String::as_str).collect();
@@ -348,7 +348,7 @@ pub fn all_impostors_report(
         }
         i
     }
-    for p in pairs.iter().filter(|p| p.same) {
+    for p in scored.iter().filter(|p| p.same) {
         let (a, b) = (
             root(&mut person, index[p.a.as_str()]),
             root(&mut person, index[p.b.as_str()]),
@@ -372,8 +372,8 @@ pub fn all_impostors_report(
         }
     }
     impostor.sort_by(|a, b| b.total_cmp(a));
-    let genuine: Vec<Option<f32>> = score_described(model, faces, pairs)
-        .into_iter()
+    let genuine: Vec<Option<f32>> = scored
+        .iter()
         .filter(|p| p.same && !p.refused)
         .map(|p| p.similarity)
         .collect();
@@ -700,13 +700,13 @@ mod tests {
             labelled("a1", "b1", false),
             labelled("c1", "d1", false),
         ];
-        let report = all_impostors_report(FaceModel::DlibResnet, &faces, &pairs, 90.0);
+        let scored = score_described(FaceModel::DlibResnet, &faces, &pairs);
+        let report = all_impostors_report(FaceModel::DlibResnet, &faces, &scored, 90.0);
         assert!(report.contains("4 photos"), "{report}");
         assert!(
             report.contains(": 3 pairs"),
             "three a's against b1: {report}"
         );
-        let scored = score_described(FaceModel::DlibResnet, &faces, &pairs);
         assert!(!scored[0].refused && scored[0].similarity.is_some());
         assert!(
             !scored[3].refused && scored[3].similarity.is_none(),
