@@ -121,6 +121,10 @@ async fn store_load_run(
     Ok(out)
 }
 
+/// Numbers in each descriptor the store-load benchmark fills and indexes (dlib's length):
+/// the fill and the load must agree.
+const FILLED_DIM: usize = 128;
+
 /// Fills an empty `store` with `faces` synthetic faces, one user each, as the benchmark does.
 async fn fill_store(
     store: &Arc<dyn Store>,
@@ -141,7 +145,7 @@ async fn fill_store(
                 format: facelock::images::Format::Jpeg,
                 bytes: vec![0; 64],
             },
-            descriptor: Some(synthetic_descriptor(&mut state, 128)),
+            descriptor: Some(synthetic_descriptor(&mut state, FILLED_DIM)),
         };
         let owner = FaceOwner::New(NewUser {
             user_id: UserId::parse(&format!("user{i:07}")).expect("a valid id"),
@@ -173,7 +177,7 @@ async fn store_load(store: Arc<dyn Store>) -> Result<String, StoreError> {
     let mut out = String::new();
     let started = Instant::now();
     let (source, feed) = FaceFeed::channel();
-    let building = tokio::task::spawn_blocking(move || build_index(feed, 128));
+    let building = tokio::task::spawn_blocking(move || build_index(feed, FILLED_DIM));
     let sent = source.fill_from(store.as_ref(), "local", "bench").await?;
     let index = building
         .await
