@@ -22,7 +22,7 @@ use facelock_engine::{
 };
 
 use super::{
-    EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, IndexedFace, SearchQuery,
+    EngineError, EnrolledFace, FaceEngine, FaceFeed, FaceMatch, Found, IndexedFace, SearchQuery,
     SearchScope, Upload,
 };
 use crate::{
@@ -291,11 +291,7 @@ impl FaceEngine for LocalEngine {
         })
     }
 
-    async fn search(
-        &self,
-        image: Arc<Upload>,
-        query: &SearchQuery,
-    ) -> Result<Vec<FaceMatch>, EngineError> {
+    async fn search(&self, image: Arc<Upload>, query: &SearchQuery) -> Result<Found, EngineError> {
         let analysis = self.analyze(image).await?;
         let (descriptor, metrics) = analysis.dominant.ok_or(EngineError::NoFace)?;
         if let Some(problem) = metrics.login_problem() {
@@ -316,7 +312,7 @@ impl FaceEngine for LocalEngine {
         };
         self.metrics
             .engine_stage("local", "match", started.elapsed());
-        Ok(hits
+        let matches = hits
             .into_iter()
             .take(MAX_CANDIDATES)
             .map(|hit| FaceMatch {
@@ -324,7 +320,11 @@ impl FaceEngine for LocalEngine {
                 user_id: hit.user_id,
                 similarity: Similarity::clamped(self.face_model().similarity(hit.distance)),
             })
-            .collect())
+            .collect();
+        Ok(Found {
+            matches,
+            query: Some(descriptor),
+        })
     }
 
     fn observes_liveness(&self) -> bool {

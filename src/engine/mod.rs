@@ -110,6 +110,15 @@ pub enum SearchScope {
     User(UserId),
 }
 
+/// What a search found: candidates, best first, and the descriptor of the face it looked
+/// for when the engine makes one, so that the decision can be taken on the store's own copies
+/// of the candidates' descriptors rather than on the index's compressed ones.
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    pub matches: Vec<FaceMatch>,
+    pub query: Option<Vec<f32>>,
+}
+
 /// A candidate returned by a search.
 #[derive(Clone, Debug)]
 pub struct FaceMatch {
@@ -193,11 +202,7 @@ pub trait FaceEngine: Send + Sync {
 
     /// Enrolled faces in the query's scope most similar to the dominant face in `image`, best
     /// first, at most a few.
-    async fn search(
-        &self,
-        image: Arc<Upload>,
-        query: &SearchQuery,
-    ) -> Result<Vec<FaceMatch>, EngineError>;
+    async fn search(&self, image: Arc<Upload>, query: &SearchQuery) -> Result<Found, EngineError>;
 
     /// Whether the engine places the 68 landmarks a liveness check reads
     /// ([`Self::observe`]).

@@ -20,8 +20,8 @@ use aws_sdk_rekognition::{
 use aws_smithy_http_client::tls;
 
 use super::{
-    EngineError, FaceEngine, FaceMatch, IndexedFace, QualityProblem, SearchQuery, SearchScope,
-    Upload,
+    EngineError, FaceEngine, FaceMatch, Found, IndexedFace, QualityProblem, SearchQuery,
+    SearchScope, Upload,
 };
 use crate::{
     config::RekognitionSettings,
@@ -236,11 +236,7 @@ impl FaceEngine for RekognitionEngine {
         Err(problem.map_or(EngineError::NoFace, EngineError::PoorQuality))
     }
 
-    async fn search(
-        &self,
-        image: Arc<Upload>,
-        query: &SearchQuery,
-    ) -> Result<Vec<FaceMatch>, EngineError> {
+    async fn search(&self, image: Arc<Upload>, query: &SearchQuery) -> Result<Found, EngineError> {
         let bytes = engine_bytes(image).await?;
         let max_faces = match query.scope {
             SearchScope::All => 10,
@@ -259,7 +255,7 @@ impl FaceEngine for RekognitionEngine {
             Ok(out) => out,
             Err(e) if is_missing_collection(&e) => {
                 tracing::warn!(collection = %self.collection_id, "search on a missing collection");
-                return Ok(Vec::new());
+                return Ok(Found::default());
             }
             Err(e) => return Err(map_error(e)),
         };
@@ -277,7 +273,11 @@ impl FaceEngine for RekognitionEngine {
             })
             .collect();
         matches.sort_by(|a, b| b.similarity.value().total_cmp(&a.similarity.value()));
-        Ok(matches)
+        // Rekognition keeps its descriptors: its similarity is the decision.
+        Ok(Found {
+            matches,
+            query: None,
+        })
     }
 
     async fn compare(&self, a: Arc<Upload>, b: Arc<Upload>) -> Result<Similarity, EngineError> {

@@ -134,19 +134,18 @@ impl FaceLock {
             scope: SearchScope::All,
             min_similarity: self.accounts.policy().threshold(None),
         };
-        let candidates = match self.engine.search(upload, &query).await {
-            Ok(candidates) => candidates,
+        let found = match self.candidates(upload, &query).await {
+            Ok(found) => found,
             // Enrolment gives these their own, more precise answer.
-            Err(EngineError::NoFace | EngineError::AmbiguousFaces) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(Error::Engine(EngineError::NoFace | EngineError::AmbiguousFaces)) => return Ok(()),
+            Err(e) => return Err(e),
         };
-        let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
-        let known = self.store.faces(&ids).await?;
-        let Some((face, similarity)) =
-            self.accounts
-                .policy()
-                .duplicate_of(&candidates, &known, self.engine.name(), user)
-        else {
+        let Some((face, similarity)) = self.accounts.policy().duplicate_of(
+            &found.matches,
+            &found.known,
+            self.engine.name(),
+            user,
+        ) else {
             return Ok(());
         };
         self.accounts

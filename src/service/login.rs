@@ -186,15 +186,13 @@ impl FaceLock {
             scope: claimed.map_or(SearchScope::All, SearchScope::User),
             min_similarity: threshold,
         };
-        let candidates = self.engine.search(upload, &query).await?;
-        let ids: Vec<String> = candidates.iter().map(|c| c.face_id.clone()).collect();
-        let known = self.store.faces(&ids).await?;
+        let found = self.candidates(upload, &query).await?;
         let (face, similarity) = self
             .accounts
             .policy()
             .choose(
-                &candidates,
-                &known,
+                &found.matches,
+                &found.known,
                 &query.scope,
                 threshold,
                 self.engine.name(),

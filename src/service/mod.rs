@@ -17,6 +17,7 @@ mod enrolment;
 mod error;
 mod liveness;
 mod login;
+mod matching;
 pub mod policy;
 mod reindex;
 pub mod upkeep;

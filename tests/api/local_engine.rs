@@ -365,6 +365,59 @@ async fn compare_reports_real_similarities() {
     assert_eq!(other.body["match"], false);
 }
 
+/// The index keeps compressed copies of descriptors; a login must be decided on the store's
+/// full-precision ones: its similarity is the one /compare/ computes for the same two photos.
+/// The floor is lowered to 0 so that different people's faces, where the scale is steepest
+/// and compression would show most, are answered with their similarity too.
+#[tokio::test]
+async fn a_login_is_decided_on_full_precision_descriptors() {
+    let Some(root) = shared_faces() else { return };
+    let Some(app) = TestApp::local_with(|s| {
+        s.engine.min_similarity = 0.0;
+        // At floor 0 every face is someone else's duplicate.
+        s.engine.allow_duplicate_faces = true;
+    })
+    .await
+    else {
+        return;
+    };
+    let enrolled = [
+        ("obama", "faces/barack_obama/obama_01.jpg"),
+        ("biden", "faces/joe_biden/biden_01.jpg"),
+    ];
+    for (user, photo) in enrolled {
+        enrol(&app, &root, user, photo).await;
+    }
+    let token = app
+        .login(read(&root, "faces/barack_obama/obama_02.jpg"))
+        .await;
+    let probes = [
+        "faces/barack_obama/obama_04.jpg",
+        "faces/joe_biden/biden_02.jpg",
+        "faces/kit_harington/kit_harington_01.jpeg",
+        "faces/rose_leslie/rose_leslie_02.jpg",
+        "faces/alex_lacamoire/alex_lacamoire_03.jpg",
+    ];
+    let mut differed = 0;
+    for probe in probes {
+        for (user, photo) in enrolled {
+            let form = Multipart::new()
+                .file("source_image", "a.jpg", read(&root, photo))
+                .file("target_image", "b.jpg", read(&root, probe));
+            let direct = app.post_form("/compare/", form, Some(&token)).await;
+            assert_eq!(direct.status, StatusCode::OK, "{}", direct.body);
+            let login = app.verify(read(&root, probe), None, Some(user)).await;
+            assert_eq!(login.status, StatusCode::OK, "{probe}: {}", login.body);
+            assert_eq!(
+                login.body["similarity"], direct.body["similarity"],
+                "{probe} as {user}"
+            );
+            differed += usize::from(login.body["similarity"] != 100.0);
+        }
+    }
+    assert!(differed > 0);
+}
+
 #[test]
 fn corrupt_weights_stop_the_start_with_a_message_naming_the_file() {
     let Some(source) = models_dir() else { return };

@@ -10,7 +10,8 @@
 //!   for 128 numbers (256 bytes, steps of 3e-5: the distance it gives differs from the `f32`
 //!   one by less than 1e-4), in `i8` for longer ones (512 bytes for the MobileFaceNet's unit
 //!   vectors, steps of 2e-3: at the distances where decisions are made its distance differs
-//!   from the `f32` one by less than 2e-3, a few tenths of a similarity point at most);
+//!   from the `f32` one by less than 2e-3, a few tenths of a similarity point at most: a
+//!   ranking, which a caller holding the `f32` descriptors can refine);
 //! - its face id as the 128-bit UUID it is, and its owner as an index into the user table.
 //!
 //! Users are interned once; each has the list of its faces, so a 1:1 search reads only those.
