@@ -14,7 +14,8 @@ pub struct LockoutSettings {
     pub first_lock: Duration,
     /// The longest lock.
     pub max_lock: Duration,
-    /// Failures older than this are forgotten.
+    /// Failures are forgotten once this long passes without one (a success does not forget
+    /// them).
     pub window: Duration,
     /// Failed 1:N logins an address makes before it must wait between attempts.
     pub free_address_failures: u32,
@@ -51,7 +52,7 @@ pub(super) fn from_lookup(
         threshold,
         first_lock: Duration::from_secs(first),
         max_lock: Duration::from_secs(max),
-        window: Duration::from_secs(24 * 3600),
+        window: Duration::from_secs(3600),
         free_address_failures: 5,
         audit_retention: Duration::from_secs(days * 24 * 3600),
     })

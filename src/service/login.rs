@@ -70,8 +70,17 @@ pub struct Comparison {
 
 impl FaceLock {
     /// Logs a face in: finds the enrolled face it matches (under the policy) and starts a
-    /// session for its user. A claimed account that failed too often is locked and not tried;
-    /// an address that failed too often at 1:N must wait.
+    /// session for its user.
+    ///
+    /// A login at a claimed account is admitted by the account's lockout, which counts it
+    /// before its face is compared: a single photo before any image work (so a burst of
+    /// guesses gets no more comparisons than the lockout allows), a liveness answer once the
+    /// challenge is passed. What is refused before any comparison (a malformed upload, no
+    /// face, a challenge unknown, expired or failed) counts against the address instead, so
+    /// that junk sent under someone's user id cannot lock them out. While an account is
+    /// locked, single photos are refused and only a passed liveness challenge is compared, at
+    /// the stricter floor of [`Policy::locked_floor`]: the owner's way in, which an attacker
+    /// with photos alone does not have.
     #[tracing::instrument(skip_all, fields(claimed = req.claimed.as_ref().map(|u| u.as_str())))]
     pub async fn login(&self, req: LoginRequest) -> Result<Session, Error> {
         let audience = self
@@ -81,44 +90,53 @@ impl FaceLock {
                 InvalidInput::new("audience", "is not one of the configured audiences")
             })?;
         let origin = &req.origin;
-        let set_lock = match &req.claimed {
-            Some(user) => self.admit_attempt(user, origin).await?,
-            None => {
-                self.refuse_if_delayed(origin).await?;
-                None
-            }
-        };
+        self.refuse_if_delayed(origin).await?;
         let threshold = self.accounts.policy().threshold(req.min_similarity);
         let claimed = req.claimed.clone();
+        let mut gate = Gate::Unclaimed;
         let attempt = async {
-            let (upload, assurance) = self.examine(req.evidence).await?;
-            let (user, similarity) = self.match_face(upload, claimed, threshold).await?;
+            let (upload, assurance) = match (&claimed, req.evidence) {
+                (Some(user), Evidence::Photo(bytes)) => {
+                    gate = Gate::Admitted(self.admit_attempt(user, origin).await?);
+                    self.examine(Evidence::Photo(bytes)).await?
+                }
+                (Some(user), evidence) => {
+                    let examined = self.examine(evidence).await?;
+                    gate = self.admit_live_attempt(user).await?;
+                    examined
+                }
+                (None, evidence) => self.examine(evidence).await?,
+            };
+            let floor = match gate {
+                Gate::WayIn => self.accounts.policy().locked_floor(threshold),
+                _ => threshold,
+            };
+            let (user, similarity) = self.match_face(upload, claimed.clone(), floor).await?;
             Ok::<_, Error>((user, similarity, assurance))
         };
-        let (user, similarity, assurance) = match attempt.await {
+        let result = attempt.await;
+        let (user, similarity, assurance) = match result {
             Ok(found) => found,
             Err(e) => {
-                match (counted_failure(&e), req.claimed.as_ref()) {
-                    (Some(code), claimed) => {
-                        self.count_failure(claimed, origin, code, set_lock).await
-                    }
-                    // Admitted, counted, and then no face was compared: nothing to count.
-                    (None, Some(user)) => {
-                        if let Err(e) = self.store.forgive_attempt(user, &self.lockout).await {
-                            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back an attempt that compared no face");
-                        }
-                    }
-                    (None, None) => {}
-                }
+                self.count_failure(req.claimed.as_ref(), origin, &e, gate)
+                    .await;
                 return Err(e);
             }
         };
         if req.claimed.is_none() {
-            // A locked account stays locked whichever way it is reached.
-            self.refuse_if_locked(&user.user_id, origin).await?;
+            // A locked account stays locked whichever way it is reached: at 1:N too only a
+            // liveness login at the stricter floor gets through.
+            gate = self
+                .refuse_if_locked(&user.user_id, origin, assurance, similarity, threshold)
+                .await?;
         }
-        if let Err(e) = self.store.clear_lockout(&user.user_id).await {
-            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not reset the lockout after a login");
+        // A success takes back its own count and nothing more: the failures before it (and a
+        // lock) run their course, or every genuine login would hand whoever is guessing a fresh
+        // allowance of comparisons.
+        if let (Gate::Admitted(_), Some(claimed)) = (gate, &req.claimed) {
+            if let Err(e) = self.store.forgive_attempt(claimed, &self.lockout).await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back the count of a login that succeeded");
+            }
         }
         let role = self.accounts.policy().role_of(&user);
         let session = self.tokens.new_session_id();
@@ -207,29 +225,42 @@ impl FaceLock {
         Ok((user, similarity))
     }
 
-    /// Lets an attempt at a claimed account compare a face, or refuses it before any image
-    /// work. The store counts the attempt as a failure and locks the account in one step, so a
-    /// burst of guesses sent at once gets no more comparisons than the lockout allows; a login
-    /// that succeeds clears the count, one that compares no face takes its count back. Returns
-    /// the lock the attempt set, to be recorded if it fails.
+    /// Lets a single photo at a claimed account compare a face, or refuses it before any
+    /// image work. The store counts the attempt as a failure and locks the account in one
+    /// step, so a burst of guesses sent at once gets no more comparisons than the lockout
+    /// allows; a login that compares no face takes its count back, and so does one that
+    /// succeeds (the failures before it stay). Returns the
+    /// lock the attempt set, to be recorded if it fails.
     async fn admit_attempt(
         &self,
         user: &UserId,
         origin: &Origin,
     ) -> Result<Option<SetLock>, Error> {
         let now = Timestamp::now();
-        let admission = self
+        match self.admission(user, now).await? {
+            Admission::Locked(until) => Err(self.refused_locked(user, origin, until, now).await),
+            Admission::Admitted { failures, locked } => Ok(set_lock(failures, locked, now)),
+        }
+    }
+
+    /// Lets a passed liveness answer at a claimed account compare its face: counted like a
+    /// photo while the account is open, at the stricter floor (and not counted) while it is
+    /// locked.
+    async fn admit_live_attempt(&self, user: &UserId) -> Result<Gate, Error> {
+        let now = Timestamp::now();
+        Ok(match self.admission(user, now).await? {
+            Admission::Locked(_) => Gate::WayIn,
+            Admission::Admitted { failures, locked } => {
+                Gate::Admitted(set_lock(failures, locked, now))
+            }
+        })
+    }
+
+    async fn admission(&self, user: &UserId, now: Timestamp) -> Result<Admission, Error> {
+        Ok(self
             .store
             .admit_attempt(user, now, now - self.lockout_window, &self.lockout)
-            .await?;
-        match admission {
-            Admission::Locked(until) => Err(self.refused_locked(user, origin, until, now).await),
-            Admission::Admitted { failures, locked } => Ok(locked.map(|until| SetLock {
-                failures,
-                until,
-                seconds: (until - now).as_secs(),
-            })),
-        }
+            .await?)
     }
 
     /// The refusal of a login at an account locked until `until`, recorded in the audit trail.
@@ -254,11 +285,23 @@ impl FaceLock {
         }
     }
 
-    async fn refuse_if_locked(&self, user: &UserId, origin: &Origin) -> Result<(), Error> {
+    /// Refuses a 1:N login that found a locked account's face, unless it is the owner's way
+    /// in ([`Gate::WayIn`]): a passed liveness challenge at the stricter floor.
+    async fn refuse_if_locked(
+        &self,
+        user: &UserId,
+        origin: &Origin,
+        assurance: Assurance,
+        similarity: Similarity,
+        threshold: Similarity,
+    ) -> Result<Gate, Error> {
         let now = Timestamp::now();
+        let way_in = assurance == Assurance::FaceAndLiveness
+            && similarity >= self.accounts.policy().locked_floor(threshold);
         match self.store.locked_until(user).await? {
+            Some(until) if until > now && way_in => Ok(Gate::WayIn),
             Some(until) if until > now => Err(self.refused_locked(user, origin, until, now).await),
-            _ => Ok(()),
+            _ => Ok(Gate::Unclaimed),
         }
     }
 
@@ -275,16 +318,29 @@ impl FaceLock {
             })
     }
 
-    /// A failed login: recorded in the audit trail, with the lock its admission set; at 1:N
-    /// counted against the address (an attempt at a claimed account was counted when it was
-    /// admitted).
+    /// A failed login, recorded in the audit trail and counted where it belongs: a face
+    /// compared at a claimed account was counted by its admission (with the lock that set,
+    /// recorded here); one compared at 1:N, or on the way in to a locked account, counts
+    /// against the address; and so does anything refused before a comparison, whose
+    /// admission (if any) is taken back.
     async fn count_failure(
         &self,
         claimed: Option<&UserId>,
         origin: &Origin,
-        code: &str,
-        set_lock: Option<SetLock>,
+        error: &Error,
+        gate: Gate,
     ) {
+        let counted = counted_failure(error);
+        if let (Gate::Admitted(_), Some(user), Counted::Refused(_) | Counted::Not) =
+            (gate, claimed, counted)
+        {
+            if let Err(e) = self.store.forgive_attempt(user, &self.lockout).await {
+                tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back an attempt that compared no face");
+            }
+        }
+        let (Counted::Compared(code) | Counted::Refused(code)) = counted else {
+            return;
+        };
         self.accounts
             .audit(
                 AuditKind::LoginFailed,
@@ -294,17 +350,19 @@ impl FaceLock {
                 json!({ "code": code }),
             )
             .await;
-        if let (None, Some(address)) = (claimed, origin.address) {
+        let against_address = !matches!((counted, gate), (Counted::Compared(_), Gate::Admitted(_)));
+        if let (true, Some(address)) = (against_address, origin.address) {
             self.address_failures.failed(address).await;
         }
         if let (
+            Counted::Compared(_),
             Some(user),
-            Some(SetLock {
+            Gate::Admitted(Some(SetLock {
                 failures,
                 until,
                 seconds,
-            }),
-        ) = (claimed, set_lock)
+            })),
+        ) = (counted, claimed, gate)
         {
             self.accounts
                 .audit(
@@ -481,20 +539,58 @@ impl FaceLock {
     }
 }
 
-/// The code a failed login is counted under, for failures that count: a face that matches no
-/// one, and a liveness check failed (a challenge unknown, expired or reused, or frames that do
-/// not show a live head), so that trying prints or replays wears out the same allowance.
-fn counted_failure(e: &Error) -> Option<&'static str> {
+/// How a failed login counts.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// A face was compared and matched no one (or not well enough).
+    Compared(&'static str),
+    /// The caller's request was refused before any comparison: a malformed upload, no usable
+    /// face, a liveness challenge unknown, expired, reused or failed.
+    Refused(&'static str),
+    /// Not the caller's doing (the store or the engine failed), or refused for a lock or a
+    /// delay already in force.
+    Not,
+}
+
+fn counted_failure(e: &Error) -> Counted {
     use super::ChallengeProblem as P;
-    use crate::liveness::Refusal as R;
-    Some(match e {
-        Error::NoMatch => "NO_MATCH",
+    use crate::{engine::EngineError as E, liveness::Refusal as R};
+    let refused = match e {
+        Error::NoMatch => return Counted::Compared("NO_MATCH"),
         Error::Challenge(P::Unknown) => "CHALLENGE_UNKNOWN",
         Error::Challenge(P::Expired) => "CHALLENGE_EXPIRED",
         Error::Challenge(P::Used) => "CHALLENGE_USED",
         Error::NotLive(R::FaceChanged { .. }) => "LIVENESS_FACE_CHANGED",
         Error::NotLive(R::MotionMissing { .. }) => "LIVENESS_MOTION_MISSING",
         Error::NotLive(R::Flat { .. }) => "LIVENESS_FLAT",
-        _ => return None,
+        Error::Engine(E::NoFace) => "NO_FACE",
+        Error::Engine(E::MultipleFaces | E::AmbiguousFaces) => "MULTIPLE_FACES",
+        Error::Engine(E::PoorQuality(problem)) => problem.code(),
+        Error::Engine(E::InvalidImage(_) | E::ImageTooLarge(_)) | Error::Image(_) => {
+            "INVALID_IMAGE"
+        }
+        Error::Invalid(_) => "VALIDATION_ERROR",
+        Error::LivenessRequired => "LIVENESS_REQUIRED",
+        _ => return Counted::Not,
+    };
+    Counted::Refused(refused)
+}
+
+/// How a login at a claimed account was let through to a comparison.
+#[derive(Clone, Copy)]
+enum Gate {
+    /// No account claimed (1:N), or not admitted yet.
+    Unclaimed,
+    /// Counted by the account's lockout before its face is compared; the lock that set.
+    Admitted(Option<SetLock>),
+    /// The account is locked: a passed liveness challenge, compared at the stricter floor.
+    WayIn,
+}
+
+fn set_lock(failures: u32, locked: Option<Timestamp>, now: Timestamp) -> Option<SetLock> {
+    locked.map(|until| SetLock {
+        failures,
+        until,
+        seconds: (until - now).as_secs(),
     })
 }

@@ -34,17 +34,19 @@ fn retry_after(res: &crate::helpers::TestResponse) -> u64 {
 }
 
 #[tokio::test]
-async fn five_failures_from_any_addresses_lock_the_account_and_a_success_resets_it() {
+async fn five_failures_from_any_addresses_lock_the_account_whatever_succeeds_between() {
     let app = TestApp::spawn().await;
     assert_eq!(
         app.register("alice", face_of(ALICE), None).await.status,
         StatusCode::OK
     );
 
-    // Four failures, then alice herself: the count starts again.
+    // Four failures, then alice herself gets in; her login takes back only its own count,
+    // so one more failure locks the account, for the right face too: a genuine login does
+    // not hand whoever is guessing a fresh allowance.
     for i in 0..4 {
         app.verify_from(
-            &format!("127.0.0.{}", 10 + i),
+            &format!("127.0.0.{}", 20 + i),
             face_of(MALLORY),
             Some("alice"),
         )
@@ -55,17 +57,9 @@ async fn five_failures_from_any_addresses_lock_the_account_and_a_success_resets_
         .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-
-    // Five failures from five addresses lock the account, for the right face too.
-    for i in 0..5 {
-        app.verify_from(
-            &format!("127.0.0.{}", 20 + i),
-            face_of(MALLORY),
-            Some("alice"),
-        )
+    app.verify_from("127.0.0.24", face_of(MALLORY), Some("alice"))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "NO_MATCH");
-    }
     let locked = app
         .verify_from("127.0.0.2", face_of(ALICE), Some("alice"))
         .await;
@@ -84,7 +78,7 @@ async fn five_failures_from_any_addresses_lock_the_account_and_a_success_resets_
     assert_eq!(locks[0].detail["failures"], 5);
     assert_eq!(locks[0].address.as_deref(), Some("127.0.0.24"));
     let failed = events(&app, "login_failed").await;
-    assert_eq!(failed.len(), 9);
+    assert_eq!(failed.len(), 5);
     assert!(failed.iter().all(|e| e.request_id.is_some()));
     assert_eq!(events(&app, "login_refused_locked").await.len(), 2);
 

@@ -229,9 +229,14 @@ impl TestApp {
         if let Some(u) = user_id {
             form = form.text("user_id", u);
         }
+        self.post_form_from(address, "/verify/", form).await
+    }
+
+    /// A form posted as if sent from `address`, as a real socket would tell the server.
+    pub async fn post_form_from(&self, address: &str, path: &str, form: Multipart) -> TestResponse {
         let (content_type, body) = form.finish();
         let peer: std::net::SocketAddr = format!("{address}:40000").parse().unwrap();
-        let mut request = Request::post("/verify/")
+        let mut request = Request::post(path)
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body))
             .unwrap();
