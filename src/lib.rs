@@ -284,8 +284,12 @@ pub async fn serve(
         let _ = stopped.await;
     }));
     let server = &state.settings.server;
-    let limits =
-        routes::listener::ConnectionLimits::new(server.header_timeout, server.max_connections);
+    let limits = routes::listener::ConnectionLimits::new(
+        server.header_timeout,
+        server.max_connections,
+        server.max_connections_per_address,
+        server.trusted_proxies.clone(),
+    );
     let result = routes::listener::serve(listener, app(state), limits, shutdown).await;
     drop(stop_upkeep);
     let _ = upkeep.await;

@@ -24,6 +24,10 @@ pub struct ServerSettings {
     /// Open connections at most; beyond it the oldest idle one is closed. `None`: derived from
     /// the process's open-file limit.
     pub max_connections: Option<usize>,
+    /// Open connections at most from one address (`FACELOCK_MAX_CONNECTIONS_PER_ADDRESS`,
+    /// default 32; trusted proxies are exempt), so that one client's slow bodies cannot take
+    /// every slot.
+    pub max_connections_per_address: usize,
     /// Whether `/demo`, the webcam page, is served (`FACELOCK_DEMO`, on unless set to false).
     pub demo_page: bool,
     pub metrics: MetricsSettings,
@@ -98,6 +102,8 @@ pub(super) fn from_lookup(
             enabled: flag_or(get, "FACELOCK_METRICS", true)?,
             token: get("FACELOCK_METRICS_TOKEN").map(Secret::new),
         },
+        max_connections_per_address: parse(get, "FACELOCK_MAX_CONNECTIONS_PER_ADDRESS", 32usize)?
+            .max(1),
         max_connections: get("FACELOCK_MAX_CONNECTIONS")
             .map(|raw| {
                 raw.trim()

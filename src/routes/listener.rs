@@ -1,12 +1,15 @@
 //! Accepting connections so that slow or idle clients cannot starve the server: every
 //! connection must send a request's headers within the header timeout (also while it idles
-//! between keep-alive requests), open connections are capped below the open-file limit with
-//! the oldest idle one closed to make room, and accept errors back off instead of spinning.
+//! between keep-alive requests) and its body within the request timeout, open connections are
+//! capped below the open-file limit with the oldest idle one closed to make room, one address
+//! holds at most a few dozen of them (trusted proxies aside), and accept errors back off
+//! instead of spinning.
 //! Shutdown stops accepting, lets requests in flight finish and closes idle connections.
 
 use std::{
     collections::BTreeMap,
     future::Future,
+    net::IpAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -20,18 +23,28 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
 use tower::ServiceExt;
 
+use crate::net::IpNet;
+
 /// Files the process keeps for itself (database, models, logs) beside its connections.
 const RESERVED_FILES: usize = 64;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    pub per_address: usize,
+    /// Peers exempt from `per_address`: proxies that carry many clients' connections.
+    pub proxies: Vec<IpNet>,
 }
 
 impl ConnectionLimits {
     /// `configured`, or what the open-file limit leaves after the process's own files.
-    pub fn new(header_timeout: Duration, configured: Option<usize>) -> Self {
+    pub fn new(
+        header_timeout: Duration,
+        configured: Option<usize>,
+        per_address: usize,
+        proxies: Vec<IpNet>,
+    ) -> Self {
         let max_connections = configured.unwrap_or_else(|| {
             open_file_limit()
                 .unwrap_or(1024)
@@ -41,6 +54,17 @@ impl ConnectionLimits {
         Self {
             header_timeout,
             max_connections,
+            per_address,
+            proxies,
+        }
+    }
+
+    /// How many connections `peer` may hold.
+    fn cap_for(&self, peer: IpAddr) -> usize {
+        if self.proxies.iter().any(|p| p.contains(peer)) {
+            self.max_connections
+        } else {
+            self.per_address
         }
     }
 }
@@ -60,6 +84,7 @@ struct Connections {
 }
 
 struct Connection {
+    peer: IpAddr,
     in_flight: Arc<AtomicUsize>,
     close: Arc<Notify>,
 }
@@ -69,13 +94,20 @@ impl Connections {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn add(&self) -> (u64, Arc<AtomicUsize>, Arc<Notify>) {
+    /// Connections open from `peer`.
+    fn from(&self, peer: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values().filter(|c| c.peer == peer).count()
+    }
+
+    fn add(&self, peer: IpAddr) -> (u64, Arc<AtomicUsize>, Arc<Notify>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
         self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
             id,
             Connection {
+                peer,
                 in_flight: in_flight.clone(),
                 close: close.clone(),
             },
@@ -92,10 +124,18 @@ impl Connections {
 
     /// Closes the oldest connection with no request in flight; false when every one is busy.
     fn close_oldest_idle(&self) -> bool {
+        self.close_oldest_idle_of(None)
+    }
+
+    /// Closes the oldest connection with no request in flight, of `peer` only if given; false
+    /// when every one is busy.
+    fn close_oldest_idle_of(&self, peer: Option<IpAddr>) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let idle = open
             .iter()
-            .find(|(_, c)| c.in_flight.load(Ordering::Acquire) == 0)
+            .find(|(_, c)| {
+                c.in_flight.load(Ordering::Acquire) == 0 && peer.is_none_or(|p| c.peer == p)
+            })
             .map(|(id, _)| *id);
         match idle.and_then(|id| open.remove(&id)) {
             Some(connection) => {
@@ -145,12 +185,21 @@ pub async fn serve(
                 continue;
             }
         };
+        let peer_ip = peer.ip();
+        if connections.from(peer_ip) >= limits.cap_for(peer_ip)
+            && !connections.close_oldest_idle_of(Some(peer_ip))
+        {
+            // This address keeps as many requests in flight as it may: its new connection
+            // waits for one of them to end, and nobody else's is taken.
+            drop(stream);
+            continue;
+        }
         if connections.len() >= limits.max_connections && !connections.close_oldest_idle() {
             // Every connection is busy with a request: this one waits its turn elsewhere.
             drop(stream);
             continue;
         }
-        let (id, in_flight, close) = connections.add();
+        let (id, in_flight, close) = connections.add(peer_ip);
         let connections = connections.clone();
         let mut stopped = stopped.clone();
         let app = app.clone();
@@ -197,9 +246,10 @@ mod tests {
     #[test]
     fn the_oldest_idle_connection_makes_room_and_busy_ones_stay() {
         let c = Connections::default();
-        let (_, busy, _) = c.add();
-        let (_, _, idle_close) = c.add();
-        let (_, _, _) = c.add();
+        let here = IpAddr::from([127, 0, 0, 1]);
+        let (_, busy, _) = c.add(here);
+        let (_, _, idle_close) = c.add(here);
+        let (_, _, _) = c.add(here);
         busy.fetch_add(1, Ordering::AcqRel);
         assert!(c.close_oldest_idle());
         assert_eq!(c.len(), 2);

@@ -289,6 +289,8 @@ async fn idle_half_open_connections_cannot_starve_the_server() {
     command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
     let mut env = rekognition_env(&fake);
     env.push(("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()));
+    // All from one address here: the cap on all connections is what is tested.
+    env.push(("FACELOCK_MAX_CONNECTIONS_PER_ADDRESS", "2000".into()));
     let (child, base) = spawn_server_in(command, dir.path(), &env);
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let slow: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
@@ -325,6 +327,60 @@ async fn idle_half_open_connections_cannot_starve_the_server() {
         "expected the connection closed, got {read:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    stop(child);
+}
+
+/// Finding 5 of the attacker: slow bodies. At an open-file limit of 1,024, 1,000 connections
+/// from one address each send the headers of a request with a 100 kB body and then a byte
+/// now and then: the address holds its 32 connections and no more, so `/health` from
+/// another address answers within a second, also while the bodies keep trickling in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_from_one_address_cannot_take_every_slot() {
+    use tokio::io::AsyncWriteExt;
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        crate::helpers::skip("prlimit (util-linux) is not installed");
+        return;
+    }
+    let fake = FakeRekognition::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new("prlimit");
+    command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
+    let (child, base) = spawn_server_in(command, dir.path(), &rekognition_env(&fake));
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let head = b"POST /revoke HTTP/1.1\r\nHost: facelock\r\n\
+        Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nt";
+    // Connections are opened in waves, as an attacker replaces those that are dropped, so
+    // that no slot a wave left free is free when `/health` comes.
+    let mut held = Vec::new();
+    for wave in [700, 100, 100, 100] {
+        for _ in 0..wave {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let Ok(mut stream) = socket.connect(addr).await else {
+                continue;
+            };
+            if stream.write_all(head).await.is_ok() {
+                held.push(stream);
+            }
+        }
+        // A new connection for every check, as a load balancer's probe opens.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let health = http.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Another byte of every body still open.
+        let mut open = 0;
+        for stream in &mut held {
+            open += usize::from(stream.write_all(b"t").await.is_ok());
+        }
+        eprintln!("{open} slow connections still written to");
+    }
+    drop(held);
     stop(child);
 }
 
