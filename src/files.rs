@@ -44,3 +44,29 @@ pub fn create_private_dir(dir: &Path) -> Result<(), FileError> {
     }
     Ok(())
 }
+
+/// Bytes an unprivileged process may still write in the file system holding `dir` (Unix;
+/// `None` elsewhere or when it cannot be read).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is a NUL-terminated string and `stats` a buffer of the right type;
+        // statvfs fills it when it returns 0, and it is read only then.
+        let stats = unsafe {
+            if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+                return None;
+            }
+            stats.assume_init()
+        };
+        #[allow(clippy::unnecessary_cast)] // the fields' widths differ between platforms
+        Some(stats.f_bavail as u64 * stats.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}

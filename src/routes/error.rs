@@ -119,6 +119,10 @@ pub enum ApiError {
     /// 501 `LIVENESS_UNAVAILABLE`: the configured face engine cannot check liveness.
     #[error("This server's face engine cannot check liveness")]
     LivenessUnavailable,
+    /// 503 `STORAGE_FULL` with `Retry-After`: the store has no room for the write; nothing
+    /// was stored, and an operator must free space.
+    #[error("The server's storage is full; nothing was stored. Try again later")]
+    StorageFull(#[source] Cause),
     /// 500 `INTERNAL`: logged with its cause chain, never shown to the caller.
     #[error("Internal server error")]
     Internal(#[source] Cause),
@@ -196,7 +200,7 @@ impl ApiError {
             UserExists | FaceAlreadyEnrolled => StatusCode::CONFLICT,
             RateLimited { .. } | AccountLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamAuth => StatusCode::BAD_GATEWAY,
-            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable { .. } | StorageFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -235,6 +239,7 @@ impl ApiError {
             NotLive(crate::liveness::Refusal::Flat { .. }) => "LIVENESS_FLAT",
             LivenessRequired => "LIVENESS_REQUIRED",
             LivenessUnavailable => "LIVENESS_UNAVAILABLE",
+            StorageFull(_) => "STORAGE_FULL",
             Internal(_) => "INTERNAL",
         }
     }
@@ -251,6 +256,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(cause = %crate::telemetry::error_chain(cause.as_ref()), "internal error");
+        }
+        if let ApiError::StorageFull(cause) = &self {
+            tracing::error!(cause = %crate::telemetry::error_chain(cause.as_ref()), "the storage is full: free space");
         }
         let status = self.status();
         let info = ErrorInfo {
@@ -277,6 +285,9 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
                 );
+            }
+            ApiError::StorageFull(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(60u32));
             }
             ApiError::Unavailable { retry_after_secs }
             | ApiError::RateLimited { retry_after_secs }
@@ -404,6 +415,10 @@ impl From<service::Error> for ApiError {
             E::LivenessUnavailable => ApiError::LivenessUnavailable,
             // Only the token endpoint meets this, and it answers in OAuth's own shape.
             E::InvalidGrant => ApiError::BadRequest(e.to_string()),
+            E::Store(e @ crate::store::StoreError::Full { .. })
+            | E::Token(crate::tokens::TokenError::Store(
+                e @ crate::store::StoreError::Full { .. },
+            )) => ApiError::StorageFull(e.into()),
             e @ (E::Store(_) | E::Token(_) | E::LegacyPhoto(_) | E::Task(_)) => {
                 ApiError::internal(e)
             }

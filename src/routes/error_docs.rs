@@ -62,6 +62,7 @@ fn catalogue() -> Vec<Documented> {
         },
         ApiError::LivenessRequired,
         ApiError::LivenessUnavailable,
+        ApiError::StorageFull("no space left on the device".into()),
         ApiError::internal("hidden cause"),
     ];
     errors.extend(

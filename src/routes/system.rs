@@ -27,16 +27,18 @@ pub async fn root() -> Json<Welcome> {
 
 #[derive(Serialize, ToSchema)]
 pub struct DependencyHealth {
-    /// `up` or `down`.
+    /// `up`, `degraded` (answers but cannot do all its work: a store whose disk is full) or
+    /// `down`.
     pub status: String,
-    /// Why it is down.
+    /// Why it is degraded or down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthResponse {
-    /// `healthy` when every dependency is up, else `unhealthy`.
+    /// `healthy` when every dependency is up, `degraded` when one cannot do all its work and
+    /// none is down, else `unhealthy`. Only `healthy` answers 200.
     pub status: String,
     pub version: String,
     /// The face engine in use (`rekognition`).
@@ -51,6 +53,10 @@ impl From<DependencyStatus> for DependencyHealth {
             DependencyStatus::Up => Self {
                 status: "up".into(),
                 error: None,
+            },
+            DependencyStatus::Degraded(why) => Self {
+                status: "degraded".into(),
+                error: Some(why),
             },
             DependencyStatus::Down(why) => Self {
                 status: "down".into(),
@@ -109,15 +115,23 @@ async fn dependencies(state: &AppState) -> (StatusCode, Json<HealthResponse>) {
         (&health.engine, &health.store),
         (DependencyStatus::Up, DependencyStatus::Up)
     );
+    let down = [&health.engine, &health.store]
+        .iter()
+        .any(|d| matches!(d, DependencyStatus::Down(_)));
     let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let summary = match (healthy, down) {
+        (true, _) => "healthy",
+        (false, false) => "degraded",
+        (false, true) => "unhealthy",
+    };
     (
         status,
         Json(HealthResponse {
-            status: if healthy { "healthy" } else { "unhealthy" }.into(),
+            status: summary.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             engine_name: state.facelock.engine_name().into(),
             engine: health.engine.into(),

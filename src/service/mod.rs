@@ -96,6 +96,8 @@ impl Actor<'_> {
 #[derive(Debug)]
 pub enum DependencyStatus {
     Up,
+    /// Answers, but cannot do all its work: a store whose disk is full still reads.
+    Degraded(String),
     Down(String),
 }
 
@@ -303,7 +305,16 @@ impl FaceLock {
                 Err(_) => DependencyStatus::Down("timed out".to_owned()),
             }
         }
-        let (engine, store) = tokio::join!(status(self.engine.health()), status(self.store.ping()));
+        let (engine, store) = tokio::join!(status(self.engine.health()), async {
+            match tokio::time::timeout(LIMIT, self.store.ping()).await {
+                Ok(Ok(())) => DependencyStatus::Up,
+                Ok(Err(e @ crate::store::StoreError::Full { .. })) => {
+                    DependencyStatus::Degraded(crate::telemetry::error_chain(&e))
+                }
+                Ok(Err(e)) => DependencyStatus::Down(e.to_string()),
+                Err(_) => DependencyStatus::Down("timed out".to_owned()),
+            }
+        });
         Health { engine, store }
     }
 }

@@ -47,6 +47,14 @@ pub enum StoreError {
         #[source]
         source: Cause,
     },
+    /// The disk (or the database server's) has no room left for the write: the operator's
+    /// to fix, nothing stored is lost, and reads still work.
+    #[error("the storage is full while {context}")]
+    Full {
+        context: &'static str,
+        #[source]
+        source: Cause,
+    },
     /// A stored value no longer parses: damage, or a newer server's data.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
@@ -56,11 +64,27 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn backend(context: &'static str, source: impl Into<Cause>) -> Self {
-        Self::Backend {
-            context,
-            source: source.into(),
+        let source = source.into();
+        if is_storage_full(&*source) {
+            return Self::Full { context, source };
         }
+        Self::Backend { context, source }
     }
+}
+
+/// Whether a backend's error says the storage has no room left: SQLite's `SQLITE_FULL`,
+/// PostgreSQL's `53100 disk_full`, or a file write's `ENOSPC`.
+fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(rusqlite::Error::SqliteFailure(failure, _)) = e.downcast_ref::<rusqlite::Error>() {
+        return failure.code == rusqlite::ErrorCode::DiskFull;
+    }
+    if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
+        return e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL);
+    }
+    if let Some(e) = e.downcast_ref::<std::io::Error>() {
+        return e.kind() == std::io::ErrorKind::StorageFull;
+    }
+    false
 }
 
 /// Everything a store backend offers.

@@ -384,6 +384,98 @@ async fn slow_bodies_from_one_address_cannot_take_every_slot() {
     stop(child);
 }
 
+/// A small file system of its own, mounted for the test and unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    /// A tmpfs of `megabytes`; `None` after reporting the skip when mounting is not allowed
+    /// (it needs root).
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Self(dir)),
+            other => {
+                crate::helpers::skip(&format!("cannot mount a tmpfs (needs root): {other:?}"));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A full disk is the operator's to fix, not a server error: writes answer 503 `STORAGE_FULL`
+/// with nothing half-written, `/health` says the store is degraded, reads keep working, and
+/// once space is freed everything works again, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_and_health_says_degraded() {
+    use std::io::Write;
+    let Some(disk) = SmallDisk::mount(24) else {
+        return;
+    };
+    let fake = FakeRekognition::start().await;
+    let (child, base) = spawn_server(disk.0.path(), &rekognition_env(&fake));
+    let api = Api::new(base);
+    let res = api
+        .post_photo("/register/", &[("user_id", "alice")], face_of(1))
+        .await;
+    assert_eq!(res.status(), 200);
+    let (status, alice) = api.verify(&[], face_of(1)).await;
+    assert_eq!(status, 200, "{alice}");
+    let token = alice["token"].as_str().unwrap().to_owned();
+
+    // Fill the disk.
+    let filler_path = disk.0.path().join("filler");
+    let mut filler = std::fs::File::create(&filler_path).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    while filler.write_all(&chunk).is_ok() {}
+    drop(filler);
+
+    let health = api.get("/health", None).await;
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["store"]["status"], "degraded", "{health}");
+    for user in ["bob", "carol"] {
+        let res = api
+            .post_photo("/register/", &[("user_id", user)], face_of(2))
+            .await;
+        assert_eq!(res.status(), 503);
+        assert!(res.headers().contains_key("retry-after"));
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "STORAGE_FULL", "{body}");
+    }
+    // Reads still work.
+    let me = api.get("/users/me/", Some(&token)).await;
+    assert_eq!(me.status(), 200);
+
+    std::fs::remove_file(&filler_path).unwrap();
+    let health = api.get("/health", None).await;
+    assert_eq!(health.status(), 200);
+    let res = api
+        .post_photo("/register/", &[("user_id", "bob")], face_of(2))
+        .await;
+    assert_eq!(res.status(), 200);
+    for (person, user) in [(1, "alice"), (2, "bob")] {
+        let (status, body) = api.verify(&[], face_of(person)).await;
+        assert_eq!(
+            (status, body["user_id"].as_str()),
+            (200, Some(user)),
+            "{body}"
+        );
+    }
+    stop(child);
+    drop(disk);
+}
+
 /// The operator's commands work on the same data folder as the server.
 #[test]
 fn operator_commands_manage_keys_and_users() {

@@ -41,7 +41,13 @@ const MIGRATIONS: &[&str] = &[
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     vault: Arc<Vault>,
+    /// The database's folder, whose free space `ping` reports.
+    folder: std::path::PathBuf,
 }
+
+/// Below this much free space in the database's folder the store reports itself full (and
+/// `/health` degraded) before a write fails: a registration takes up to a few hundred kB.
+const MIN_FREE_BYTES: u64 = 8 << 20;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, brings its schema up to date, opens
@@ -64,9 +70,14 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let vault = open_vault(&mut conn, master)?;
         seal_plaintext(&mut conn, &vault)?;
+        let folder = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             vault: Arc::new(vault),
+            folder,
         })
     }
 
@@ -218,7 +229,14 @@ impl Store for SqliteStore {
             conn.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(backend("ping"))
         })
-        .await
+        .await?;
+        match crate::files::free_bytes(&self.folder) {
+            Some(free) if free < MIN_FREE_BYTES => Err(StoreError::Full {
+                context: "checking the database folder's free space",
+                source: format!("{free} bytes left in {}", self.folder.display()).into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     async fn outside_change_marker(&self) -> Result<i64, StoreError> {
