@@ -274,24 +274,39 @@ async fn the_default_server_logs_a_real_face_in() {
     stop(child);
 }
 
+/// The binary on the Rekognition engine answered by `fake`, with `settings` besides, under
+/// an open-file limit of 1,024; `None` after reporting the skip when `prlimit` is missing.
+fn spawn_with_few_files(
+    fake: &FakeRekognition,
+    dir: &std::path::Path,
+    settings: &[(&'static str, String)],
+) -> Option<(Server, String)> {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        crate::helpers::skip("prlimit (util-linux) is not installed");
+        return None;
+    }
+    let mut command = Command::new("prlimit");
+    command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
+    let mut env = rekognition_env(fake);
+    env.extend_from_slice(settings);
+    Some(spawn_server_in(command, dir, &env))
+}
+
 /// Half-open connections cannot starve the server: at an open-file limit of 1,024, 1,100 clients
 /// that sent half a request line and nothing more leave `/health` answering within a second,
 /// and each of them is closed after the header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_half_open_connections_cannot_starve_the_server() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        crate::helpers::skip("prlimit (util-linux) is not installed");
-        return;
-    }
     let fake = FakeRekognition::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new("prlimit");
-    command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
-    let mut env = rekognition_env(&fake);
-    env.push(("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()));
-    // All from one address here: the cap on all connections is what is tested.
-    env.push(("FACELOCK_MAX_CONNECTIONS_PER_ADDRESS", "2000".into()));
-    let (child, base) = spawn_server_in(command, dir.path(), &env);
+    let settings = [
+        ("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()),
+        // All from one address here: the cap on all connections is what is tested.
+        ("FACELOCK_MAX_CONNECTIONS_PER_ADDRESS", "2000".into()),
+    ];
+    let Some((child, base)) = spawn_with_few_files(&fake, dir.path(), &settings) else {
+        return;
+    };
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let slow: Vec<std::net::TcpStream> = tokio::task::spawn_blocking(move || {
         (0..1100)
@@ -337,15 +352,11 @@ async fn idle_half_open_connections_cannot_starve_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_from_one_address_cannot_take_every_slot() {
     use tokio::io::AsyncWriteExt;
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        crate::helpers::skip("prlimit (util-linux) is not installed");
-        return;
-    }
     let fake = FakeRekognition::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new("prlimit");
-    command.args(["--nofile=1024:1024", env!("CARGO_BIN_EXE_facelock")]);
-    let (child, base) = spawn_server_in(command, dir.path(), &rekognition_env(&fake));
+    let Some((child, base)) = spawn_with_few_files(&fake, dir.path(), &[]) else {
+        return;
+    };
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let head = b"POST /revoke HTTP/1.1\r\nHost: facelock\r\n\
         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nt";
