@@ -126,8 +126,7 @@ impl FaceLock {
         if req.claimed.is_none() {
             // A locked account stays locked whichever way it is reached: at 1:N too only a
             // liveness login at the stricter floor gets through.
-            gate = self
-                .refuse_if_locked(&user.user_id, origin, assurance, similarity, threshold)
+            self.refuse_if_locked(&user.user_id, origin, assurance, similarity, threshold)
                 .await?;
         }
         // A success takes back its own count and nothing more: the failures before it (and a
@@ -229,8 +228,8 @@ impl FaceLock {
     /// image work. The store counts the attempt as a failure and locks the account in one
     /// step, so a burst of guesses sent at once gets no more comparisons than the lockout
     /// allows; a login that compares no face takes its count back, and so does one that
-    /// succeeds (the failures before it stay). Returns the
-    /// lock the attempt set, to be recorded if it fails.
+    /// succeeds (the failures before it stay). Returns the lock the attempt set, to be
+    /// recorded if it fails.
     async fn admit_attempt(
         &self,
         user: &UserId,
@@ -286,7 +285,7 @@ impl FaceLock {
     }
 
     /// Refuses a 1:N login that found a locked account's face, unless it is the owner's way
-    /// in ([`Gate::WayIn`]): a passed liveness challenge at the stricter floor.
+    /// in: a passed liveness challenge at the stricter floor.
     async fn refuse_if_locked(
         &self,
         user: &UserId,
@@ -294,14 +293,15 @@ impl FaceLock {
         assurance: Assurance,
         similarity: Similarity,
         threshold: Similarity,
-    ) -> Result<Gate, Error> {
+    ) -> Result<(), Error> {
         let now = Timestamp::now();
         let way_in = assurance == Assurance::FaceAndLiveness
             && similarity >= self.accounts.policy().locked_floor(threshold);
         match self.store.locked_until(user).await? {
-            Some(until) if until > now && way_in => Ok(Gate::WayIn),
-            Some(until) if until > now => Err(self.refused_locked(user, origin, until, now).await),
-            _ => Ok(Gate::Unclaimed),
+            Some(until) if until > now && !way_in => {
+                Err(self.refused_locked(user, origin, until, now).await)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -554,7 +554,7 @@ enum Counted {
 
 fn counted_failure(e: &Error) -> Counted {
     use super::ChallengeProblem as P;
-    use crate::{engine::EngineError as E, liveness::Refusal as R};
+    use crate::{engine::EngineError as E, images::ImageError as I, liveness::Refusal as R};
     let refused = match e {
         Error::NoMatch => return Counted::Compared("NO_MATCH"),
         Error::Challenge(P::Unknown) => "CHALLENGE_UNKNOWN",
@@ -564,11 +564,15 @@ fn counted_failure(e: &Error) -> Counted {
         Error::NotLive(R::MotionMissing { .. }) => "LIVENESS_MOTION_MISSING",
         Error::NotLive(R::Flat { .. }) => "LIVENESS_FLAT",
         Error::Engine(E::NoFace) => "NO_FACE",
-        Error::Engine(E::MultipleFaces | E::AmbiguousFaces) => "MULTIPLE_FACES",
+        Error::Engine(E::MultipleFaces) => "MULTIPLE_FACES",
+        Error::Engine(E::AmbiguousFaces) => "AMBIGUOUS_FACES",
         Error::Engine(E::PoorQuality(problem)) => problem.code(),
-        Error::Engine(E::InvalidImage(_) | E::ImageTooLarge(_)) | Error::Image(_) => {
-            "INVALID_IMAGE"
-        }
+        Error::Engine(E::ImageTooLarge(_))
+        | Error::Image(I::TooLarge { .. } | I::TooMuchMemory { .. }) => "IMAGE_TOO_LARGE",
+        Error::Image(I::UnknownFormat) => "UNSUPPORTED_IMAGE",
+        // Re-encoding a photo failing is the server's doing.
+        Error::Image(I::Encode(_)) => return Counted::Not,
+        Error::Engine(E::InvalidImage(_)) | Error::Image(_) => "INVALID_IMAGE",
         Error::Invalid(_) => "VALIDATION_ERROR",
         Error::LivenessRequired => "LIVENESS_REQUIRED",
         _ => return Counted::Not,
