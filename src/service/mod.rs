@@ -296,25 +296,27 @@ impl FaceLock {
 
     pub async fn health(&self) -> Health {
         const LIMIT: Duration = Duration::from_secs(5);
-        async fn status<E: std::error::Error>(
+        /// The outcome of `check`, degraded rather than down for the errors `degraded` names.
+        async fn status<E: std::error::Error + 'static>(
             check: impl std::future::Future<Output = Result<(), E>>,
+            degraded: impl Fn(&E) -> bool,
         ) -> DependencyStatus {
             match tokio::time::timeout(LIMIT, check).await {
                 Ok(Ok(())) => DependencyStatus::Up,
-                Ok(Err(e)) => DependencyStatus::Down(e.to_string()),
-                Err(_) => DependencyStatus::Down("timed out".to_owned()),
-            }
-        }
-        let (engine, store) = tokio::join!(status(self.engine.health()), async {
-            match tokio::time::timeout(LIMIT, self.store.ping()).await {
-                Ok(Ok(())) => DependencyStatus::Up,
-                Ok(Err(e @ crate::store::StoreError::Full { .. })) => {
+                Ok(Err(e)) if degraded(&e) => {
                     DependencyStatus::Degraded(crate::telemetry::error_chain(&e))
                 }
                 Ok(Err(e)) => DependencyStatus::Down(e.to_string()),
                 Err(_) => DependencyStatus::Down("timed out".to_owned()),
             }
-        });
+        }
+        // A full store still reads: degraded, not down.
+        let full =
+            |e: &crate::store::StoreError| matches!(e, crate::store::StoreError::Full { .. });
+        let (engine, store) = tokio::join!(
+            status(self.engine.health(), |_| false),
+            status(self.store.ping(), full)
+        );
         Health { engine, store }
     }
 }
