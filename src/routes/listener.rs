@@ -7,7 +7,7 @@
 //! Shutdown stops accepting, lets requests in flight finish and closes idle connections.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     net::IpAddr,
     sync::{
@@ -79,8 +79,29 @@ fn open_file_limit() -> Option<usize> {
 /// The open connections, oldest first, and whether each has a request in flight.
 #[derive(Default)]
 struct Connections {
-    open: Mutex<BTreeMap<u64, Connection>>,
+    open: Mutex<Open>,
     next_id: AtomicUsize,
+}
+
+/// The open connections by id (oldest first), and how many each address holds, kept in step
+/// so that an accept never counts them one by one.
+#[derive(Default)]
+struct Open {
+    by_id: BTreeMap<u64, Connection>,
+    per_peer: HashMap<IpAddr, usize>,
+}
+
+impl Open {
+    fn take(&mut self, id: u64) -> Option<Connection> {
+        let connection = self.by_id.remove(&id)?;
+        if let Some(count) = self.per_peer.get_mut(&connection.peer) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_peer.remove(&connection.peer);
+            }
+        }
+        Some(connection)
+    }
 }
 
 struct Connection {
@@ -90,21 +111,25 @@ struct Connection {
 }
 
 impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn len(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().by_id.len()
     }
 
     /// Connections open from `peer`.
     fn from(&self, peer: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.values().filter(|c| c.peer == peer).count()
+        self.lock().per_peer.get(&peer).copied().unwrap_or(0)
     }
 
     fn add(&self, peer: IpAddr) -> (u64, Arc<AtomicUsize>, Arc<Notify>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
         let in_flight = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        let mut open = self.lock();
+        open.by_id.insert(
             id,
             Connection {
                 peer,
@@ -112,14 +137,12 @@ impl Connections {
                 close: close.clone(),
             },
         );
+        *open.per_peer.entry(peer).or_default() += 1;
         (id, in_flight, close)
     }
 
     fn remove(&self, id: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.lock().take(id);
     }
 
     /// Closes the oldest connection with no request in flight; false when every one is busy.
@@ -130,14 +153,15 @@ impl Connections {
     /// Closes the oldest connection with no request in flight, of `peer` only if given; false
     /// when every one is busy.
     fn close_oldest_idle_of(&self, peer: Option<IpAddr>) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.lock();
         let idle = open
+            .by_id
             .iter()
             .find(|(_, c)| {
                 c.in_flight.load(Ordering::Acquire) == 0 && peer.is_none_or(|p| c.peer == p)
             })
             .map(|(id, _)| *id);
-        match idle.and_then(|id| open.remove(&id)) {
+        match idle.and_then(|id| open.take(id)) {
             Some(connection) => {
                 connection.close.notify_one();
                 true
@@ -257,6 +281,24 @@ mod tests {
         let notified = idle_close.notified();
         tokio::pin!(notified);
         assert!(futures_now(notified.as_mut()));
+    }
+
+    #[test]
+    fn connections_are_counted_per_address_and_each_is_taken_off_once() {
+        let c = Connections::default();
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let (first_of_a, _, _) = c.add(a);
+        let (_, busy_b, _) = c.add(b);
+        let (_, _, _) = c.add(a);
+        busy_b.fetch_add(1, Ordering::AcqRel);
+        assert_eq!((c.from(a), c.from(b)), (2, 1));
+        // Only b's connection is busy: none of b's can be closed, a's oldest can.
+        assert!(!c.close_oldest_idle_of(Some(b)));
+        assert!(c.close_oldest_idle_of(Some(a)));
+        assert_eq!((c.from(a), c.from(b), c.len()), (1, 1, 2));
+        // Its task ends later and removes it again: nothing more is taken off.
+        c.remove(first_of_a);
+        assert_eq!((c.from(a), c.len()), (1, 2));
     }
 
     /// Whether a future is ready at its first poll.
