@@ -672,6 +672,22 @@ async fn prints_replays_and_switches_are_refused_with_their_codes() {
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
 }
 
+/// Person 1 answering a fresh challenge with frames of their sitting `sitting`, sent from
+/// `from` (the challenge is fetched from the test's own address), as `claimed` if given.
+async fn live_login(
+    app: &TestApp,
+    root: &Path,
+    sitting: u32,
+    from: &str,
+    claimed: Option<&str>,
+) -> crate::helpers::TestResponse {
+    let issued = challenge(app).await;
+    let frames = frames_for(root, 1, sitting, &actions_of(&issued));
+    let id = issued["challenge_id"].as_str().unwrap();
+    app.post_form_from(from, "/verify/", answer(id, &frames, claimed))
+        .await
+}
+
 /// Junk answers sent under someone's user id (an unknown challenge, frames that are not
 /// images) compare no face: they slow down the address that sends them and leave the account
 /// open to its owner. A server that requires liveness refuses a single photo; challenges spend
@@ -712,12 +728,7 @@ async fn junk_under_a_user_id_slows_its_sender_not_the_account() {
     );
     assert_eq!(codes.last().map(String::as_str), Some("RATE_LIMITED"));
     // The owner, elsewhere, gets in.
-    let issued = challenge(&app).await;
-    let frames = frames_for(&root, 1, 1, &actions_of(&issued));
-    let id = issued["challenge_id"].as_str().unwrap();
-    let res = app
-        .post_form_from("10.7.0.2", "/verify/", answer(id, &frames, Some("p01")))
-        .await;
+    let res = live_login(&app, &root, 1, "10.7.0.2", Some("p01")).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
 
     // 12 requests a minute from the test's own address: 3 spent above (the enrolment, the
@@ -756,12 +767,7 @@ async fn a_locked_account_lets_its_owner_in_by_liveness_only() {
         .await
         .assert_error(StatusCode::TOO_MANY_REQUESTS, "ACCOUNT_LOCKED");
     for claimed in [Some("p01"), None] {
-        let issued = challenge(&app).await;
-        let frames = frames_for(&root, 1, 1, &actions_of(&issued));
-        let id = issued["challenge_id"].as_str().unwrap();
-        let res = app
-            .post_form_from("10.8.1.2", "/verify/", answer(id, &frames, claimed))
-            .await;
+        let res = live_login(&app, &root, 1, "10.8.1.2", claimed).await;
         assert_eq!(res.status, StatusCode::OK, "{claimed:?}: {}", res.body);
         assert_eq!(res.body["user_id"], "p01");
         assert!(res.body["similarity"].as_f64().unwrap() >= 95.0);
@@ -806,13 +812,8 @@ async fn an_attack_on_an_account_neither_locks_its_owner_out_nor_buys_comparison
             compared += usize::from(res.code() == "NO_MATCH");
             attacker_in += usize::from(res.status == StatusCode::OK);
         }
-        let issued = challenge(&app).await;
         let sitting = 1 + (round % 2) as u32;
-        let frames = frames_for(&root, 1, sitting, &actions_of(&issued));
-        let id = issued["challenge_id"].as_str().unwrap();
-        let res = app
-            .post_form_from("10.6.200.1", "/verify/", answer(id, &frames, Some("p01")))
-            .await;
+        let res = live_login(&app, &root, sitting, "10.6.200.1", Some("p01")).await;
         owner_in += usize::from(res.status == StatusCode::OK);
     }
     eprintln!("owner logged in {owner_in} of {rounds}; attacker faces compared {compared}");

@@ -292,6 +292,20 @@ fn spawn_with_few_files(
     Some(spawn_server_in(command, dir, &env))
 }
 
+/// `/health` answers 200 within a second, on a new connection as a load balancer's probe
+/// opens.
+async fn health_answers_within_a_second(base: &str) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
 /// Half-open connections cannot starve the server: at an open-file limit of 1,024, 1,100 clients
 /// that sent half a request line and nothing more leave `/health` answering within a second,
 /// and each of them is closed after the header timeout.
@@ -321,14 +335,7 @@ async fn idle_half_open_connections_cannot_starve_the_server() {
     .await
     .unwrap();
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let health = http.get(format!("{base}/health")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    health_answers_within_a_second(&base).await;
 
     // The last half-open client is closed once the header timeout passes.
     let mut last = slow.into_iter().last().unwrap();
@@ -374,16 +381,7 @@ async fn slow_bodies_from_one_address_cannot_take_every_slot() {
                 held.push(stream);
             }
         }
-        // A new connection for every check, as a load balancer's probe opens.
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let started = std::time::Instant::now();
-        let health = http.get(format!("{base}/health")).send().await.unwrap();
-        assert_eq!(health.status(), 200);
-        assert!(started.elapsed() < Duration::from_secs(1));
+        health_answers_within_a_second(&base).await;
         // Another byte of every body still open.
         let mut open = 0;
         for stream in &mut held {
