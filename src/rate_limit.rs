@@ -174,6 +174,21 @@ impl AddressDelay {
     }
 }
 
+impl AddressDelay {
+    /// Takes back one failure counted against `ip` (a liveness challenge it fetched, once
+    /// passed). A wait already earned runs its course.
+    pub async fn forgive(&self, ip: IpAddr) {
+        match self {
+            Self::Local(delay) => delay.forgive(ip),
+            Self::Shared { store, .. } => {
+                if let Err(e) = store.forgive_address_failure(&ip.to_string()).await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back a failure of an address");
+                }
+            }
+        }
+    }
+}
+
 /// The wait the `count`th failure earns: none for the first `free`, then 1 s, 2 s, 4 s ...
 /// up to `max`.
 fn wait_after(count: u32, free: u32, max: Duration) -> Duration {
@@ -188,7 +203,7 @@ fn wait_after(count: u32, free: u32, max: Duration) -> Duration {
 /// A per-address delay after failed face logins that name no user (1:N, where no account can be
 /// locked): the first `free` failures cost nothing, each further one makes the address wait
 /// 1 s, 2 s, 4 s ... up to `max`. Failures are forgotten only with time (after ten minutes
-/// without one): a success from the address clears nothing, or an attacker enrolled under an
+/// without one, counted from the end of the last wait): a success from the address clears nothing, or an attacker enrolled under an
 /// id of their own would log in between guesses to start afresh.
 pub struct FailureDelay {
     free: u32,
@@ -220,6 +235,14 @@ impl FailureDelay {
         }
     }
 
+    /// Takes back one failure of `ip`; a wait already earned runs its course.
+    pub fn forgive(&self, ip: IpAddr) {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = by_ip.get_mut(&ip) {
+            f.count = f.count.saturating_sub(1);
+        }
+    }
+
     /// Counts a failure from `ip`; returns how long it must now wait.
     pub fn failed(&self, ip: IpAddr, now: Instant) -> Duration {
         let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -231,7 +254,9 @@ impl FailureDelay {
             wait_until: now,
             last: now,
         });
-        if now.duration_since(f.last) >= IDLE {
+        // Quiet means ten minutes without a failure after the last wait ran out: a wait longer
+        // than that must not wipe the count it was earned by.
+        if now.duration_since(f.last.max(f.wait_until)) >= IDLE {
             f.count = 0;
         }
         f.count += 1;
@@ -262,10 +287,30 @@ mod tests {
         assert_eq!(delay.failed(ip, t1), Duration::from_secs(2));
         assert_eq!(delay.failed(ip, t1), Duration::from_secs(4));
         assert_eq!(delay.failed(ip, t1), Duration::from_secs(5), "capped");
-        // Only ten quiet minutes start the count afresh.
-        let quiet = t1 + IDLE;
+        // A failure taken back is no longer counted; the wait it earned stays.
+        delay.forgive(ip);
+        delay.forgive(ip);
+        assert!(delay.check(ip, t1).is_err());
+        assert_eq!(delay.failed(ip, t1), Duration::from_secs(4));
+        // Only ten quiet minutes after the last wait start the count afresh.
+        let quiet = t1 + Duration::from_secs(4) + IDLE;
         assert!(delay.check(ip, quiet).is_ok());
         assert_eq!(delay.failed(ip, quiet), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_wait_longer_than_the_quiet_time_does_not_wipe_the_count() {
+        let max = Duration::from_secs(900);
+        let delay = FailureDelay::new(0, max);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut now = Instant::now();
+        let mut wait = Duration::ZERO;
+        while wait < max {
+            wait = delay.failed(ip, now);
+            now += wait;
+        }
+        assert!(delay.check(ip, now).is_ok());
+        assert_eq!(delay.failed(ip, now + Duration::from_secs(1)), max);
     }
 
     #[test]

@@ -93,14 +93,18 @@ pub trait LockoutStore: Send + Sync {
     /// Drops records whose last failure is older than `before` and that lock nothing (of
     /// accounts and of addresses).
     async fn purge_lockouts(&self, before: Timestamp) -> Result<(), StoreError>;
-    /// Counts a failed 1:N login from `address`, forgetting failures older than
-    /// `forget_before` first. Returns the failures now counted.
+    /// Counts a failed 1:N login from `address`, forgetting its failures first when both the
+    /// last of them and its wait are older than `forget_before`. Returns the failures now
+    /// counted.
     async fn record_address_failure(
         &self,
         address: &str,
         now: Timestamp,
         forget_before: Timestamp,
     ) -> Result<u32, StoreError>;
+    /// Takes back one failure counted against `address` (a liveness challenge it fetched, once
+    /// passed); any wait already set runs its course.
+    async fn forgive_address_failure(&self, address: &str) -> Result<(), StoreError>;
     /// Makes `address` wait until `until` before its next login.
     async fn set_address_wait(&self, address: &str, until: Timestamp) -> Result<(), StoreError>;
     /// Until when `address` must wait, if it ever had to (the time may be past).

@@ -428,6 +428,29 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         store.address_wait(address).await.unwrap(),
         Some(now + Duration::from_secs(4))
     );
+    // A failure taken back is no longer counted; the wait stays.
+    store.forgive_address_failure(address).await.unwrap();
+    store.forgive_address_failure("203.0.113.9").await.unwrap();
+    assert_eq!(
+        store
+            .record_address_failure(address, now, old)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store.address_wait(address).await.unwrap(),
+        Some(now + Duration::from_secs(4))
+    );
+    // Failures are forgotten once both the last of them and its wait are old.
+    assert_eq!(
+        store
+            .record_address_failure(address, now, now + Duration::from_secs(2))
+            .await
+            .unwrap(),
+        4,
+        "not while the wait runs"
+    );
     assert_eq!(
         store
             .record_address_failure(address, later, later - Duration::from_secs(600))

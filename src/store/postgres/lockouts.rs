@@ -141,7 +141,8 @@ impl LockoutStore for PostgresStore {
                 "INSERT INTO address_failures AS a (address, failures, last_failure_at, wait_until)
                  VALUES ($1, 1, $2, 0)
                  ON CONFLICT (address) DO UPDATE SET
-                     failures = CASE WHEN a.last_failure_at < $3 THEN 1 ELSE a.failures + 1 END,
+                     failures = CASE WHEN GREATEST(a.last_failure_at, a.wait_until) < $3
+                                THEN 1 ELSE a.failures + 1 END,
                      last_failure_at = $2
                  RETURNING failures",
                 &[&address, &now.unix_millis(), &forget_before.unix_millis()],
@@ -149,6 +150,19 @@ impl LockoutStore for PostgresStore {
             .await
             .map(|row| row.get::<_, i32>(0) as u32)
             .map_err(backend("counting a failed login"))
+    }
+
+    async fn forgive_address_failure(&self, address: &str) -> Result<(), StoreError> {
+        self.conn()
+            .await?
+            .execute(
+                "UPDATE address_failures SET failures = GREATEST(failures - 1, 0)
+                 WHERE address = $1",
+                &[&address],
+            )
+            .await
+            .map(|_| ())
+            .map_err(backend("taking back a failed attempt"))
     }
 
     async fn set_address_wait(&self, address: &str, until: Timestamp) -> Result<(), StoreError> {

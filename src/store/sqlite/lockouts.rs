@@ -143,13 +143,27 @@ impl LockoutStore for SqliteStore {
                 "INSERT INTO address_failures (address, failures, last_failure_at, wait_until)
                  VALUES (?1, 1, ?2, 0)
                  ON CONFLICT (address) DO UPDATE SET
-                     failures = CASE WHEN last_failure_at < ?3 THEN 1 ELSE failures + 1 END,
+                     failures = CASE WHEN MAX(last_failure_at, wait_until) < ?3
+                                THEN 1 ELSE failures + 1 END,
                      last_failure_at = ?2
                  RETURNING failures",
                 params![address, now.unix_millis(), forget_before.unix_millis()],
                 |r| r.get(0),
             )
             .map_err(backend("counting a failed login"))
+        })
+        .await
+    }
+
+    async fn forgive_address_failure(&self, address: &str) -> Result<(), StoreError> {
+        let address = address.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE address_failures SET failures = MAX(failures - 1, 0) WHERE address = ?1",
+                [address],
+            )
+            .map(|_| ())
+            .map_err(backend("taking back a failed attempt"))
         })
         .await
     }
