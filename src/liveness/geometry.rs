@@ -58,6 +58,16 @@ pub fn width_ratio(l: &Landmarks) -> f32 {
     dot(across, across).sqrt() / height
 }
 
+/// How far the face is rolled (tilted towards a shoulder), in degrees: the angle of the line
+/// from the eye on the image's left to the eye on its right, positive when the right one is
+/// lower (image rows grow downwards). A person tilting their head towards their own left
+/// shoulder makes it grow, in a camera image that is not mirrored. Unaffected by yaw while the
+/// head stays upright, as turning does not move the eyes up or down.
+pub fn roll(l: &Landmarks) -> f32 {
+    let d = sub(centre(&l[RIGHT_EYE]), centre(&l[LEFT_EYE]));
+    d.1.atan2(d.0).to_degrees()
+}
+
 /// Distance between the eye centres, in pixels: the face's scale.
 pub fn face_size(l: &Landmarks) -> f32 {
     let d = sub(centre(&l[RIGHT_EYE]), centre(&l[LEFT_EYE]));
@@ -285,5 +295,17 @@ pub(crate) mod tests {
         assert!(yaw(&head(0.5)) > yaw(&head(0.0)));
         assert!(yaw(&head(-0.5)) < yaw(&head(0.0)));
         assert!(face_size(&head(0.0)) > 0.0);
+    }
+
+    #[test]
+    fn roll_follows_the_eye_line_and_not_the_turn() {
+        let rolled = |l: Landmarks, degrees: f32| -> Landmarks {
+            let (s, c) = degrees.to_radians().sin_cos();
+            l.map(|(x, y)| (x * c - y * s, x * s + y * c))
+        };
+        assert!(roll(&head(0.0)).abs() < 1.0);
+        assert!(roll(&head(0.5)).abs() < 3.0);
+        assert!((roll(&rolled(head(0.0), 20.0)) - 20.0).abs() < 0.5);
+        assert!((roll(&rolled(head(0.3), -15.0)) - roll(&head(0.3)) + 15.0).abs() < 0.5);
     }
 }

@@ -144,10 +144,10 @@ fn not_live_detail(refusal: &crate::liveness::Refusal) -> String {
             format!("Frame {frame} shows another face than an earlier frame")
         }
         R::MotionMissing { seen } if seen.is_empty() => {
-            "The frames do not show the head turning as the challenge asked".to_owned()
+            "The frames do not show the head moving as the challenge asked".to_owned()
         }
         R::MotionMissing { seen } => format!(
-            "The frames show the head turning {} ({}), not as the challenge asked",
+            "The frames show the head moving {} ({}), not as the challenge asked",
             if seen.len() == 1 { "once" } else { "in turn" },
             crate::liveness::encode_actions(seen).replace(',', ", ")
         ),

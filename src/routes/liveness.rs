@@ -15,13 +15,14 @@ use crate::{clock::Timestamp, liveness};
 pub struct ChallengeResponse {
     /// Send it back as `challenge_id` with the frames, once, before `expires_in` runs out.
     pub challenge_id: String,
-    /// What the person does, in order: `turn_left` or `turn_right` (their own left and right),
-    /// starting from and coming back to the camera.
-    #[schema(example = json!(["turn_left", "turn_right"]))]
+    /// What the person does, in order: `turn_left`, `turn_right`, `tilt_left` or `tilt_right`
+    /// (their own left and right; a tilt brings the head towards that shoulder), starting from
+    /// and coming back to the camera after each.
+    #[schema(example = json!(["turn_left", "tilt_right", "turn_right", "tilt_left"]))]
     pub actions: Vec<String>,
     /// The actions in a sentence, to show the person.
     #[schema(
-        example = "Look at the camera, then turn your head to your left, then turn your head to your right, and back"
+        example = "Look at the camera, then turn your head to your left, then tilt your head towards your right shoulder, then turn your head to your right, then tilt your head towards your left shoulder, coming back to the camera after each"
     )]
     pub instructions: String,
     /// Seconds left to answer.
@@ -30,7 +31,7 @@ pub struct ChallengeResponse {
     /// When the challenge expires (RFC 3339).
     pub expires_at: String,
     /// How many frames to send, at least and at most.
-    #[schema(example = 3)]
+    #[schema(example = 5)]
     pub min_frames: usize,
     #[schema(example = 15)]
     pub max_frames: usize,
@@ -38,10 +39,11 @@ pub struct ChallengeResponse {
 
 /// Get a liveness challenge.
 ///
-/// A one-time challenge, drawn at random: turn the head one way and the other while the
-/// client takes 3-15 frames (about 2 per second), then send them to `POST /verify/` as
-/// repeated `frames` parts with `challenge_id`. The token then says `amr: ["face",
-/// "liveness"]`. Fetching a challenge spends one request of the client's rate limit.
+/// A one-time challenge, drawn at random (one of 104 sequences of four turns and tilts): the
+/// client films the person following it, 5-15 frames (about 2 per second), then sends them to
+/// `POST /verify/` as repeated `frames` parts with `challenge_id`. The token then says `amr:
+/// ["face", "liveness"]`. Fetching a challenge spends one request of the client's rate limit
+/// and counts as a failed login attempt of the address until it is answered.
 #[utoipa::path(
     post,
     path = "/liveness/challenge", operation_id = "liveness_challenge",

@@ -72,7 +72,7 @@ impl FaceLock {
         let live = matches!(req.evidence, Evidence::Live(_));
         let upload = match req.evidence {
             Evidence::Photo(bytes) => self.prepare_image(bytes).await?,
-            Evidence::Live(proof) => self.check_liveness(proof).await?,
+            Evidence::Live(proof) => self.check_liveness(proof, &req.origin).await?,
         };
         if !self.allow_duplicate_faces {
             self.refuse_duplicate(&req.user_id, upload.clone(), &req.origin, actor)

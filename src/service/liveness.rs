@@ -41,21 +41,23 @@ pub enum ChallengeProblem {
 }
 
 impl FaceLock {
-    /// A new challenge: random turns to make, answerable once within
+    /// A new challenge: random motions to make, answerable once within
     /// [`liveness::CHALLENGE_TTL`]. An address that must wait after failed logins waits for
-    /// challenges too.
+    /// challenges too, and a challenge counts as a failed attempt of the address until it is
+    /// answered: fetching challenges until one fits a recording runs into the address's delay
+    /// (with 104 sequences, after about 50 fetches on average).
     pub async fn issue_challenge(&self, origin: &Origin) -> Result<IssuedChallenge, Error> {
         if !self.engine.observes_liveness() {
             return Err(Error::LivenessUnavailable);
         }
         self.refuse_if_delayed(origin).await?;
-        let mut random = [0u8; 1];
+        let mut random = [0u8; 4];
         getrandom::fill(&mut random).map_err(|e| {
             Error::Engine(crate::engine::EngineError::internal(format!(
                 "no randomness for a challenge: {e}"
             )))
         })?;
-        let actions = liveness::actions_for(random[0]);
+        let actions = liveness::actions_for(u32::from_le_bytes(random));
         let now = Timestamp::now();
         let stored = StoredChallenge {
             id: uuid::Uuid::new_v4().simple().to_string(),
@@ -64,6 +66,9 @@ impl FaceLock {
             expires_at: now + liveness::CHALLENGE_TTL,
         };
         self.store.save_challenge(&stored).await?;
+        if let Some(address) = origin.address {
+            self.address_failures.failed(address).await;
+        }
         Ok(IssuedChallenge {
             instructions: liveness::instructions(&actions),
             id: stored.id,
@@ -73,9 +78,15 @@ impl FaceLock {
     }
 
     /// Spends the proof's challenge and judges its frames; the frame to log in with (the most
-    /// frontal) when a live head followed the challenge. The challenge is spent whatever the verdict: a
-    /// refused answer cannot be tried again with other frames.
-    pub(super) async fn check_liveness(&self, proof: LivenessProof) -> Result<Arc<Upload>, Error> {
+    /// frontal) when a live head followed the challenge. The challenge is spent whatever the
+    /// verdict: a refused answer cannot be tried again with other frames. Spending it takes back
+    /// the failure its fetch counted against the answering address; a refused answer then counts
+    /// as any failed login does.
+    pub(super) async fn check_liveness(
+        &self,
+        proof: LivenessProof,
+        origin: &Origin,
+    ) -> Result<Arc<Upload>, Error> {
         if !self.engine.observes_liveness() {
             return Err(Error::LivenessUnavailable);
         }
@@ -112,12 +123,17 @@ impl FaceLock {
             .spend_challenge(&proof.challenge_id, Timestamp::now())
             .await?
         {
-            ChallengeSpend::Spent(c) => liveness::decode_actions(&c.actions).ok_or_else(|| {
-                Error::Store(crate::store::StoreError::Corrupt(format!(
-                    "liveness challenge with unknown actions {:?}",
-                    c.actions
-                )))
-            })?,
+            ChallengeSpend::Spent(c) => {
+                if let Some(address) = origin.address {
+                    self.address_failures.forgive(address).await;
+                }
+                liveness::decode_actions(&c.actions).ok_or_else(|| {
+                    Error::Store(crate::store::StoreError::Corrupt(format!(
+                        "liveness challenge with unknown actions {:?}",
+                        c.actions
+                    )))
+                })?
+            }
             ChallengeSpend::Unknown => return Err(Error::Challenge(ChallengeProblem::Unknown)),
             ChallengeSpend::Expired => return Err(Error::Challenge(ChallengeProblem::Expired)),
             ChallengeSpend::Used => return Err(Error::Challenge(ChallengeProblem::Used)),

@@ -98,14 +98,14 @@ impl FaceLock {
             let (upload, assurance) = match (&claimed, req.evidence) {
                 (Some(user), Evidence::Photo(bytes)) => {
                     gate = Gate::Admitted(self.admit_attempt(user, origin).await?);
-                    self.examine(Evidence::Photo(bytes)).await?
+                    self.examine(Evidence::Photo(bytes), origin).await?
                 }
                 (Some(user), evidence) => {
-                    let examined = self.examine(evidence).await?;
+                    let examined = self.examine(evidence, origin).await?;
                     gate = self.admit_live_attempt(user).await?;
                     examined
                 }
-                (None, evidence) => self.examine(evidence).await?,
+                (None, evidence) => self.examine(evidence, origin).await?,
             };
             let floor = match gate {
                 Gate::WayIn => self.accounts.policy().locked_floor(threshold),
@@ -181,12 +181,16 @@ impl FaceLock {
     /// The photo to match and how surely it is of a person at the camera: a single photo
     /// (unless the server demands liveness), or the frontal frame of a burst that passed its
     /// liveness challenge.
-    async fn examine(&self, evidence: Evidence) -> Result<(Arc<Upload>, Assurance), Error> {
+    async fn examine(
+        &self,
+        evidence: Evidence,
+        origin: &Origin,
+    ) -> Result<(Arc<Upload>, Assurance), Error> {
         match evidence {
             Evidence::Photo(_) if self.require_liveness => Err(Error::LivenessRequired),
             Evidence::Photo(bytes) => Ok((self.prepare_image(bytes).await?, Assurance::Face)),
             Evidence::Live(proof) => Ok((
-                self.check_liveness(proof).await?,
+                self.check_liveness(proof, origin).await?,
                 Assurance::FaceAndLiveness,
             )),
         }

@@ -342,7 +342,7 @@ async fn the_demo_page_enrols_and_logs_in_with_a_webcam() {
         assert_eq!(live["code"], "LIVENESS_MOTION_MISSING", "{live}");
         assert_eq!(
             live["message"],
-            "The camera did not see your head turn as asked. Start again and follow the instructions."
+            "The camera did not see your head move as asked. Start again and follow the instructions."
         );
         let asked = page.run(r#"return el("result").dataset.challenge;"#);
         assert!(asked.as_str().unwrap().contains("turn_"), "{asked}");

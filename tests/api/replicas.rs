@@ -85,8 +85,9 @@ async fn replicas_on_one_postgres_agree_at_once() {
     assert_eq!(statuses, [200, 400], "exactly one replica accepts it");
 
     // A liveness challenge issued by A is answered once: on B, and then never again on A.
-    // (The frames are not photos: the answer spends the challenge before reading them. A user
-    // id is claimed so the failure counts against that account, not this address.)
+    // (The frames are not photos: the answer spends the challenge before reading them, which
+    // takes back the failure its fetch counted; each refused answer then counts against this
+    // address, on both replicas.)
     let challenge: serde_json::Value = a
         .http
         .post(format!("{}/liveness/challenge", a.base))
@@ -101,7 +102,7 @@ async fn replicas_on_one_postgres_agree_at_once() {
         let mut form = reqwest::multipart::Form::new()
             .text("challenge_id", id.clone())
             .text("user_id", "nobody");
-        for i in 0..3 {
+        for i in 0..5 {
             let part = reqwest::multipart::Part::bytes(b"not a frame".to_vec())
                 .file_name(format!("frame{i}.jpg"));
             form = form.part("frames", part);

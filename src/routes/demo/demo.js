@@ -35,15 +35,23 @@ const MESSAGES = {
   CHALLENGE_EXPIRED: "The liveness check took too long. Start it again.",
   CHALLENGE_USED: "This liveness check was already used. Start it again.",
   LIVENESS_FACE_CHANGED: "The face changed during the check. Only you should be in view; try again in good light.",
-  LIVENESS_MOTION_MISSING: "The camera did not see your head turn as asked. Start again and follow the instructions.",
+  LIVENESS_MOTION_MISSING: "The camera did not see your head move as asked. Start again and follow the instructions.",
   LIVENESS_FLAT: "The camera saw a flat picture move, not a head turn.",
   LIVENESS_REQUIRED: "This server requires the liveness check: use the liveness button.",
   LIVENESS_UNAVAILABLE: "This server's face engine cannot check liveness.",
 };
 
-/// How long the page films a liveness answer: per turn, out and back.
-const FRAME_INTERVAL_MS = 350;
-const FRAMES_PER_TURN = 4;
+/// How the page films a liveness answer: a frame at the start, then per motion, out and back.
+const FRAME_INTERVAL_MS = 450;
+const FRAMES_PER_MOTION = 3;
+
+/// What each motion of a challenge asks, shown while it is filmed.
+const MOTIONS = {
+  turn_left: "Turn your head to your left, then back",
+  turn_right: "Turn your head to your right, then back",
+  tilt_left: "Tilt your head towards your left shoulder, then back",
+  tilt_right: "Tilt your head towards your right shoulder, then back",
+};
 
 const $ = (id) => document.getElementById(id);
 let session = null; // { token, refreshToken, userId }
@@ -167,16 +175,26 @@ async function liveLogin() {
   show("busy", "Preparing the liveness check");
   const challenge = await call("POST", "/liveness/challenge");
   if (!challenge) return;
-  const frames = Math.min(challenge.max_frames, 1 + FRAMES_PER_TURN * challenge.actions.length);
-  show("busy", `${challenge.instructions}.`);
   $("result").dataset.challenge = challenge.actions.join(",");
   const form = new FormData();
   form.append("challenge_id", challenge.challenge_id);
   const userId = $("login-user").value.trim();
   if (userId) form.append("user_id", userId);
-  for (let i = 0; i < frames; i++) {
-    await new Promise((ok) => setTimeout(ok, FRAME_INTERVAL_MS));
-    form.append("frames", await capture(), `frame${i}.jpg`);
+  const perMotion = Math.min(
+    FRAMES_PER_MOTION,
+    Math.floor((challenge.max_frames - 1) / challenge.actions.length),
+  );
+  show("busy", "Look at the camera");
+  await new Promise((ok) => setTimeout(ok, FRAME_INTERVAL_MS));
+  form.append("frames", await capture(), "frame0.jpg");
+  let taken = 1;
+  for (const [step, action] of challenge.actions.entries()) {
+    show("busy", `${step + 1} of ${challenge.actions.length}: ${MOTIONS[action] || action}.`);
+    for (let i = 0; i < perMotion; i++) {
+      await new Promise((ok) => setTimeout(ok, FRAME_INTERVAL_MS));
+      form.append("frames", await capture(), `frame${taken}.jpg`);
+      taken += 1;
+    }
   }
   show("busy", "Checking the frames");
   signIn(await call("POST", "/verify/", form));
