@@ -17,6 +17,7 @@ pub mod legacy_photos;
 pub mod liveness;
 pub mod metrics;
 pub mod net;
+pub mod oidc;
 pub mod rate_limit;
 pub mod routes;
 pub mod secret;

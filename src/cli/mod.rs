@@ -4,6 +4,7 @@
 
 mod audit;
 mod bench;
+mod clients;
 mod describe;
 mod eval;
 mod fetch_models;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Manage users directly in the data folder.
     #[command(subcommand)]
     Users(users::Command),
+    /// Manage the OpenID Connect clients: the applications that may send users here to sign in.
+    #[command(subcommand)]
+    Clients(clients::Command),
     /// Manage the token signing keys (ES256) in the store.
     #[command(subcommand)]
     Keys(keys::Command),
@@ -65,6 +69,7 @@ impl Command {
             Command::Serve(args) => serve::run(settings, args).await,
             Command::Users(cmd) => users::run(&settings, cmd).await,
             Command::Keys(cmd) => keys::run(&settings, cmd).await,
+            Command::Clients(cmd) => clients::run(&settings, cmd).await,
             Command::FetchModels => fetch_models::run(&settings),
             Command::Import(args) => import::run(&settings, args).await,
             Command::Reindex(args) => reindex::run(&settings, args).await,

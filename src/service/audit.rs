@@ -52,10 +52,14 @@ pub enum AuditKind {
     KeyRotated,
     /// The admin role was granted or withdrawn.
     RoleChanged,
+    /// An OpenID Connect client was registered, removed, or given a new secret.
+    ClientRegistered,
+    ClientRemoved,
+    ClientSecretRotated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 19] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginRefusedLocked,
@@ -72,6 +76,9 @@ impl AuditKind {
         Self::TokenIntrospected,
         Self::KeyRotated,
         Self::RoleChanged,
+        Self::ClientRegistered,
+        Self::ClientRemoved,
+        Self::ClientSecretRotated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +99,9 @@ impl AuditKind {
             Self::TokenIntrospected => "token_introspected",
             Self::KeyRotated => "key_rotated",
             Self::RoleChanged => "role_changed",
+            Self::ClientRegistered => "client_registered",
+            Self::ClientRemoved => "client_removed",
+            Self::ClientSecretRotated => "client_secret_rotated",
         }
     }
 

@@ -1,12 +1,14 @@
 //! The durable store, split by capability: [`UserStore`] (users, their faces and the engine
 //! deletion queue), [`KeyStore`] (token signing keys), [`TokenStore`] (refresh-token sessions
-//! and revoked access tokens), [`LockoutStore`] (failed logins per account) and [`AuditStore`]
-//! (the audit trail). [`Store`] is all of them plus health, what a backend implements;
+//! and revoked access tokens), [`LockoutStore`] (failed logins per account), [`AuditStore`]
+//! (the audit trail), [`ChallengeStore`] (liveness challenges) and [`ClientStore`] (OpenID
+//! Connect clients). [`Store`] is all of them plus health, what a backend implements;
 //! each backend keeps one file per capability. It knows nothing of HTTP, images or engines
 //! beyond the records it keeps.
 
 pub mod audit;
 pub mod challenges;
+pub mod clients;
 pub mod counters;
 pub mod keys;
 pub mod lockouts;
@@ -22,6 +24,7 @@ use crate::clock::Timestamp;
 
 pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use challenges::{ChallengeSpend, ChallengeStore, StoredChallenge};
+pub use clients::{ClientStore, StoredClient};
 pub use counters::CounterStore;
 pub use keys::{KeyStore, StoredKey};
 pub use lockouts::{Admission, LockoutRule, LockoutStore};
@@ -40,6 +43,8 @@ pub enum StoreError {
     UserExists,
     #[error("user not found")]
     UserNotFound,
+    #[error("a client with this id exists")]
+    ClientExists,
     /// The database failed or refused the operation.
     #[error("the database failed: {context}")]
     Backend {
@@ -90,7 +95,14 @@ fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Everything a store backend offers.
 #[async_trait]
 pub trait Store:
-    UserStore + KeyStore + TokenStore + LockoutStore + AuditStore + CounterStore + ChallengeStore
+    UserStore
+    + KeyStore
+    + TokenStore
+    + LockoutStore
+    + AuditStore
+    + CounterStore
+    + ChallengeStore
+    + ClientStore
 {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -561,6 +561,45 @@ fn operator_commands_manage_keys_and_users() {
     assert_eq!(run(&["users", "list"]), "");
     assert_eq!(run(&["users", "unlock", "rose"]), "rose: was not locked\n");
 
+    // OpenID Connect clients: a secret printed once, listed, rotated, removed.
+    let added = run(&[
+        "clients",
+        "add",
+        "grafana",
+        "--name",
+        "Grafana",
+        "--redirect-uri",
+        "https://grafana.example.com/login/generic_oauth",
+        "--post-logout-redirect-uri",
+        "https://grafana.example.com/",
+    ]);
+    let secret = added
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret\t"))
+        .unwrap_or_else(|| panic!("{added}"));
+    assert!(secret.len() >= 43, "{added}");
+    assert!(run(&[
+        "clients",
+        "add",
+        "cli",
+        "--name",
+        "CLI",
+        "--public",
+        "--redirect-uri",
+        "http://127.0.0.1/cb"
+    ])
+    .contains("public"));
+    let listed = run(&["clients", "list"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.starts_with("cli\tpublic\tCLI\thttp://127.0.0.1/cb\t\t"),
+        "{listed}"
+    );
+    assert!(!listed.contains(secret), "the secret is never shown again");
+    let rotated = run(&["clients", "rotate-secret", "grafana"]);
+    assert!(rotated.starts_with("client_secret\t") && !rotated.contains(secret));
+    assert_eq!(run(&["clients", "remove", "cli"]), "removed cli\n");
+
     // Every command above left its trace, as JSON lines on stdout and nothing else there.
     let trail = run(&["audit", "--since", "1h"]);
     let events: Vec<serde_json::Value> = trail
@@ -574,6 +613,9 @@ fn operator_commands_manage_keys_and_users() {
         "key_rotated",
         "user_deleted",
         "lockout_cleared",
+        "client_registered",
+        "client_secret_rotated",
+        "client_removed",
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }

@@ -660,10 +660,74 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
     assert!(!store.replace_face("e1", face("e1-again")).await.unwrap());
     assert!(store.faces(&["e1-again".into()]).await.unwrap().is_empty());
 
+    // OpenID Connect clients: registered once, secrets kept as hashes, rotated, removed.
+    clients_keep_the_contract(&store).await;
+
     // A new master key re-seals the data key; the old one no longer opens the store.
     let new_master = MasterKey::generate().unwrap();
     store.reseal_data_key(&master(), &new_master).await.unwrap();
     assert!(store.reseal_data_key(&master(), &new_master).await.is_err());
+}
+
+async fn clients_keep_the_contract(store: &Arc<dyn Store>) {
+    use facelock::oidc::{ClientError, ClientId, Clients, NewClient, RedirectUri};
+    let clients = Clients::new(store.clone());
+    let uris = |u: &[&str]| -> Vec<RedirectUri> {
+        u.iter().map(|u| RedirectUri::parse(u).unwrap()).collect()
+    };
+    let new = |id: &str, public: bool| NewClient {
+        client_id: ClientId::parse(id).unwrap(),
+        name: format!("The {id} app"),
+        redirect_uris: uris(&["https://app.example.com/cb", "http://127.0.0.1:9000/cb"]),
+        post_logout_redirect_uris: uris(&["https://app.example.com/bye"]),
+        public,
+    };
+    let (web, secret) = clients.add(new("web", false)).await.unwrap();
+    let secret = secret.expect("a confidential client gets a secret");
+    assert!(!web.public && web.secret_matches(secret.expose()));
+    let (spa, none) = clients.add(new("spa", true)).await.unwrap();
+    assert!(spa.public && none.is_none());
+    assert!(matches!(
+        clients.add(new("web", true)).await,
+        Err(ClientError::Exists(id)) if id == "web"
+    ));
+    let found = clients.find("web").await.unwrap().unwrap();
+    assert_eq!(found, web);
+    assert!(found.secret_matches(secret.expose()) && !found.secret_matches("guess"));
+    assert_eq!(
+        found.redirect_uris,
+        ["https://app.example.com/cb", "http://127.0.0.1:9000/cb"]
+    );
+    assert!(found.allows_post_logout_redirect("https://app.example.com/bye"));
+    let listed: Vec<String> = clients
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.client_id)
+        .collect();
+    assert_eq!(listed, ["spa", "web"]);
+    let rotated = clients.rotate_secret("web").await.unwrap();
+    let found = clients.find("web").await.unwrap().unwrap();
+    assert!(found.secret_matches(rotated.expose()));
+    assert!(
+        !found.secret_matches(secret.expose()),
+        "the old secret stops working"
+    );
+    assert!(matches!(
+        clients.rotate_secret("spa").await,
+        Err(ClientError::Public(_))
+    ));
+    assert!(matches!(
+        clients.rotate_secret("nobody").await,
+        Err(ClientError::Unknown(_))
+    ));
+    clients.remove("web").await.unwrap();
+    assert!(clients.find("web").await.unwrap().is_none());
+    assert!(matches!(
+        clients.remove("web").await,
+        Err(ClientError::Unknown(_))
+    ));
 }
 
 /// Runs the futures concurrently, in order of their results.

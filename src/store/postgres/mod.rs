@@ -5,6 +5,7 @@
 
 mod audit;
 mod challenges;
+mod clients;
 mod counters;
 mod keys;
 mod lockouts;
@@ -25,6 +26,7 @@ use crate::{clock::Timestamp, domain::UserId};
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("0002_liveness_challenges.sql"),
+    include_str!("0003_oidc_clients.sql"),
 ];
 
 /// An advisory lock key only Face Lock's migrations take ("facelock" in ASCII).

@@ -4,6 +4,7 @@
 
 mod audit;
 mod challenges;
+mod clients;
 mod counters;
 mod keys;
 mod lockouts;
@@ -35,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_address_failures.sql"),
     include_str!("migrations/0011_plaintext_sealed.sql"),
     include_str!("migrations/0012_liveness_challenges.sql"),
+    include_str!("migrations/0013_oidc_clients.sql"),
 ];
 
 #[derive(Clone)]
