@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod fair;
 pub mod files;
 pub mod images;
 pub mod import;

@@ -13,7 +13,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
 
 use facelock_engine::{
     distance,
@@ -57,8 +56,9 @@ pub struct LocalEngine {
     enrolled_here: std::sync::Mutex<HashMap<uuid::Uuid, EnrolledHere>>,
     /// The last analyses, by upload, for a second call on the same upload.
     recent: std::sync::Mutex<Vec<(std::sync::Weak<Upload>, Analysis)>>,
-    /// One permit per core: inference jobs beyond that wait instead of thrashing.
-    permits: Arc<Semaphore>,
+    /// One permit per core: inference jobs beyond that wait instead of thrashing, the jobs of
+    /// the client running the fewest first.
+    permits: Arc<crate::fair::FairPermits>,
     /// Where each stage's latency is recorded.
     metrics: Arc<Metrics>,
 }
@@ -97,7 +97,7 @@ impl LocalEngine {
             index: RwLock::new(FaceIndex::new(face_model.descriptor_len())),
             enrolled_here: Default::default(),
             recent: Default::default(),
-            permits: Arc::new(Semaphore::new(cores)),
+            permits: crate::fair::FairPermits::new(cores),
             metrics,
         })
     }
@@ -132,12 +132,7 @@ impl LocalEngine {
     }
 
     async fn analyze_now(&self, image: Arc<Upload>) -> Result<Analysis, EngineError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(EngineError::internal)?;
+        let permit = self.permits.acquire().await;
         let models = self.models.clone();
         let span = tracing::Span::current();
         let waiting = Waiting::default();

@@ -46,6 +46,19 @@ fn client_address(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
     Some(peer)
 }
 
+/// Runs the request on behalf of its client, so that its face work gets its fair share of the
+/// cores ([`crate::fair`]).
+pub async fn as_client(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let client = client_address(&parts, &state.settings.server.trusted_proxies);
+    let request = axum::extract::Request::from_parts(parts, body);
+    crate::fair::as_client(client, next.run(request)).await
+}
+
 fn origin(parts: &Parts, state: &AppState) -> Origin {
     Origin {
         address: client_address(parts, &state.settings.server.trusted_proxies),

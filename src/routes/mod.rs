@@ -133,6 +133,7 @@ pub fn openapi() -> OpenApiDoc {
 pub fn app(state: AppState) -> Router {
     let settings = state.settings.server.clone();
     let track = middleware::from_fn_with_state(state.clone(), metrics::track);
+    let fair_share = middleware::from_fn_with_state(state.clone(), extract::as_client);
     let (api, doc) = api_routes();
     let canonical = Arc::new(CanonicalPaths::new(&doc));
     let routes = api
@@ -144,6 +145,7 @@ pub fn app(state: AppState) -> Router {
     } else {
         routes
     }
+    .route_layer(fair_share)
     .route_layer(track)
     .layer(DefaultBodyLimit::max(settings.max_body_bytes));
 

@@ -126,8 +126,8 @@ pub struct FaceLock {
     /// Where servers before 0.2 kept reference photos as files.
     legacy_photos: std::path::PathBuf,
     decode_limits: DecodeLimits,
-    /// One decode per core at a time.
-    decode_permits: Arc<tokio::sync::Semaphore>,
+    /// One decode per core at a time, the decodes of the client running the fewest first.
+    decode_permits: Arc<crate::fair::FairPermits>,
     /// What background upkeep keeps between its rounds.
     upkeep: upkeep::UpkeepState,
     /// The application's metrics registry.
@@ -176,9 +176,9 @@ impl FaceLock {
             decode_limits: DecodeLimits {
                 max_pixels: settings.engine.max_image_pixels,
             },
-            decode_permits: Arc::new(tokio::sync::Semaphore::new(
+            decode_permits: crate::fair::FairPermits::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
+            ),
             upkeep: upkeep::UpkeepState::new(settings.lockout.audit_retention),
             metrics,
         }
@@ -269,12 +269,7 @@ impl FaceLock {
     /// decodes run at once.
     async fn prepare_image(&self, bytes: Vec<u8>) -> Result<Arc<Upload>, Error> {
         let limits = self.decode_limits;
-        let permit = self
-            .decode_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| Error::Engine(crate::engine::EngineError::internal(e)))?;
+        let permit = self.decode_permits.acquire().await;
         let engine = self.engine.name();
         let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
