@@ -113,6 +113,7 @@ pub async fn build_state(settings: Settings) -> Result<AppState, StartError> {
     Ok(AppState {
         facelock,
         limiter,
+        in_flight: rate_limit::InFlight::new(settings.server.max_face_requests_per_address),
         settings: Arc::new(settings),
     })
 }

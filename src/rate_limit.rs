@@ -1,6 +1,7 @@
 //! Per-client rate limiting of the endpoints that run the face engine (verify, register,
-//! compare): a token bucket per client IP. It slows down brute-force logins (trying photo after
-//! photo of a victim) and keeps one client from monopolising the engine.
+//! compare): a token bucket per client IP, and a cap on its requests in flight. It slows down
+//! brute-force logins (trying photo after photo of a victim) and keeps one client from
+//! monopolising the engine.
 //!
 //! The client is the socket peer address, or the address a trusted proxy forwards
 //! (`FACELOCK_TRUSTED_PROXIES`). On a shared store the limit is counted in the store, so every
@@ -9,7 +10,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -108,6 +109,54 @@ impl RequestLimit {
                         Ok(())
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Requests doing face work at once, per client address: a client cannot hold more of the
+/// server's memory (bodies of up to the body limit, a decoded frame each) and queue than this.
+pub struct InFlight {
+    max: usize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One request in flight, counted until dropped.
+pub struct InFlightGuard {
+    owner: Arc<InFlight>,
+    ip: IpAddr,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            by_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts a request of `ip` in, unless it has the most in flight already.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<InFlightGuard> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = by_ip.entry(ip).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(InFlightGuard {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut by_ip = self.owner.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_ip.remove(&self.ip);
             }
         }
     }
@@ -311,6 +360,22 @@ mod tests {
         }
         assert!(delay.check(ip, now).is_ok());
         assert_eq!(delay.failed(ip, now + Duration::from_secs(1)), max);
+    }
+
+    #[test]
+    fn an_address_has_at_most_so_many_requests_in_flight() {
+        let in_flight = InFlight::new(2);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = in_flight.enter(ip).unwrap();
+        let _second = in_flight.enter(ip).unwrap();
+        assert!(in_flight.enter(ip).is_none());
+        assert!(in_flight.enter(other).is_some());
+        drop(first);
+        assert!(
+            in_flight.enter(ip).is_some(),
+            "a finished request frees its place"
+        );
     }
 
     #[test]

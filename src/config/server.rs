@@ -28,6 +28,9 @@ pub struct ServerSettings {
     /// default 32; trusted proxies are exempt), so that one client's slow bodies cannot take
     /// every slot.
     pub max_connections_per_address: usize,
+    /// Requests doing face work (register, verify, compare, liveness challenges) at once from
+    /// one client address (`FACELOCK_MAX_FACE_REQUESTS_PER_ADDRESS`, default 4; 0 is off).
+    pub max_face_requests_per_address: usize,
     /// Whether `/demo`, the webcam page, is served (`FACELOCK_DEMO`, on unless set to false).
     pub demo_page: bool,
     pub metrics: MetricsSettings,
@@ -104,6 +107,14 @@ pub(super) fn from_lookup(
         },
         max_connections_per_address: parse(get, "FACELOCK_MAX_CONNECTIONS_PER_ADDRESS", 32usize)?
             .max(1),
+        max_face_requests_per_address: match parse(
+            get,
+            "FACELOCK_MAX_FACE_REQUESTS_PER_ADDRESS",
+            4usize,
+        )? {
+            0 => usize::MAX,
+            n => n,
+        },
         max_connections: get("FACELOCK_MAX_CONNECTIONS")
             .map(|raw| {
                 raw.trim()

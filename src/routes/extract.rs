@@ -134,8 +134,12 @@ impl FromRequestParts<AppState> for MaybeAuthenticated {
     }
 }
 
-/// Spends one request of the client's face-engine quota (per socket peer address).
-pub struct EngineQuota;
+/// Spends one request of the client's face-engine quota (per socket peer address), and holds
+/// one of its places for requests in flight until the handler is done. (Requests with no peer
+/// address, made in-process, are not counted.)
+pub struct EngineQuota {
+    _in_flight: Option<crate::rate_limit::InFlightGuard>,
+}
 
 impl FromRequestParts<AppState> for EngineQuota {
     type Rejection = ApiError;
@@ -143,11 +147,23 @@ impl FromRequestParts<AppState> for EngineQuota {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ip = client_address(parts, &state.settings.server.trusted_proxies)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let in_flight = match ip {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED) => None,
+            ip => Some(state.in_flight.enter(ip).ok_or_else(|| {
+                tracing::warn!(%ip, "too many face requests in flight");
+                state.facelock.metrics().rate_limited("in_flight");
+                ApiError::RateLimited {
+                    retry_after_secs: 1,
+                }
+            })?),
+        };
         state
             .limiter
             .admit(ip)
             .await
-            .map(|()| EngineQuota)
+            .map(|()| EngineQuota {
+                _in_flight: in_flight,
+            })
             .map_err(|wait| {
                 tracing::warn!(%ip, "rate limit reached");
                 state.facelock.metrics().rate_limited("client");

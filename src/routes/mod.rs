@@ -56,6 +56,8 @@ use crate::{
 pub struct AppState {
     pub facelock: Arc<FaceLock>,
     pub limiter: Arc<RequestLimit>,
+    /// Face requests in flight per client address.
+    pub in_flight: Arc<crate::rate_limit::InFlight>,
     pub settings: Arc<Settings>,
 }
 
