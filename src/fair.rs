@@ -19,6 +19,8 @@ use std::{
 
 use tokio::sync::oneshot;
 
+use crate::tally::Tally;
+
 type Client = Option<IpAddr>;
 
 tokio::task_local! {
@@ -41,7 +43,7 @@ pub struct FairPermits {
 
 struct State {
     free: usize,
-    held: HashMap<Client, usize>,
+    held: Tally<Client>,
     waiting: VecDeque<Waiter>,
     /// Permits granted so far, and the count when each client was last granted one.
     grants: u64,
@@ -51,7 +53,7 @@ struct State {
 impl State {
     fn grant(&mut self, client: Client) {
         self.free -= 1;
-        *self.held.entry(client).or_default() += 1;
+        self.held.add(client);
         self.grants += 1;
         if self.last_grant.len() >= 10_000 {
             // Forget the clients served longest ago; they rank first again, as new ones do.
@@ -63,12 +65,7 @@ impl State {
 
     fn take_back(&mut self, client: Client) {
         self.free += 1;
-        if let Some(n) = self.held.get_mut(&client) {
-            *n -= 1;
-            if *n == 0 {
-                self.held.remove(&client);
-            }
-        }
+        self.held.take(&client);
     }
 }
 
@@ -89,7 +86,7 @@ impl FairPermits {
         Arc::new(Self {
             state: Mutex::new(State {
                 free: permits,
-                held: HashMap::new(),
+                held: Tally::default(),
                 waiting: VecDeque::new(),
                 grants: 0,
                 last_grant: HashMap::new(),
@@ -134,14 +131,15 @@ impl FairPermits {
         self.hand_out(&mut state);
     }
 
-    /// Gives free permits to waiters: fewest held first, then served longest ago. Afterwards either no permit is free or
-    /// nobody waits, which is what lets [`Self::acquire_for`] take a free permit at once.
+    /// Gives free permits to waiters: fewest held first, then served longest ago. Afterwards
+    /// either no permit is free or nobody waits, which is what lets [`Self::acquire_for`] take
+    /// a free permit at once.
     fn hand_out(self: &Arc<Self>, state: &mut State) {
         state.waiting.retain(|w| !w.hand_over.is_closed());
         while state.free > 0 {
             let rank = |c: &Client| {
                 (
-                    state.held.get(c).copied().unwrap_or(0),
+                    state.held.get(c),
                     state.last_grant.get(c).copied().unwrap_or(0),
                 )
             };

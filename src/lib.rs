@@ -24,6 +24,7 @@ pub mod routes;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod tally;
 pub mod telemetry;
 pub mod tokens;
 

@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::tally::Tally;
+
 /// Buckets idle for this long are dropped, bounding memory under many clients.
 const IDLE: Duration = Duration::from_secs(600);
 
@@ -118,7 +120,7 @@ impl RequestLimit {
 /// server's memory (bodies of up to the body limit, a decoded frame each) and queue than this.
 pub struct InFlight {
     max: usize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    by_ip: Mutex<Tally<IpAddr>>,
 }
 
 /// One request in flight, counted until dropped.
@@ -131,18 +133,17 @@ impl InFlight {
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
-            by_ip: Mutex::new(HashMap::new()),
+            by_ip: Mutex::new(Tally::default()),
         })
     }
 
     /// Counts a request of `ip` in, unless it has the most in flight already.
     pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<InFlightGuard> {
         let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let count = by_ip.entry(ip).or_default();
-        if *count >= self.max {
+        if by_ip.get(&ip) >= self.max {
             return None;
         }
-        *count += 1;
+        by_ip.add(ip);
         Some(InFlightGuard {
             owner: self.clone(),
             ip,
@@ -153,12 +154,7 @@ impl InFlight {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let mut by_ip = self.owner.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = by_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                by_ip.remove(&self.ip);
-            }
-        }
+        by_ip.take(&self.ip);
     }
 }
 
@@ -196,6 +192,19 @@ impl AddressDelay {
         }
     }
 
+    /// Takes back one failure counted against `ip` (a liveness challenge it fetched, once
+    /// passed). A wait already earned runs its course.
+    pub async fn forgive(&self, ip: IpAddr) {
+        match self {
+            Self::Local(delay) => delay.forgive(ip),
+            Self::Shared { store, .. } => {
+                if let Err(e) = store.forgive_address_failure(&ip.to_string()).await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back a failure of an address");
+                }
+            }
+        }
+    }
+
     /// Counts a failure from `ip`.
     pub async fn failed(&self, ip: IpAddr) {
         match self {
@@ -223,21 +232,6 @@ impl AddressDelay {
     }
 }
 
-impl AddressDelay {
-    /// Takes back one failure counted against `ip` (a liveness challenge it fetched, once
-    /// passed). A wait already earned runs its course.
-    pub async fn forgive(&self, ip: IpAddr) {
-        match self {
-            Self::Local(delay) => delay.forgive(ip),
-            Self::Shared { store, .. } => {
-                if let Err(e) = store.forgive_address_failure(&ip.to_string()).await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back a failure of an address");
-                }
-            }
-        }
-    }
-}
-
 /// The wait the `count`th failure earns: none for the first `free`, then 1 s, 2 s, 4 s ...
 /// up to `max`.
 fn wait_after(count: u32, free: u32, max: Duration) -> Duration {
@@ -252,8 +246,9 @@ fn wait_after(count: u32, free: u32, max: Duration) -> Duration {
 /// A per-address delay after failed face logins that name no user (1:N, where no account can be
 /// locked): the first `free` failures cost nothing, each further one makes the address wait
 /// 1 s, 2 s, 4 s ... up to `max`. Failures are forgotten only with time (after ten minutes
-/// without one, counted from the end of the last wait): a success from the address clears nothing, or an attacker enrolled under an
-/// id of their own would log in between guesses to start afresh.
+/// without one, counted from the end of the last wait): a success from the address clears
+/// nothing, or an attacker enrolled under an id of their own would log in between guesses to
+/// start afresh.
 pub struct FailureDelay {
     free: u32,
     max: Duration,

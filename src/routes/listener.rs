@@ -7,7 +7,7 @@
 //! Shutdown stops accepting, lets requests in flight finish and closes idle connections.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     future::Future,
     net::IpAddr,
     sync::{
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
 use tower::ServiceExt;
 
-use crate::net::IpNet;
+use crate::{net::IpNet, tally::Tally};
 
 /// Files the process keeps for itself (database, models, logs) beside its connections.
 const RESERVED_FILES: usize = 64;
@@ -88,18 +88,13 @@ struct Connections {
 #[derive(Default)]
 struct Open {
     by_id: BTreeMap<u64, Connection>,
-    per_peer: HashMap<IpAddr, usize>,
+    per_peer: Tally<IpAddr>,
 }
 
 impl Open {
     fn take(&mut self, id: u64) -> Option<Connection> {
         let connection = self.by_id.remove(&id)?;
-        if let Some(count) = self.per_peer.get_mut(&connection.peer) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_peer.remove(&connection.peer);
-            }
-        }
+        self.per_peer.take(&connection.peer);
         Some(connection)
     }
 }
@@ -121,7 +116,7 @@ impl Connections {
 
     /// Connections open from `peer`.
     fn from(&self, peer: IpAddr) -> usize {
-        self.lock().per_peer.get(&peer).copied().unwrap_or(0)
+        self.lock().per_peer.get(&peer)
     }
 
     fn add(&self, peer: IpAddr) -> (u64, Arc<AtomicUsize>, Arc<Notify>) {
@@ -137,7 +132,7 @@ impl Connections {
                 close: close.clone(),
             },
         );
-        *open.per_peer.entry(peer).or_default() += 1;
+        open.per_peer.add(peer);
         (id, in_flight, close)
     }
 
