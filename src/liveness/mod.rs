@@ -1,14 +1,15 @@
 //! Is a live head in front of the camera, rather than a print, a screen or a replayed photo?
 //! Judged from the face landmarks of a short burst of frames taken while the person follows a
 //! challenge: the requested motions must happen, in their order ([`geometry::yaw`] for turns,
-//! [`geometry::roll`] for tilts), and the turns must be the motion of a three-dimensional head. A flat picture moved in front of a camera, however it is
-//! turned or tilted, maps its landmarks from frame to frame by a homography; a head turning
-//! does not (the nose moves across the face while the outline of the cheeks does not
-//! follow), which [`geometry::planar_residual`] measures.
+//! [`geometry::roll`] for tilts), and the turns must be the motion of a three-dimensional
+//! head. A flat picture moved in front of a camera, however it is turned or tilted, maps its
+//! landmarks from frame to frame by a homography; a head turning does not (the nose moves
+//! across the face while the outline of the cheeks does not follow), which
+//! [`geometry::planar_residual`] measures.
 //!
-//! What it cannot tell: a video of the person turning their head, replayed on a screen, is a
-//! real head's motion (only the challenge drawn at random, one of 104, stands against it), and so is a
-//! sequence of several photos of the person taken at different angles.
+//! What it cannot tell: a video of the person moving their head, replayed on a screen, is a
+//! real head's motion (only the challenge drawn at random, one of 104, stands against it), and
+//! so is a sequence of several photos of the person taken at different angles.
 
 pub mod geometry;
 

@@ -114,8 +114,7 @@ impl FaceLock {
             let (user, similarity) = self.match_face(upload, claimed.clone(), floor).await?;
             Ok::<_, Error>((user, similarity, assurance))
         };
-        let result = attempt.await;
-        let (user, similarity, assurance) = match result {
+        let (user, similarity, assurance) = match attempt.await {
             Ok(found) => found,
             Err(e) => {
                 self.count_failure(req.claimed.as_ref(), origin, &e, gate)
