@@ -33,6 +33,14 @@ pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Discovery {
     pub issuer: String,
     pub jwks_uri: String,
+    /// OpenID Connect's endpoints: absent when tokens are signed with a shared secret (no ID
+    /// tokens can be signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
     pub token_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
@@ -44,7 +52,14 @@ pub struct Discovery {
     pub access_token_signing_alg_values_supported: Vec<String>,
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
     pub subject_types_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub scopes_supported: Vec<String>,
+    pub claims_supported: Vec<String>,
+    pub prompt_values_supported: Vec<String>,
+    /// The authorization response names its issuer (`iss`, RFC 9207).
+    pub authorization_response_iss_parameter_supported: bool,
     /// How users authenticate (RFC 8176): `face`, plus `liveness` after a passed liveness
     /// challenge.
     pub amr_values_supported: Vec<String>,
@@ -68,20 +83,49 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discove
     } else {
         format!("Tokens are {alg} JWTs with typ at+jwt: fetch jwks_uri, pick the key by kid, check iss and aud.")
     };
+    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let oidc = |path: &str| (!hmac).then(|| format!("{issuer}{path}"));
     Json(Discovery {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        authorization_endpoint: oidc("/authorize"),
+        userinfo_endpoint: oidc("/userinfo"),
+        end_session_endpoint: oidc("/end_session"),
         token_endpoint: format!("{issuer}/token"),
         revocation_endpoint: format!("{issuer}/revoke"),
         introspection_endpoint: format!("{issuer}/introspect"),
         issuer,
-        grant_types_supported: vec!["refresh_token".into()],
-        token_endpoint_auth_methods_supported: vec!["none".into()],
+        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
+        token_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ]),
         revocation_endpoint_auth_methods_supported: vec!["none".into()],
         introspection_endpoint_auth_methods_supported: vec!["bearer".into()],
         access_token_signing_alg_values_supported: vec![alg.clone()],
-        id_token_signing_alg_values_supported: vec![alg],
-        response_types_supported: vec!["token".into()],
+        id_token_signing_alg_values_supported: if hmac { vec![] } else { vec![alg] },
+        response_types_supported: strings(&["code"]),
+        response_modes_supported: strings(&["query"]),
         subject_types_supported: vec!["public".into()],
+        code_challenge_methods_supported: strings(&["S256"]),
+        scopes_supported: strings(&crate::oidc::request::SCOPES),
+        claims_supported: strings(&[
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "acr",
+            "at_hash",
+            "sid",
+            "name",
+            "email",
+        ]),
+        prompt_values_supported: strings(&["login", "none"]),
+        authorization_response_iss_parameter_supported: true,
         amr_values_supported: vec![
             crate::tokens::AMR_FACE.into(),
             crate::tokens::AMR_LIVENESS.into(),

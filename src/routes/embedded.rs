@@ -35,3 +35,22 @@ pub(super) fn file(
     )
         .into_response()
 }
+
+/// The policy of the webcam pages (`/demo`, `/login`): only this server's files and API, the
+/// camera for this origin alone, and never in a frame (a framed camera page invites
+/// clickjacking).
+const CAMERA_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                             connect-src 'self'; media-src 'self' blob: mediastream:; \
+                             img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; \
+                             frame-ancestors 'none'";
+
+/// A file of a webcam page: `body` as `content_type` under [`CAMERA_POLICY`], the camera
+/// allowed to this origin alone.
+pub(super) fn camera_page_file(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = file(body, content_type, CAMERA_POLICY);
+    response.headers_mut().insert(
+        header::HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static("camera=(self), microphone=()"),
+    );
+    response
+}

@@ -85,6 +85,10 @@ pub enum ApiError {
     /// 404 `USER_NOT_FOUND`.
     #[error("User not found")]
     UserNotFound,
+    /// 404 `AUTHORIZATION_UNKNOWN`: no sign-in request waits under this id (never issued,
+    /// answered already, or lapsed after ten minutes).
+    #[error("This sign-in request is unknown, already answered or expired; go back to the application and sign in again")]
+    AuthorizationUnknown,
     /// 409 `FACE_ALREADY_ENROLLED`: the face belongs to another user.
     #[error("This face is already enrolled for another user")]
     FaceAlreadyEnrolled,
@@ -196,7 +200,7 @@ impl ApiError {
             Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
-            UserNotFound => StatusCode::NOT_FOUND,
+            UserNotFound | AuthorizationUnknown => StatusCode::NOT_FOUND,
             UserExists | FaceAlreadyEnrolled => StatusCode::CONFLICT,
             RateLimited { .. } | AccountLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamAuth => StatusCode::BAD_GATEWAY,
@@ -225,6 +229,7 @@ impl ApiError {
             Unauthorized(_) => "INVALID_TOKEN",
             Forbidden(_) => "FORBIDDEN",
             UserNotFound => "USER_NOT_FOUND",
+            AuthorizationUnknown => "AUTHORIZATION_UNKNOWN",
             UserExists => "USER_EXISTS",
             FaceAlreadyEnrolled => "FACE_ALREADY_ENROLLED",
             RateLimited { .. } => "RATE_LIMITED",
@@ -318,6 +323,14 @@ pub async fn error_envelope(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if is_page {
+        // A page for a person's browser (a sign-in request that cannot be sent back).
+        return response;
+    }
     if is_json && response.extensions().get::<ErrorInfo>().is_none() {
         // A handler's own documented JSON (the OAuth2 error, an unhealthy /health): an error
         // body among them gets its request id too.
@@ -413,13 +426,14 @@ impl From<service::Error> for ApiError {
             E::NotLive(refusal) => ApiError::NotLive(refusal),
             E::LivenessRequired => ApiError::LivenessRequired,
             E::LivenessUnavailable => ApiError::LivenessUnavailable,
-            // Only the token endpoint meets this, and it answers in OAuth's own shape.
-            E::InvalidGrant => ApiError::BadRequest(e.to_string()),
+            // Only the token endpoint meets these, and it answers in OAuth's own shape.
+            E::InvalidGrant | E::OAuth(_) => ApiError::BadRequest(e.to_string()),
+            E::AuthorizationUnknown => ApiError::AuthorizationUnknown,
             E::Store(e @ crate::store::StoreError::Full { .. })
             | E::Token(crate::tokens::TokenError::Store(
                 e @ crate::store::StoreError::Full { .. },
             )) => ApiError::StorageFull(e.into()),
-            e @ (E::Store(_) | E::Token(_) | E::LegacyPhoto(_) | E::Task(_)) => {
+            e @ (E::Store(_) | E::Token(_) | E::LegacyPhoto(_) | E::Task(_) | E::Randomness) => {
                 ApiError::internal(e)
             }
         }

@@ -48,6 +48,7 @@ fn catalogue() -> Vec<Documented> {
         ApiError::validation("face_image", "the field is required"),
         ApiError::Forbidden("This action needs an admin token"),
         ApiError::UserNotFound,
+        ApiError::AuthorizationUnknown,
         ApiError::FaceAlreadyEnrolled,
         ApiError::UserExists,
         ApiError::RateLimited {
@@ -122,8 +123,7 @@ fn catalogue() -> Vec<Documented> {
         ("invalid_request", "refresh_token is required"),
         (
             "unsupported_grant_type",
-            "Face Lock issues tokens through face verification (POST /verify/) and refreshes \
-             them with grant_type=refresh_token",
+            "grant_type must be authorization_code or refresh_token",
         ),
         (
             "invalid_grant",
@@ -137,6 +137,12 @@ fn catalogue() -> Vec<Documented> {
             oauth: Some(error),
         });
     }
+    all.push(Documented {
+        status: StatusCode::UNAUTHORIZED,
+        code: "INVALID_CLIENT".into(),
+        detail: "client authentication failed".into(),
+        oauth: Some("invalid_client"),
+    });
     all
 }
 

@@ -88,7 +88,12 @@ pub struct Authenticated(pub Caller);
 pub struct MaybeAuthenticated(pub Option<Caller>);
 
 fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
-    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+    bearer_token(&parts.headers)
+}
+
+/// The bearer token of `Authorization`, if one is sent; any other scheme is malformed.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
     let value = value
@@ -157,19 +162,34 @@ impl FromRequestParts<AppState> for EngineQuota {
                 }
             })?),
         };
-        state
-            .limiter
-            .admit(ip)
-            .await
-            .map(|()| EngineQuota {
-                _in_flight: in_flight,
-            })
-            .map_err(|wait| {
-                tracing::warn!(%ip, "rate limit reached");
-                state.facelock.metrics().rate_limited("client");
-                ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs().max(1) as u32,
-                }
-            })
+        admit(ip, state).await?;
+        Ok(EngineQuota {
+            _in_flight: in_flight,
+        })
     }
+}
+
+/// Spends one request of the client's quota, as a face request does: for requests that make
+/// the server hold something (an authorization request), so that one address cannot fill the
+/// store.
+pub struct RequestQuota;
+
+impl FromRequestParts<AppState> for RequestQuota {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = client_address(parts, &state.settings.server.trusted_proxies)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        admit(ip, state).await.map(|()| RequestQuota)
+    }
+}
+
+async fn admit(ip: IpAddr, state: &AppState) -> Result<(), ApiError> {
+    state.limiter.admit(ip).await.map_err(|wait| {
+        tracing::warn!(%ip, "rate limit reached");
+        state.facelock.metrics().rate_limited("client");
+        ApiError::RateLimited {
+            retry_after_secs: wait.as_secs().max(1) as u32,
+        }
+    })
 }

@@ -145,11 +145,64 @@ pub struct CompareForm {
 /// Form body of `POST /token`.
 #[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
-    /// `refresh_token` (the only grant: face logins go through `/verify/`).
+    /// `authorization_code` (OpenID Connect) or `refresh_token`.
     #[serde(default)]
     #[schema(required = true)]
     pub grant_type: String,
+    /// For `refresh_token`.
     pub refresh_token: Option<String>,
+    /// For `authorization_code`: the code the redirect carried.
+    pub code: Option<String>,
+    /// For `authorization_code`: the redirect URI of the authorization request.
+    pub redirect_uri: Option<String>,
+    /// For `authorization_code`: the PKCE secret behind the request's `code_challenge`.
+    pub code_verifier: Option<String>,
+    /// `client_secret_post`, or a public client naming itself.
+    pub client_id: Option<String>,
+    /// `client_secret_post`.
+    pub client_secret: Option<String>,
+}
+
+/// Multipart body of `POST /authorize/{request_id}`: the same face evidence `/verify/` takes.
+#[derive(TryFromMultipart, ToSchema)]
+pub struct SignInForm {
+    /// A JPEG, PNG or WebP photo of the person signing in. Not sent with `challenge_id`, nor
+    /// when the request demands liveness.
+    #[form_data(limit = "unlimited")]
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub face_image: Option<Bytes>,
+    /// The `challenge_id` of `POST /liveness/challenge`, answered by `frames`.
+    #[form_data(limit = "4KiB", default)]
+    #[schema(value_type = Option<String>)]
+    pub challenge_id: Text<String>,
+    /// 3 to 15 frames taken while the person follows the challenge.
+    #[form_data(limit = "unlimited", default)]
+    #[schema(value_type = Vec<String>, format = Binary)]
+    pub frames: Vec<Bytes>,
+}
+
+impl SignInForm {
+    /// What the form shows of the person: the photo, or the frames answering a challenge.
+    pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
+        evidence(
+            self.face_image.take(),
+            self.challenge_id.0.take(),
+            std::mem::take(&mut self.frames),
+        )
+    }
+}
+
+/// Query of the OpenID Connect logout endpoint.
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EndSessionQuery {
+    /// An ID token this server issued to the client (expired ones too): the session to end.
+    pub id_token_hint: Option<String>,
+    pub client_id: Option<String>,
+    /// Where to send the browser afterwards: one of the client's registered post-logout URIs.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Passed back to `post_logout_redirect_uri`.
+    pub state: Option<String>,
 }
 
 /// Form body of `POST /revoke` and `POST /introspect`.

@@ -13,8 +13,10 @@ mod faces;
 pub mod forms;
 pub mod listener;
 mod liveness;
+mod login_page;
 mod metrics;
 mod oauth;
+mod oidc;
 mod redoc;
 mod system;
 mod users;
@@ -76,6 +78,7 @@ pub struct AppState {
         (name = "faces", description = "Enrol and verify faces"),
         (name = "users", description = "Users (bearer token required)"),
         (name = "auth", description = "OAuth2 endpoints"),
+        (name = "openid", description = "OpenID Connect: sign users in to other applications with their face"),
         (name = "system", description = "Health and documentation"),
     )
 )]
@@ -111,6 +114,11 @@ fn api_routes() -> (Router<AppState>, OpenApiDoc) {
         .routes(routes!(oauth::introspect))
         .routes(routes!(discovery::jwks))
         .routes(routes!(discovery::openid_configuration))
+        .routes(routes!(oidc::authorize))
+        .routes(routes!(oidc::pending, oidc::sign_in))
+        .routes(routes!(oidc::decline))
+        .routes(routes!(oidc::userinfo, oidc::userinfo_post))
+        .routes(routes!(oidc::end_session))
         .routes(routes!(users::me))
         .routes(routes!(users::list))
         .routes(routes!(users::delete))
@@ -141,7 +149,8 @@ pub fn app(state: AppState) -> Router {
     let routes = api
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
-        .merge(redoc::routes());
+        .merge(redoc::routes())
+        .merge(login_page::routes());
     let routes = if settings.demo_page {
         routes.merge(demo::routes())
     } else {

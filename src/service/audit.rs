@@ -56,10 +56,14 @@ pub enum AuditKind {
     ClientRegistered,
     ClientRemoved,
     ClientSecretRotated,
+    /// An authorization code was presented again; the session it started is revoked.
+    CodeReplayed,
+    /// An application signed its user out (OpenID Connect logout); the session is revoked.
+    SessionEnded,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 21] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::LoginRefusedLocked,
@@ -79,6 +83,8 @@ impl AuditKind {
         Self::ClientRegistered,
         Self::ClientRemoved,
         Self::ClientSecretRotated,
+        Self::CodeReplayed,
+        Self::SessionEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +108,8 @@ impl AuditKind {
             Self::ClientRegistered => "client_registered",
             Self::ClientRemoved => "client_removed",
             Self::ClientSecretRotated => "client_secret_rotated",
+            Self::CodeReplayed => "code_replayed",
+            Self::SessionEnded => "session_ended",
         }
     }
 

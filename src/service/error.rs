@@ -46,6 +46,14 @@ pub enum Error {
     #[error("the refresh token is unknown, expired, already used or revoked")]
     InvalidGrant,
     /// The engine cannot check liveness (it does not place face landmarks).
+    /// An application refused at the token endpoint, in OAuth's words.
+    #[error(transparent)]
+    OAuth(#[from] super::authorization::OAuthRefusal),
+    /// No pending authorization request has this id (never issued, answered, or lapsed).
+    #[error("the sign-in request is unknown, already answered or expired")]
+    AuthorizationUnknown,
+    #[error("the system has no randomness to offer")]
+    Randomness,
     #[error("this server's face engine cannot check liveness")]
     LivenessUnavailable,
     /// A single photo was sent where the server demands a liveness challenge.

@@ -5,15 +5,17 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 
-use super::{liveness::LivenessProof, Actor, AuditKind, Caller, Error, FaceLock, Origin};
+use super::{
+    liveness::LivenessProof, Actor, AuditKind, Caller, ClientCredentials, Error, FaceLock, Origin,
+};
 use crate::{
     clock::Timestamp,
     domain::{InvalidInput, Role, Similarity, User, UserId},
     engine::{SearchQuery, SearchScope, Upload},
     store::{Admission, StoreError},
     tokens::{
-        issuer::{is_refresh_token, Spent},
-        Assurance, Introspection, Issued, TokenError, TokenProblem,
+        issuer::{grant_of, is_refresh_token, Spent},
+        Assurance, Claims, Introspection, Issued, SessionGrant, TokenError, TokenProblem,
     },
 };
 
@@ -50,6 +52,14 @@ pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: Duration,
+}
+
+/// Who a face login found at the camera, how similar, how surely, and when.
+pub struct Proof {
+    pub user: User,
+    pub similarity: Similarity,
+    pub assurance: Assurance,
+    pub at: Timestamp,
 }
 
 /// What a successful face login gives: who, how similar, and the session's tokens.
@@ -89,13 +99,46 @@ impl FaceLock {
             .ok_or_else(|| {
                 InvalidInput::new("audience", "is not one of the configured audiences")
             })?;
-        let origin = &req.origin;
+        let claimed = req.claimed.is_some();
+        let proof = self
+            .prove(req.evidence, req.min_similarity, req.claimed, &req.origin)
+            .await?;
+        let grant = SessionGrant {
+            audience: audience.clone(),
+            id: self.tokens.new_session_id(),
+            scope: None,
+        };
+        let (role, tokens) = self.open_session(&proof, &grant).await?;
+        self.audit_login(
+            &proof,
+            &req.origin,
+            json!({ "claimed": claimed, "audience": audience }),
+        )
+        .await;
+        Ok(Session {
+            tokens,
+            user: proof.user,
+            role,
+            similarity: proof.similarity,
+            assurance: proof.assurance,
+        })
+    }
+
+    /// Finds the enrolled user whose face the evidence shows (only `claimed`'s faces, when
+    /// given), under the policy, the lockout and the address delay described at
+    /// [`FaceLock::login`]. Starts no session.
+    pub(super) async fn prove(
+        &self,
+        evidence: Evidence,
+        min_similarity: Option<Similarity>,
+        claimed: Option<UserId>,
+        origin: &Origin,
+    ) -> Result<Proof, Error> {
         self.refuse_if_delayed(origin).await?;
-        let threshold = self.accounts.policy().threshold(req.min_similarity);
-        let claimed = req.claimed.clone();
+        let threshold = self.accounts.policy().threshold(min_similarity);
         let mut gate = Gate::Unclaimed;
         let attempt = async {
-            let (upload, assurance) = match (&claimed, req.evidence) {
+            let (upload, assurance) = match (&claimed, evidence) {
                 (Some(user), Evidence::Photo(bytes)) => {
                     gate = Gate::Admitted(self.admit_attempt(user, origin).await?);
                     self.examine(Evidence::Photo(bytes), origin).await?
@@ -117,12 +160,11 @@ impl FaceLock {
         let (user, similarity, assurance) = match attempt.await {
             Ok(found) => found,
             Err(e) => {
-                self.count_failure(req.claimed.as_ref(), origin, &e, gate)
-                    .await;
+                self.count_failure(claimed.as_ref(), origin, &e, gate).await;
                 return Err(e);
             }
         };
-        if req.claimed.is_none() {
+        if claimed.is_none() {
             // A locked account stays locked whichever way it is reached: at 1:N too only a
             // liveness login at the stricter floor gets through.
             self.refuse_if_locked(&user.user_id, origin, assurance, similarity, threshold)
@@ -131,50 +173,63 @@ impl FaceLock {
         // A success takes back its own count and nothing more: the failures before it (and a
         // lock) run their course, or every genuine login would hand whoever is guessing a fresh
         // allowance of comparisons.
-        if let (Gate::Admitted(_), Some(claimed)) = (gate, &req.claimed) {
+        if let (Gate::Admitted(_), Some(claimed)) = (gate, &claimed) {
             if let Err(e) = self.store.forgive_attempt(claimed, &self.lockout).await {
                 tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not take back the count of a login that succeeded");
             }
         }
-        let role = self.accounts.policy().role_of(&user);
-        let session = self.tokens.new_session_id();
+        Ok(Proof {
+            user,
+            similarity,
+            assurance,
+            at: Timestamp::now(),
+        })
+    }
+
+    /// Starts session `grant` for the user a face login proved: an access token and the
+    /// session's first refresh token.
+    pub(super) async fn open_session(
+        &self,
+        proof: &Proof,
+        grant: &SessionGrant,
+    ) -> Result<(Role, TokenPair), Error> {
+        let role = self.accounts.policy().role_of(&proof.user);
         let access = self
             .tokens
             .issue(
-                &user,
+                &proof.user,
                 role,
-                (Some(similarity), assurance),
-                &audience,
-                &session,
+                (Some(proof.similarity), proof.assurance),
+                grant,
             )
             .await?;
-        let refresh_token = match self.tokens.start_session(&user, &audience, &session).await {
+        let refresh_token = match self.tokens.start_session(&proof.user, grant).await {
             Ok(token) => token,
             // Deleted while logging in: nobody to log in any more.
             Err(TokenError::Store(StoreError::UserNotFound)) => return Err(Error::NoMatch),
             Err(e) => return Err(e.into()),
         };
+        Ok((role, self.pair(access, refresh_token)))
+    }
+
+    /// Records a successful face login; `detail` says where it leads.
+    pub(super) async fn audit_login(
+        &self,
+        proof: &Proof,
+        origin: &Origin,
+        mut detail: serde_json::Value,
+    ) {
+        detail["similarity"] = json!(proof.similarity.value());
+        detail["acr"] = json!(proof.assurance.acr());
         self.accounts
             .audit(
                 AuditKind::LoginSucceeded,
                 origin,
-                Some(&user.user_id),
+                Some(&proof.user.user_id),
                 Actor::Anonymous,
-                json!({
-                    "similarity": similarity.value(),
-                    "claimed": req.claimed.is_some(),
-                    "audience": audience,
-                    "acr": assurance.acr(),
-                }),
+                detail,
             )
             .await;
-        Ok(Session {
-            tokens: self.pair(access, refresh_token),
-            user,
-            role,
-            similarity,
-            assurance,
-        })
     }
 
     /// The photo to match and how surely it is of a person at the camera: a single photo
@@ -380,7 +435,26 @@ impl FaceLock {
     }
 
     /// `grant_type=refresh_token`: spends the refresh token, returns the session's next pair.
-    pub async fn refresh(&self, refresh_token: &str, origin: &Origin) -> Result<TokenPair, Error> {
+    ///
+    /// The refresh token of an OpenID Connect session is the client's: it must authenticate
+    /// as at the code exchange (a public client names itself).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        credentials: Option<&ClientCredentials>,
+        origin: &Origin,
+    ) -> Result<TokenPair, Error> {
+        if let Some(live) = self.tokens.live_refresh(refresh_token).await? {
+            if live.scope.is_some() {
+                let client = self.authenticate_client(credentials).await?;
+                if client.client_id != live.audience {
+                    return Err(Error::InvalidGrant);
+                }
+            } else if credentials.is_some() {
+                // Not a client's session: nothing to authenticate, and no client to accept.
+                return Err(Error::InvalidGrant);
+            }
+        }
         let record = match self.tokens.spend_refresh(refresh_token).await? {
             Spent::Live(record) => record,
             Spent::Invalid => return Err(Error::InvalidGrant),
@@ -405,13 +479,7 @@ impl FaceLock {
         let role = self.accounts.policy().role_of(&user);
         let access = self
             .tokens
-            .issue(
-                &user,
-                role,
-                (None, Assurance::Face),
-                &record.audience,
-                &record.family_id,
-            )
+            .issue(&user, role, (None, Assurance::Face), &grant_of(&record))
             .await?;
         let refresh_token = self.tokens.continue_session(&record).await?;
         Ok(self.pair(access, refresh_token))
@@ -451,15 +519,20 @@ impl FaceLock {
             .validate(bearer)
             .await
             .map_err(Error::Unauthenticated)?;
-        let user_id = UserId::parse(&claims.sub)
-            .map_err(|_| Error::Unauthenticated(TokenProblem::Invalid))?;
-        let user = self
-            .store
-            .current_user(&user_id, claims.ugen)
-            .await?
-            .ok_or(Error::Unauthenticated(TokenProblem::Revoked))?;
+        let user = self.user_of(&claims).await?;
         let role = self.accounts.policy().caller_role(&user, claims.role);
         Ok(Caller { user, role, claims })
+    }
+
+    /// The user a valid token names: still the same generation (not deleted, nor deleted and
+    /// registered again), or the token counts as revoked.
+    pub(super) async fn user_of(&self, claims: &Claims) -> Result<User, Error> {
+        let user_id = UserId::parse(&claims.sub)
+            .map_err(|_| Error::Unauthenticated(TokenProblem::Invalid))?;
+        self.store
+            .current_user(&user_id, claims.ugen)
+            .await?
+            .ok_or(Error::Unauthenticated(TokenProblem::Revoked))
     }
 
     /// RFC 7009: revokes a refresh token's session or an access token; unknown tokens are

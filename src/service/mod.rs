@@ -13,6 +13,7 @@
 
 mod accounts;
 pub mod audit;
+mod authorization;
 mod enrolment;
 mod error;
 mod liveness;
@@ -26,6 +27,9 @@ use std::{sync::Arc, time::Duration};
 
 pub use accounts::{Accounts, UserPage};
 pub use audit::{AuditKind, Origin};
+pub use authorization::{
+    ClientCredentials, CodeExchange, EndSession, OAuthRefusal, OidcTokens, PendingLogin, UserInfo,
+};
 pub use enrolment::{Registered, Registration};
 pub use error::Error;
 pub use liveness::{ChallengeProblem, IssuedChallenge, LivenessProof, MAX_FRAME_PIXELS};

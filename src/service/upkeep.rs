@@ -105,6 +105,11 @@ impl FaceLock {
             store.purge_challenges(now - hour).await,
             "expired liveness challenges",
         );
+        // An hour too, so a code presented late is still found (and its tokens revoked).
+        purged(
+            store.purge_grants(now - hour).await,
+            "expired authorization requests and codes",
+        );
         let retention = self.upkeep.audit_retention;
         purged(store.purge_audit(now - retention).await, "old audit events");
         let two_minutes = Duration::from_secs(120);

@@ -1,15 +1,16 @@
 //! The durable store, split by capability: [`UserStore`] (users, their faces and the engine
 //! deletion queue), [`KeyStore`] (token signing keys), [`TokenStore`] (refresh-token sessions
 //! and revoked access tokens), [`LockoutStore`] (failed logins per account), [`AuditStore`]
-//! (the audit trail), [`ChallengeStore`] (liveness challenges) and [`ClientStore`] (OpenID
-//! Connect clients). [`Store`] is all of them plus health, what a backend implements;
-//! each backend keeps one file per capability. It knows nothing of HTTP, images or engines
-//! beyond the records it keeps.
+//! (the audit trail), [`ChallengeStore`] (liveness challenges), [`ClientStore`] (OpenID
+//! Connect clients) and [`GrantStore`] (their authorization requests and codes). [`Store`] is
+//! all of them plus health, what a backend implements; each backend keeps one file per
+//! capability. It knows nothing of HTTP, images or engines beyond the records it keeps.
 
 pub mod audit;
 pub mod challenges;
 pub mod clients;
 pub mod counters;
+pub mod grants;
 pub mod keys;
 pub mod lockouts;
 pub mod postgres;
@@ -26,6 +27,7 @@ pub use audit::{AuditQuery, AuditRecord, AuditStore};
 pub use challenges::{ChallengeSpend, ChallengeStore, StoredChallenge};
 pub use clients::{ClientStore, StoredClient};
 pub use counters::CounterStore;
+pub use grants::{CodeRedemption, GrantStore, StoredGrant};
 pub use keys::{KeyStore, StoredKey};
 pub use lockouts::{Admission, LockoutRule, LockoutStore};
 pub use tokens::{NewRefreshToken, RefreshRecord, RefreshUse, TokenStore};
@@ -103,6 +105,7 @@ pub trait Store:
     + CounterStore
     + ChallengeStore
     + ClientStore
+    + GrantStore
 {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -13,6 +13,9 @@ pub struct RefreshRecord {
     pub user_generation: i64,
     pub user_id: UserId,
     pub audience: String,
+    /// The scopes of an OpenID Connect session (space-separated); `None` for a face login at
+    /// `/verify/`.
+    pub scope: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
@@ -26,6 +29,7 @@ pub struct NewRefreshToken {
     pub family_id: String,
     pub user_generation: i64,
     pub audience: String,
+    pub scope: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }

@@ -67,6 +67,54 @@ pub struct Claims {
     /// session, or replaying one of its refresh tokens, refuses every access token of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The scopes an OpenID Connect client was granted (space-separated); absent on tokens of
+    /// `/verify/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// What a session's tokens are for: the audience (a configured one, or an OpenID Connect
+/// client's id), the session's id (`sid`) and, for an OpenID Connect session, its scopes.
+#[derive(Clone, Debug)]
+pub struct SessionGrant {
+    pub audience: String,
+    pub id: String,
+    pub scope: Option<String>,
+}
+
+/// The claims of an ID token (OpenID Connect Core 2), minted for one client at the end of
+/// an authorization code flow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The client's id.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    /// When the user showed their face.
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub amr: Vec<String>,
+    pub acr: String,
+    /// The left half of the access token's SHA-256, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    pub sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// Which audiences a token may name to be accepted.
+#[derive(Clone, Copy)]
+enum Audiences {
+    /// One of the configured audiences: the API's own tokens.
+    Configured,
+    /// Any: the userinfo endpoint takes the tokens of every OpenID Connect client.
+    Any,
 }
 
 enum Signer {
@@ -233,33 +281,33 @@ impl TokenService {
         }
     }
 
-    /// Mints an access token for `user`; `similarity` is that of the face login, when this
-    /// token comes straight from one, and `assurance` how that login was made.
+    /// Mints an access token for `user` in session `grant`; `similarity` is that of the face
+    /// login, when this token comes straight from one, and `assurance` how that login was made.
     pub async fn issue(
         &self,
         user: &User,
         role: Role,
         login: (Option<Similarity>, Assurance),
-        audience: &str,
-        session: &str,
+        grant: &SessionGrant,
     ) -> Result<Issued, TokenError> {
         let (similarity, assurance) = login;
         let now = Timestamp::now();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.user_id.to_string(),
-            aud: self.with_audience.then(|| audience.to_owned()),
+            aud: self.with_audience.then(|| grant.audience.clone()),
             iat: now.unix_seconds(),
             nbf: now.unix_seconds(),
             exp: (now + self.ttl).unix_seconds(),
             jti: uuid::Uuid::new_v4().to_string(),
-            client_id: self.with_audience.then(|| audience.to_owned()),
+            client_id: self.with_audience.then(|| grant.audience.clone()),
             role,
             amr: assurance.amr(),
             acr: Some(assurance.acr().to_owned()),
             similarity: similarity.map(|s| (s.value() * 100.0).round() / 100.0),
             ugen: user.generation,
-            sid: Some(session.to_owned()),
+            sid: Some(grant.id.clone()),
+            scope: grant.scope.clone(),
         };
         let token = match &self.signer {
             Signer::Hmac { encoding, .. } => {
@@ -283,8 +331,57 @@ impl TokenService {
         Ok(Issued { token, claims })
     }
 
+    /// Mints an ID token: ES256 only, as discovery says (with a shared secret there are none).
+    pub async fn issue_id_token(&self, claims: &IdTokenClaims) -> Result<String, TokenError> {
+        let Signer::Keys(ring) = &self.signer else {
+            return Err(TokenError::IdTokensNeedKeys);
+        };
+        let (kid, key) = ring.signing_key().await?;
+        let header = Header {
+            typ: Some("JWT".into()),
+            kid: Some(kid),
+            ..Header::new(self.algorithm)
+        };
+        jsonwebtoken::encode(&header, claims, &key).map_err(TokenError::Sign)
+    }
+
+    /// The claims of an ID token this issuer minted, expired or not (an `id_token_hint` at
+    /// logout is often old); `None` for anything else.
+    pub async fn read_id_token(&self, token: &str) -> Option<IdTokenClaims> {
+        let Signer::Keys(ring) = &self.signer else {
+            return None;
+        };
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != self.algorithm
+            || header.typ.as_deref() != Some("JWT")
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+        {
+            return None;
+        }
+        let key = ring.verifying_key(header.kid.as_deref()?).await?;
+        let mut validation = Validation::new(self.algorithm);
+        validation.algorithms = vec![self.algorithm];
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+        jsonwebtoken::decode::<IdTokenClaims>(token, &key, &validation)
+            .ok()
+            .map(|data| data.claims)
+    }
+
     /// Checks signature and claims; does not consult revocation.
-    async fn decode(&self, token: &str, check_exp: bool) -> Result<Claims, TokenProblem> {
+    async fn decode(
+        &self,
+        token: &str,
+        check_exp: bool,
+        audiences: Audiences,
+    ) -> Result<Claims, TokenProblem> {
         if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
             return Err(TokenProblem::Malformed);
         }
@@ -315,7 +412,10 @@ impl TokenService {
         validation.validate_exp = check_exp;
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
-        if self.with_audience {
+        if let Audiences::Any = audiences {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
+        } else if self.with_audience {
             validation.set_audience(&self.audiences);
             validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
         } else {
@@ -340,7 +440,25 @@ impl TokenService {
 
     /// A valid, unrevoked access token's claims.
     pub async fn validate(&self, token: &str) -> Result<Claims, TokenProblem> {
-        let claims = self.decode(token, true).await?;
+        let claims = self.decode(token, true, Audiences::Configured).await?;
+        self.unless_revoked(claims).await
+    }
+
+    /// A valid, unrevoked access token of an OpenID Connect session (whichever client it was
+    /// issued to) that was granted the `openid` scope: what the userinfo endpoint takes.
+    pub async fn validate_openid(&self, token: &str) -> Result<Claims, TokenProblem> {
+        let claims = self.decode(token, true, Audiences::Any).await?;
+        let openid = claims
+            .scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|s| s == "openid"));
+        if !openid {
+            return Err(TokenProblem::Invalid);
+        }
+        self.unless_revoked(claims).await
+    }
+
+    async fn unless_revoked(&self, claims: Claims) -> Result<Claims, TokenProblem> {
         match self
             .store
             .is_access_token_revoked(&claims.jti, claims.sid.as_deref())
@@ -361,31 +479,23 @@ impl TokenService {
         uuid::Uuid::new_v4().to_string()
     }
 
-    /// Starts session `session` (a refresh-token family) for a face login; returns its first
+    /// Starts session `grant` (a refresh-token family) for a face login; returns its first
     /// refresh token.
     pub async fn start_session(
         &self,
         user: &User,
-        audience: &str,
-        session: &str,
+        grant: &SessionGrant,
     ) -> Result<String, TokenError> {
         let now = Timestamp::now();
-        self.new_refresh(
-            user.generation,
-            session,
-            audience,
-            now,
-            now + self.refresh_ttl,
-        )
-        .await
+        self.new_refresh(user.generation, grant, now, now + self.refresh_ttl)
+            .await
     }
 
     /// The next refresh token of a session whose previous token was just spent.
     pub async fn continue_session(&self, spent: &RefreshRecord) -> Result<String, TokenError> {
         self.new_refresh(
             spent.user_generation,
-            &spent.family_id,
-            &spent.audience,
+            &grant_of(spent),
             Timestamp::now(),
             spent.expires_at,
         )
@@ -395,8 +505,7 @@ impl TokenService {
     async fn new_refresh(
         &self,
         user_generation: i64,
-        family: &str,
-        audience: &str,
+        grant: &SessionGrant,
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<String, TokenError> {
@@ -406,14 +515,23 @@ impl TokenService {
         self.store
             .add_refresh_token(NewRefreshToken {
                 token_hash: hash(&token),
-                family_id: family.to_owned(),
+                family_id: grant.id.clone(),
                 user_generation,
-                audience: audience.to_owned(),
+                audience: grant.audience.clone(),
+                scope: grant.scope.clone(),
                 created_at: now,
                 expires_at,
             })
             .await?;
         Ok(token)
+    }
+
+    /// Ends session `sid`: its refresh tokens and, through them, its access tokens.
+    pub async fn end_session(&self, sid: &str) -> Result<(), TokenError> {
+        self.store
+            .revoke_refresh_family(sid, Timestamp::now())
+            .await?;
+        Ok(())
     }
 
     /// Spends a refresh token. A used one revokes its whole session.
@@ -460,7 +578,7 @@ impl TokenService {
             }
             return Ok(());
         }
-        if let Ok(claims) = self.decode(token, false).await {
+        if let Ok(claims) = self.decode(token, false, Audiences::Any).await {
             let until = Timestamp::from_unix_seconds(claims.exp) + LEEWAY;
             if until > now {
                 self.store.revoke_access_token(&claims.jti, until).await?;
@@ -478,6 +596,20 @@ pub enum Spent {
     Invalid,
     /// Used or revoked before: the session is now revoked.
     Replayed(RefreshRecord),
+}
+
+/// The session a spent refresh token belonged to.
+pub fn grant_of(record: &RefreshRecord) -> SessionGrant {
+    SessionGrant {
+        audience: record.audience.clone(),
+        id: record.family_id.clone(),
+        scope: record.scope.clone(),
+    }
+}
+
+/// `at_hash` of an ES256 ID token: the left half of the access token's SHA-256, base64url.
+pub fn at_hash(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(access_token.as_bytes())[..16])
 }
 
 /// Whether `token` has the form of this issuer's refresh tokens.

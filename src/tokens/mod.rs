@@ -9,7 +9,7 @@ pub mod issuer;
 pub mod keyring;
 pub mod secret;
 
-pub use issuer::{Claims, Introspection, Issued, TokenService};
+pub use issuer::{Claims, IdTokenClaims, Introspection, Issued, SessionGrant, TokenService};
 
 use crate::store::StoreError;
 
@@ -67,6 +67,8 @@ pub enum TokenError {
     Sign(#[source] jsonwebtoken::errors::Error),
     #[error("the system has no randomness to offer")]
     Randomness(#[source] getrandom::Error),
+    #[error("ID tokens are signed with ES256 keys, and this server signs with a shared secret")]
+    IdTokensNeedKeys,
     #[error("no signing key: run `facelock keys rotate`")]
     NoSigningKey,
     #[error("stored signing key {kid} is damaged: {reason}")]

@@ -408,10 +408,22 @@ async fn the_demo_page_is_self_contained_and_can_be_turned_off() {
     for attr in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
         assert!(!html.contains(attr), "the page loads {attr}");
     }
-    for asset in ["/demo/demo.js", "/demo/demo.css"] {
+    for asset in [
+        "/demo/demo.js",
+        "/demo/demo.css",
+        "/assets/camera.js",
+        "/login/login.js",
+        "/login/login.css",
+    ] {
         assert_eq!(get(router.clone(), asset).await.status(), 200, "{asset}");
     }
-    assert_eq!(get(app(off).await, "/demo").await.status(), 404);
+    // The sign-in page is the same kind of page, and stays when the demo is off.
+    let login = get(router.clone(), "/login").await;
+    let policy = login.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    let off = app(off).await;
+    assert_eq!(get(off.clone(), "/demo").await.status(), 404);
+    assert_eq!(get(off, "/login").await.status(), 200);
 }
 
 /// `/redoc` in a browser that can reach nothing but the server: ReDoc renders Face Lock's
@@ -468,4 +480,106 @@ async fn redoc_renders_the_api_offline() {
     .await
     .unwrap();
     let _ = stop.send(());
+}
+
+/// "Sign in with Face Lock" in a real browser: an application (the `openidconnect` crate) sends
+/// Chromium, whose camera shows Obama, to `/authorize` on the `facelock` binary; the hosted page
+/// names the application, fits a phone's screen, films him and sends the browser back with a
+/// code, which the application exchanges for an ID token about him.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosted_sign_in_page_signs_a_user_in_to_an_application() {
+    use openidconnect::{
+        core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm},
+        AuthorizationCode, ClientId, CsrfToken, Nonce, PkceCodeChallenge, RedirectUrl,
+    };
+    let Some(idp) = crate::oidc::Provider::start().await else {
+        return;
+    };
+    let Some(chromium) = chromium() else { return };
+    // The application's callback: a socket that takes the one request the browser makes.
+    let callback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redirect = format!(
+        "http://127.0.0.1:{}/cb",
+        callback.local_addr().unwrap().port()
+    );
+    idp.facelock(&[
+        "clients",
+        "add",
+        "browser-app",
+        "--name",
+        "Browser App",
+        "--public",
+        "--redirect-uri",
+        &redirect,
+    ]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let client = CoreClient::from_provider_metadata(
+        idp.metadata(&http).await,
+        ClientId::new("browser-app".into()),
+        None,
+    )
+    .set_redirect_uri(RedirectUrl::new(redirect.clone()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge)
+        .url();
+    let photo = idp.faces.join("faces/barack_obama/obama_04.jpg");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut socket, _) = callback.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&socket), &mut line).unwrap();
+        let _ = socket.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nsigned in",
+        );
+        let _ = tx.send(line);
+    });
+    let line = tokio::task::spawn_blocking(move || {
+        let mut page = Browser::launch(&chromium, &photo, url.as_str());
+        let asking = page.run(r#"await ready(); return el("asking").textContent;"#);
+        assert_eq!(asking, "Browser App asks you to sign in.");
+        page.command(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+        );
+        let scroll = page.run("return document.documentElement.scrollWidth;");
+        assert_eq!(scroll, 390, "the page fits a phone's screen");
+        page.screenshot("sign-in-phone");
+        page.run(r#"el("sign-in").click(); return true;"#);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the browser came back to the application")
+    })
+    .await
+    .unwrap();
+    // GET /cb?code=...&state=...&iss=... HTTP/1.1
+    let target = line.split_whitespace().nth(1).unwrap();
+    let back = url::Url::parse(&format!("{redirect}{}", &target[3..])).unwrap();
+    assert_eq!(
+        crate::oidc::query(&back, "state").as_deref(),
+        Some(csrf.secret().as_str())
+    );
+    let code = crate::oidc::query(&back, "code").expect("a code");
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    let verifier = client
+        .id_token_verifier()
+        .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let claims = openidconnect::TokenResponse::id_token(&tokens)
+        .unwrap()
+        .claims(&verifier, &nonce)
+        .unwrap();
+    assert_eq!(claims.subject().as_str(), "obama");
 }

@@ -12,6 +12,7 @@ mod liveness;
 mod local_engine;
 mod metrics;
 mod mobilefacenet;
+mod oidc;
 mod openapi;
 mod postgres;
 mod rekognition;

@@ -951,7 +951,7 @@ async fn logs_in_within_five_seconds(
 }
 
 /// Runs the binary with `args` in `dir` with the local engine's models; its output.
-fn facelock_command(
+pub(crate) fn facelock_command(
     dir: &std::path::Path,
     models: &std::path::Path,
     args: &[&str],

@@ -9,9 +9,9 @@ use facelock::{
     images::Format,
     store::{
         postgres::PostgresStore, sqlite::SqliteStore, Admission, AuditQuery, AuditRecord,
-        ChallengeSpend, FaceChange, FaceOwner, LockoutRule, MasterKey, NewFace, NewRefreshToken,
-        NewUser, ReferencePhoto, RefreshUse, Store, StoreError, StoredChallenge, StoredKey,
-        UserStore,
+        ChallengeSpend, CodeRedemption, FaceChange, FaceOwner, LockoutRule, MasterKey, NewFace,
+        NewRefreshToken, NewUser, ReferencePhoto, RefreshUse, Store, StoreError, StoredChallenge,
+        StoredGrant, StoredKey, UserStore,
     },
 };
 
@@ -263,13 +263,14 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
         family_id: "fam1".into(),
         user_generation: bob.generation,
         audience: "facelock".into(),
+        scope: Some("openid email".into()),
         created_at: now,
         expires_at: now + Duration::from_secs(3600),
     };
     store.add_refresh_token(refresh("h1")).await.unwrap();
     assert!(matches!(
         store.use_refresh_token("h1", now).await.unwrap(),
-        RefreshUse::Fresh(_)
+        RefreshUse::Fresh(r) if r.scope.as_deref() == Some("openid email")
     ));
     assert!(!store
         .is_access_token_revoked("j1", Some("fam1"))
@@ -662,11 +663,88 @@ async fn keeps_the_contract(store: Arc<dyn Store>) {
 
     // OpenID Connect clients: registered once, secrets kept as hashes, rotated, removed.
     clients_keep_the_contract(&store).await;
+    grants_keep_the_contract(&store).await;
 
     // A new master key re-seals the data key; the old one no longer opens the store.
     let new_master = MasterKey::generate().unwrap();
     store.reseal_data_key(&master(), &new_master).await.unwrap();
     assert!(store.reseal_data_key(&master(), &new_master).await.is_err());
+}
+
+/// An authorization request is answered once, and its code redeemed once, whichever of two
+/// servers gets there first.
+async fn grants_keep_the_contract(store: &Arc<dyn Store>) {
+    let now = Timestamp::now();
+    let minute = Duration::from_secs(60);
+    let grant = |id: &str| StoredGrant {
+        id: id.into(),
+        client_id: "app".into(),
+        request: "{}".into(),
+        created_at: now,
+        expires_at: now + minute,
+        code_hash: None,
+        login: None,
+        redeemed_at: None,
+    };
+    store.add_grant(&grant("g1")).await.unwrap();
+    store.add_grant(&grant("g2")).await.unwrap();
+    assert_eq!(
+        store.pending_grant("g1", now).await.unwrap(),
+        Some(grant("g1"))
+    );
+    assert!(store
+        .pending_grant("g1", now + minute)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.pending_grant("nope", now).await.unwrap().is_none());
+    // Two answers at once: one wins.
+    let answers = futures_join_all(["c1", "c2"].into_iter().map(|code| {
+        let store = store.clone();
+        async move {
+            store
+                .answer_grant("g1", code, "{\"u\":1}", now, now + minute)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let won: Vec<StoredGrant> = answers.into_iter().flatten().collect();
+    assert_eq!(won.len(), 1);
+    let code = won[0].code_hash.clone().unwrap();
+    assert!(store.pending_grant("g1", now).await.unwrap().is_none());
+    // A lapsed request is not answered.
+    assert!(store
+        .answer_grant("g2", "c3", "{}", now + minute, now + minute)
+        .await
+        .unwrap()
+        .is_none());
+    // Two redemptions at once: one redeems, the other finds a replay.
+    let redemptions = futures_join_all([0, 1].into_iter().map(|_| {
+        let (store, code) = (store.clone(), code.clone());
+        async move { store.redeem_code(&code, now).await.unwrap() }
+    }))
+    .await;
+    let redeemed = redemptions
+        .iter()
+        .filter(
+            |r| matches!(r, CodeRedemption::Redeemed(g) if g.login.as_deref() == Some("{\"u\":1}")),
+        )
+        .count();
+    let replayed = redemptions
+        .iter()
+        .filter(|r| matches!(r, CodeRedemption::Replayed(_)))
+        .count();
+    assert_eq!((redeemed, replayed), (1, 1));
+    assert_eq!(
+        store.redeem_code("unknown", now).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+    store.purge_grants(now + minute * 2).await.unwrap();
+    assert_eq!(
+        store.redeem_code(&code, now).await.unwrap(),
+        CodeRedemption::Unknown
+    );
 }
 
 async fn clients_keep_the_contract(store: &Arc<dyn Store>) {

@@ -1,69 +1,9 @@
-// The demo page: camera capture, then the same API calls a client application makes.
+// The demo page: camera capture (camera.js), then the same API calls a client application
+// makes.
 "use strict";
-
-// Every error code the API answers, as a sentence a person can act on.
-const MESSAGES = {
-  NO_FACE: "No face was found. Look straight at the camera, in good light, and try again.",
-  MULTIPLE_FACES: "More than one face is in the picture. Only the person enrolling should be in view.",
-  AMBIGUOUS_FACES: "Several faces of similar size are in view. Only you should be in the picture.",
-  NO_MATCH: "This face does not match an enrolled user.",
-  SMALL_BOUNDING_BOX: "Your face is too small in the picture. Move closer to the camera.",
-  LOW_SHARPNESS: "The picture is blurred. Hold still and try again.",
-  LOW_BRIGHTNESS: "The picture is too dark. Turn towards the light.",
-  EXTREME_POSE: "Your head is turned too far. Look straight at the camera.",
-  LOW_CONFIDENCE: "The camera picture does not clearly show a face.",
-  LOW_FACE_QUALITY: "The face is not clear enough to enrol. Try better light and hold still.",
-  INVALID_IMAGE: "The camera picture could not be read.",
-  UNSUPPORTED_IMAGE: "The camera picture is not in a format the server accepts.",
-  IMAGE_TOO_LARGE: "The camera picture is too large.",
-  PAYLOAD_TOO_LARGE: "The camera picture is too large.",
-  VALIDATION_ERROR: "Something in the form is not valid",
-  USER_EXISTS: "That user id is taken. Choose another, or log in.",
-  FACE_ALREADY_ENROLLED: "This face is already enrolled under another user id. Log in instead.",
-  USER_NOT_FOUND: "There is no such user.",
-  RATE_LIMITED: "Too many attempts from this device.",
-  ACCOUNT_LOCKED: "Too many failed logins for this user id: it is locked for a while.",
-  NOT_AUTHENTICATED: "You are not signed in.",
-  INVALID_TOKEN: "Your session is not valid. Log in again.",
-  TOKEN_EXPIRED: "Your session has expired. Log in again.",
-  TOKEN_REVOKED: "Your session was ended. Log in again.",
-  FORBIDDEN: "You may not do that.",
-  UPSTREAM_AUTH: "The server cannot reach its face service (its credentials were refused).",
-  ENGINE_UNAVAILABLE: "The face service is busy or down. Try again shortly.",
-  INTERNAL: "The server failed. Try again; if it persists, quote the request id.",
-  CHALLENGE_UNKNOWN: "The liveness check was not recognised. Start it again.",
-  CHALLENGE_EXPIRED: "The liveness check took too long. Start it again.",
-  CHALLENGE_USED: "This liveness check was already used. Start it again.",
-  LIVENESS_FACE_CHANGED: "The face changed during the check. Only you should be in view; try again in good light.",
-  LIVENESS_MOTION_MISSING: "The camera did not see your head move as asked. Start again and follow the instructions.",
-  LIVENESS_FLAT: "The camera saw a flat picture move, not a head turn.",
-  LIVENESS_REQUIRED: "This server requires the liveness check: use the liveness button.",
-  LIVENESS_UNAVAILABLE: "This server's face engine cannot check liveness.",
-};
-
-/// How the page films a liveness answer: a frame at the start, then per motion, out and back.
-const FRAME_INTERVAL_MS = 450;
-const FRAMES_PER_MOTION = 3;
-
-/// What each motion of a challenge asks, shown while it is filmed.
-const MOTIONS = {
-  turn_left: "Turn your head to your left, then back",
-  turn_right: "Turn your head to your right, then back",
-  tilt_left: "Tilt your head towards your left shoulder, then back",
-  tilt_right: "Tilt your head towards your right shoulder, then back",
-};
 
 const $ = (id) => document.getElementById(id);
 let session = null; // { token, refreshToken, userId }
-
-/// A human sentence for an API error body (and its Retry-After, when the server sent one).
-function explain(body, response) {
-  let text = MESSAGES[body.code] || body.detail || `The server answered ${response.status}.`;
-  if (body.code === "VALIDATION_ERROR" && body.detail) text += `: ${body.detail}`;
-  const retry = response.headers.get("retry-after");
-  if (retry) text += ` Try again in ${retry} s.`;
-  return text;
-}
 
 function show(state, text, requestId) {
   $("result").dataset.state = state;
@@ -78,44 +18,19 @@ function showError(body, response) {
 }
 
 async function startCamera() {
-  const video = $("video");
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    $("camera-status").textContent =
-      "This browser gives pages no camera here. Open the page over https (or on localhost).";
+  const problem = await openCamera($("video"));
+  if (problem) {
+    $("camera-status").textContent = problem;
     return;
   }
-  try {
-    // The front camera on phones; a portrait phone gets a portrait picture.
-    video.srcObject = await navigator.mediaDevices.getUserMedia({
-      video: { facingMode: "user", width: { ideal: 1280 }, height: { ideal: 720 } },
-      audio: false,
-    });
-    await video.play();
-    if (!video.videoWidth) await new Promise((ok) => video.addEventListener("loadeddata", ok, { once: true }));
-    $("camera-status").textContent = "Camera ready.";
-    $("camera-status").dataset.ready = "true";
-    $("enrol").disabled = false;
-    $("login").disabled = false;
-    $("login-live").disabled = false;
-  } catch (e) {
-    $("camera-status").textContent =
-      e.name === "NotAllowedError"
-        ? "The camera was not allowed. Allow it in the browser's site settings and reload."
-        : `The camera could not start (${e.name}).`;
-  }
+  $("camera-status").textContent = "Camera ready.";
+  $("camera-status").dataset.ready = "true";
+  $("enrol").disabled = false;
+  $("login").disabled = false;
+  $("login-live").disabled = false;
 }
 
-/// The camera's current frame as a JPEG.
-function capture() {
-  const video = $("video");
-  const canvas = document.createElement("canvas");
-  canvas.width = video.videoWidth;
-  canvas.height = video.videoHeight;
-  canvas.getContext("2d").drawImage(video, 0, 0);
-  return new Promise((ok, fail) =>
-    canvas.toBlob((blob) => (blob ? ok(blob) : fail(new Error("no frame"))), "image/jpeg", 0.92),
-  );
-}
+const capture = () => captureFrom($("video"));
 
 /// Calls the API; returns the JSON body on success, or shows the error and returns null.
 async function call(method, path, body, token) {
@@ -177,25 +92,9 @@ async function liveLogin() {
   if (!challenge) return;
   $("result").dataset.challenge = challenge.actions.join(",");
   const form = new FormData();
-  form.append("challenge_id", challenge.challenge_id);
   const userId = $("login-user").value.trim();
   if (userId) form.append("user_id", userId);
-  const perMotion = Math.min(
-    FRAMES_PER_MOTION,
-    Math.floor((challenge.max_frames - 1) / challenge.actions.length),
-  );
-  show("busy", "Look at the camera");
-  await new Promise((ok) => setTimeout(ok, FRAME_INTERVAL_MS));
-  form.append("frames", await capture(), "frame0.jpg");
-  let taken = 1;
-  for (const [step, action] of challenge.actions.entries()) {
-    show("busy", `${step + 1} of ${challenge.actions.length}: ${MOTIONS[action] || action}.`);
-    for (let i = 0; i < perMotion; i++) {
-      await new Promise((ok) => setTimeout(ok, FRAME_INTERVAL_MS));
-      form.append("frames", await capture(), `frame${taken}.jpg`);
-      taken += 1;
-    }
-  }
+  await filmChallenge(challenge, form, $("video"), (text) => show("busy", text));
   show("busy", "Checking the frames");
   signIn(await call("POST", "/verify/", form));
 }

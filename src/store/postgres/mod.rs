@@ -7,6 +7,7 @@ mod audit;
 mod challenges;
 mod clients;
 mod counters;
+mod grants;
 mod keys;
 mod lockouts;
 mod tls;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("0002_liveness_challenges.sql"),
     include_str!("0003_oidc_clients.sql"),
+    include_str!("0004_oidc_grants.sql"),
 ];
 
 /// An advisory lock key only Face Lock's migrations take ("facelock" in ASCII).

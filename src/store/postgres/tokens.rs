@@ -11,7 +11,7 @@ use crate::{
 };
 
 const REFRESH_COLUMNS: &str = "r.token_hash, r.family_id, r.user_rowid, u.user_id, r.audience,
-     r.created_at, r.expires_at, r.used_at, r.revoked_at";
+     r.created_at, r.expires_at, r.used_at, r.revoked_at, r.scope";
 
 fn refresh_from_row(row: &Row) -> Result<RefreshRecord, StoreError> {
     Ok(RefreshRecord {
@@ -24,6 +24,7 @@ fn refresh_from_row(row: &Row) -> Result<RefreshRecord, StoreError> {
         expires_at: timestamp(row.get(6)),
         used_at: row.get::<_, Option<i64>>(7).map(timestamp),
         revoked_at: row.get::<_, Option<i64>>(8).map(timestamp),
+        scope: row.get(9),
     })
 }
 
@@ -69,8 +70,8 @@ impl TokenStore for PostgresStore {
             .await?
             .execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_rowid, audience,
-                     created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                     created_at, expires_at, scope)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &r.token_hash,
                     &r.family_id,
@@ -78,6 +79,7 @@ impl TokenStore for PostgresStore {
                     &r.audience,
                     &r.created_at.unix_millis(),
                     &r.expires_at.unix_millis(),
+                    &r.scope,
                 ],
             )
             .await

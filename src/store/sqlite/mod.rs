@@ -6,6 +6,7 @@ mod audit;
 mod challenges;
 mod clients;
 mod counters;
+mod grants;
 mod keys;
 mod lockouts;
 mod tokens;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_plaintext_sealed.sql"),
     include_str!("migrations/0012_liveness_challenges.sql"),
     include_str!("migrations/0013_oidc_clients.sql"),
+    include_str!("migrations/0014_oidc_grants.sql"),
 ];
 
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use crate::{
 };
 
 const REFRESH_COLUMNS: &str = "r.token_hash, r.family_id, r.user_rowid, u.user_id, r.audience,
-     r.created_at, r.expires_at, r.used_at, r.revoked_at";
+     r.created_at, r.expires_at, r.used_at, r.revoked_at, r.scope";
 
 fn refresh_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RefreshRecord> {
     let raw: String = row.get(3)?;
@@ -24,6 +24,7 @@ fn refresh_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RefreshRecord> 
         expires_at: timestamp(row.get(6)?),
         used_at: row.get::<_, Option<i64>>(7)?.map(timestamp),
         revoked_at: row.get::<_, Option<i64>>(8)?.map(timestamp),
+        scope: row.get(9)?,
     })
 }
 
@@ -54,15 +55,16 @@ impl TokenStore for SqliteStore {
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_rowid, audience,
-                     created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     created_at, expires_at, scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     r.token_hash,
                     r.family_id,
                     r.user_generation,
                     r.audience,
                     r.created_at.unix_millis(),
-                    r.expires_at.unix_millis()
+                    r.expires_at.unix_millis(),
+                    r.scope
                 ],
             )
             .map(|_| ())
