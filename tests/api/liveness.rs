@@ -1094,3 +1094,107 @@ async fn a_flood_of_large_liveness_answers_leaves_other_clients_their_share() {
          refused (RATE_LIMITED)"
     );
 }
+
+/// An application that asks for liveness (`acr_values`) gets it through the documented sign-in
+/// endpoint: one photo is refused, a burst of real frames following the challenge signs in,
+/// and the ID token the code buys says `face-liveness`.
+#[tokio::test]
+async fn an_application_asking_for_liveness_gets_it_from_a_real_burst() {
+    let Some(root) = shared_faces_dev() else {
+        return;
+    };
+    let Some(app) = TestApp::local().await else {
+        return;
+    };
+    enrol_person_one(&app, &root).await;
+    let redirect = "http://127.0.0.1:9/cb";
+    facelock::oidc::Clients::new(app.state.facelock.store().clone())
+        .add(facelock::oidc::NewClient {
+            client_id: facelock::oidc::ClientId::parse("app").unwrap(),
+            name: "App".into(),
+            redirect_uris: vec![facelock::oidc::RedirectUri::parse(redirect).unwrap()],
+            post_logout_redirect_uris: vec![],
+            public: true,
+        })
+        .await
+        .unwrap();
+    let verifier = "v".repeat(64);
+    let challenge = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let mut url = url::Url::parse("http://x/authorize").unwrap();
+    url.query_pairs_mut().extend_pairs([
+        ("response_type", "code"),
+        ("client_id", "app"),
+        ("redirect_uri", redirect),
+        ("scope", "openid"),
+        ("nonce", "n-1"),
+        ("login_hint", "p01"),
+        ("acr_values", "urn:facelock:acr:face-liveness"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ]);
+    let sent = app
+        .get(&format!("/authorize?{}", url.query().unwrap()), None)
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER);
+    let page = sent.headers["location"].to_str().unwrap().to_owned();
+    let request = page.strip_prefix("/login?request=").unwrap().to_owned();
+    let pending = app.get(&format!("/authorize/{request}"), None).await;
+    assert_eq!(pending.body["liveness_required"], true);
+    assert_eq!(pending.body["login_hint"], "p01");
+
+    let front = std::fs::read(root.join(sitting_file(1, 1, 0))).unwrap();
+    let photo = Multipart::new().file("face_image", "me.jpg", front);
+    app.post_form(&format!("/authorize/{request}"), photo, None)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "LIVENESS_REQUIRED");
+
+    let issued = app
+        .post_form("/liveness/challenge", Multipart::new(), None)
+        .await
+        .body;
+    let frames = frames_for(&root, 1, 1, &actions_of(&issued));
+    let id = issued["challenge_id"].as_str().unwrap();
+    let signed = app
+        .post_form(
+            &format!("/authorize/{request}"),
+            answer(id, &frames, None),
+            None,
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.body);
+    let back = url::Url::parse(signed.body["redirect_to"].as_str().unwrap()).unwrap();
+    let code = crate::oidc::query(&back, "code").unwrap();
+    let tokens = app
+        .send(
+            axum::http::Request::post("/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs([
+                            ("grant_type", "authorization_code"),
+                            ("code", code.as_str()),
+                            ("redirect_uri", redirect),
+                            ("client_id", "app"),
+                            ("code_verifier", verifier.as_str()),
+                        ])
+                        .finish(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
+    let id_token = claims(tokens.body["id_token"].as_str().unwrap());
+    assert_eq!(id_token["sub"], "p01");
+    assert_eq!(id_token["nonce"], "n-1");
+    assert_eq!(id_token["acr"], "urn:facelock:acr:face-liveness");
+    assert_eq!(id_token["amr"], serde_json::json!(["face", "liveness"]));
+    assert_eq!(
+        claims(tokens.body["access_token"].as_str().unwrap())["aud"],
+        "app"
+    );
+}
