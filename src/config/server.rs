@@ -16,6 +16,9 @@ pub struct ServerSettings {
     pub cors_allow_credentials: bool,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// A request body must begin within the header timeout and then arrive at this many bytes
+    /// a second on average (`FACELOCK_MIN_BODY_BYTES_PER_SEC`, default 1024; 0 is off).
+    pub min_body_bytes_per_sec: u64,
     /// Register/verify/compare requests per minute per client IP (also the burst); 0 is off.
     pub rate_limit_per_minute: u32,
     /// A connection must send a request's headers within this time, also when it sits idle
@@ -82,6 +85,7 @@ pub(super) fn from_lookup(
         request_timeout: Duration::from_secs(
             parse(get, "FACELOCK_REQUEST_TIMEOUT_SECS", 30u64)?.max(1),
         ),
+        min_body_bytes_per_sec: parse(get, "FACELOCK_MIN_BODY_BYTES_PER_SEC", 1024u64)?,
         rate_limit_per_minute: parse(get, "FACELOCK_RATE_LIMIT_PER_MINUTE", 30)?,
         header_timeout: Duration::from_secs(
             parse(get, "FACELOCK_HEADER_TIMEOUT_SECS", 10u64)?.clamp(1, 300),

@@ -66,6 +66,9 @@ pub enum ApiError {
     /// 413 `PAYLOAD_TOO_LARGE`: the request body is over the configured limit.
     #[error("The request body is too large")]
     PayloadTooLarge,
+    /// 408 `BODY_TOO_SLOW`: the body fell behind `FACELOCK_MIN_BODY_BYTES_PER_SEC`.
+    #[error("The request body arrived too slowly; send it again on a better connection")]
+    BodyTooSlow,
     /// 400 `BAD_REQUEST`: the request cannot be read (malformed multipart, say).
     #[error("{0}")]
     BadRequest(String),
@@ -197,6 +200,7 @@ impl ApiError {
             LivenessUnavailable => StatusCode::NOT_IMPLEMENTED,
             UnsupportedImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ImageTooLarge(_) | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) => StatusCode::FORBIDDEN,
@@ -221,6 +225,7 @@ impl ApiError {
             UnsupportedImage => "UNSUPPORTED_IMAGE",
             ImageTooLarge(_) => "IMAGE_TOO_LARGE",
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            BodyTooSlow => "BODY_TOO_SLOW",
             BadRequest(_) => "BAD_REQUEST",
             Validation { .. } => "VALIDATION_ERROR",
             Unauthorized(TokenProblem::Missing) => "NOT_AUTHENTICATED",

@@ -44,6 +44,7 @@ fn catalogue() -> Vec<Documented> {
             "The image is 20000x20000 pixels; at most 40000000 are accepted".into(),
         ),
         ApiError::PayloadTooLarge,
+        ApiError::BodyTooSlow,
         ApiError::BadRequest("Expected a multipart/form-data body".into()),
         ApiError::validation("face_image", "the field is required"),
         ApiError::Forbidden("This action needs an admin token"),

@@ -3,6 +3,7 @@
 //! extractors, the error body, documentation pages and the middleware stack. Handlers are a few
 //! lines: parse the request into domain values, call the core, shape the answer.
 
+mod body_rate;
 mod demo;
 mod discovery;
 mod embedded;
@@ -164,14 +165,22 @@ pub fn app(state: AppState) -> Router {
     let rewritten = ServiceBuilder::new()
         .map_request(move |req: Request| canonical.rewrite(req))
         .service(routes);
-    // Outermost first: request id, error bodies, trace, panic catcher, timeout, body limit, CORS.
+    // Outermost first: request id, error bodies, trace, panic catcher, timeout, body rate, body
+    // limit, CORS.
     // `Router::layer` wraps what came before, so the calls below go from the inside out; the
     // error envelope sits in its own call because it needs plain `Body` responses beneath it.
     let request_id = HeaderName::from_static("x-request-id");
+    let body_rate = body_rate::MinRate {
+        bytes_per_sec: settings.min_body_bytes_per_sec,
+        grace: settings.header_timeout,
+    };
     Router::new()
         .fallback_service(rewritten)
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(move |request, next| {
+                    body_rate.enforce(request, next)
+                }))
                 .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
                 .layer(cors(&settings.cors, settings.cors_allow_credentials)),
         )

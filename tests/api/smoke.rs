@@ -393,6 +393,58 @@ async fn slow_bodies_from_one_address_cannot_take_every_slot() {
     stop(child);
 }
 
+/// A body trickling in at a byte a second is cut once the grace period (the header timeout,
+/// 2 s here) is over: answered 408 `BODY_TOO_SLOW` and closed, long before the 30 s request
+/// timeout, so a slow client holds its slot for seconds. A body sent at a normal pace is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_cut_after_the_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeRekognition::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = rekognition_env(&fake);
+    env.push(("FACELOCK_HEADER_TIMEOUT_SECS", "2".into()));
+    let (child, base) = spawn_server(dir.path(), &env);
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /verify/ HTTP/1.1\r\nHost: facelock\r\n\
+              Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n\
+              --b\r\nContent-Disposition: form-data; name=\"face_image\"; filename=\"a.jpg\"\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let mut answer = vec![0u8; 4096];
+    let read = loop {
+        tokio::select! {
+            read = reader.read(&mut answer) => break read.unwrap(),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                assert!(started.elapsed() < Duration::from_secs(20), "no answer in 20 s");
+                let _ = writer.write_all(b"x").await;
+            }
+        }
+    };
+    let mut answer = answer[..read].to_vec();
+    // The rest of the answer, up to the close.
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "{answer}\n{:#?}",
+        child.logs()
+    );
+    assert!(answer.contains("BODY_TOO_SLOW"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // A photo uploaded at once still goes through to the engine (here: no face in it).
+    let api = Api::new(base);
+    let (status, body) = api.verify(&[], crate::helpers::png_bomb(64)).await;
+    assert_ne!(body["code"], "BODY_TOO_SLOW", "{status} {body}");
+    stop(child);
+}
+
 /// A small file system of its own, mounted for the test and unmounted when dropped.
 struct SmallDisk(tempfile::TempDir);
 
