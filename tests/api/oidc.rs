@@ -579,6 +579,44 @@ async fn codes_redirects_and_clients_are_bound_as_the_specification_asks() {
         .unwrap();
     assert_eq!(info.status(), StatusCode::UNAUTHORIZED);
 
+    // The confidential client may do without PKCE and send its secret in the form
+    // (client_secret_post); the secret in both places at once is refused.
+    let web = authorize(&[
+        ("response_type", "code"),
+        ("client_id", "webapp"),
+        ("redirect_uri", WEB_REDIRECT),
+        ("scope", "openid"),
+    ]);
+    let (_, page) = idp.follow(&http, web.as_str()).await;
+    let (status, next) = idp
+        .sign_in(
+            &http,
+            &page.unwrap(),
+            idp.photo("barack_obama/obama_04.jpg"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    let back = Url::parse(next["redirect_to"].as_str().unwrap()).unwrap();
+    let web_code = query(&back, "code").unwrap();
+    let post = |code: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", WEB_REDIRECT.to_owned()),
+            ("client_id", "webapp".to_owned()),
+            ("client_secret", idp.web_secret.clone()),
+        ]
+    };
+    let (status, body) = exchange(post(&web_code), Some(("webapp", &idp.web_secret))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, body) = exchange(post(&web_code), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "openid");
+    assert!(body["id_token"].is_string());
+
     // The public client's logout goes to its registered URI, with the state.
     let c = code(&[]).await;
     let (_, tokens) = exchange(grant(&c, Some(good)), None).await;
