@@ -53,17 +53,6 @@ pub struct RegisterForm {
     pub frames: Vec<Bytes>,
 }
 
-impl RegisterForm {
-    /// What the form shows of the person: the photo, or the frames answering a challenge.
-    pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
-        evidence(
-            self.face_image.take(),
-            self.challenge_id.0.take(),
-            std::mem::take(&mut self.frames),
-        )
-    }
-}
-
 /// Multipart body of `POST /verify/`: a photo (`face_image`), or the answer to a liveness
 /// challenge (`challenge_id` and `frames`).
 #[derive(TryFromMultipart, ToSchema)]
@@ -96,16 +85,25 @@ pub struct VerifyForm {
     pub audience: Text<String>,
 }
 
-impl VerifyForm {
-    /// What the form shows of the person: the photo, or the frames answering a challenge.
-    pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
-        evidence(
-            self.face_image.take(),
-            self.challenge_id.0.take(),
-            std::mem::take(&mut self.frames),
-        )
-    }
+/// `take_evidence` for the forms that carry a face: `face_image`, or `challenge_id` with
+/// `frames`.
+macro_rules! carries_evidence {
+    ($($form:ty),*) => {$(
+        impl $form {
+            /// What the form shows of the person: the photo, or the frames answering a
+            /// challenge.
+            pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
+                evidence(
+                    self.face_image.take(),
+                    self.challenge_id.0.take(),
+                    std::mem::take(&mut self.frames),
+                )
+            }
+        }
+    )*};
 }
+
+carries_evidence!(RegisterForm, VerifyForm, SignInForm);
 
 /// A photo, or a challenge's id with its frames: one or the other.
 fn evidence(
@@ -179,17 +177,6 @@ pub struct SignInForm {
     #[form_data(limit = "unlimited", default)]
     #[schema(value_type = Vec<String>, format = Binary)]
     pub frames: Vec<Bytes>,
-}
-
-impl SignInForm {
-    /// What the form shows of the person: the photo, or the frames answering a challenge.
-    pub fn take_evidence(&mut self) -> Result<Evidence, ApiError> {
-        evidence(
-            self.face_image.take(),
-            self.challenge_id.0.take(),
-            std::mem::take(&mut self.frames),
-        )
-    }
 }
 
 /// Query of the OpenID Connect logout endpoint.
