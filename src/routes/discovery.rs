@@ -84,7 +84,7 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discove
         format!("Tokens are {alg} JWTs with typ at+jwt: fetch jwks_uri, pick the key by kid, check iss and aud.")
     };
     let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let oidc = |path: &str| (!hmac).then(|| format!("{issuer}{path}"));
+    let oidc = |path: &str| tokens.signs_id_tokens().then(|| format!("{issuer}{path}"));
     Json(Discovery {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         authorization_endpoint: oidc("/authorize"),
@@ -103,7 +103,11 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discove
         revocation_endpoint_auth_methods_supported: vec!["none".into()],
         introspection_endpoint_auth_methods_supported: vec!["bearer".into()],
         access_token_signing_alg_values_supported: vec![alg.clone()],
-        id_token_signing_alg_values_supported: if hmac { vec![] } else { vec![alg] },
+        id_token_signing_alg_values_supported: if tokens.signs_id_tokens() {
+            vec![alg]
+        } else {
+            vec![]
+        },
         response_types_supported: strings(&["code"]),
         response_modes_supported: strings(&["query"]),
         subject_types_supported: vec!["public".into()],

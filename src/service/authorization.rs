@@ -141,7 +141,7 @@ impl FaceLock {
             error: "temporarily_unavailable",
             description: description.to_owned(),
         };
-        if self.tokens.jwks().await.is_empty() {
+        if !self.tokens.signs_id_tokens() {
             return Err(AuthorizeError::Redirect {
                 to: request.redirect.clone(),
                 error: "server_error",
@@ -387,7 +387,14 @@ impl FaceLock {
             id: login.sid.clone(),
             scope: Some(request.scope()),
         };
-        let (_, tokens) = self.open_session(&proof, &session).await?;
+        let (_, tokens) = match self.open_session(&proof, &session).await {
+            Ok(opened) => opened,
+            // Deleted since the sign-in: nobody to issue tokens for.
+            Err(Error::NoMatch) => {
+                return Err(OAuthRefusal::invalid_grant("the user no longer exists"))
+            }
+            Err(e) => return Err(e),
+        };
         let issued = Timestamp::now();
         let id_token = self
             .tokens

@@ -331,6 +331,11 @@ impl TokenService {
         Ok(Issued { token, claims })
     }
 
+    /// Whether this issuer can sign ID tokens: with its key ring, not with a shared secret.
+    pub fn signs_id_tokens(&self) -> bool {
+        matches!(self.signer, Signer::Keys(_))
+    }
+
     /// Mints an ID token: ES256 only, as discovery says (with a shared secret there are none).
     pub async fn issue_id_token(&self, claims: &IdTokenClaims) -> Result<String, TokenError> {
         let Signer::Keys(ring) = &self.signer else {

@@ -585,6 +585,37 @@ async fn hs256_compatibility_mode_publishes_no_keys_and_keeps_the_original_token
         .as_str()
         .unwrap()
         .contains("shared secret"));
+    // No ID token can be signed: no OpenID Connect endpoints, and a request is sent back.
+    assert!(discovery.body["authorization_endpoint"].is_null());
+    assert_eq!(
+        discovery.body["id_token_signing_alg_values_supported"],
+        json!([])
+    );
+    facelock::oidc::Clients::new(app.state.facelock.store().clone())
+        .add(facelock::oidc::NewClient {
+            client_id: facelock::oidc::ClientId::parse("app").unwrap(),
+            name: "App".into(),
+            redirect_uris: vec![
+                facelock::oidc::RedirectUri::parse("https://app.example.com/cb").unwrap(),
+            ],
+            post_logout_redirect_uris: vec![],
+            public: false,
+        })
+        .await
+        .unwrap();
+    let sent = app
+        .get(
+            "/authorize?response_type=code&client_id=app&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&scope=openid&state=s",
+            None,
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::SEE_OTHER);
+    let to = sent.headers["location"].to_str().unwrap();
+    assert!(
+        to.starts_with("https://app.example.com/cb?error=server_error&")
+            && to.contains("&state=s&"),
+        "{to}"
+    );
     // Refresh and revocation work the same.
     let res = post_form(
         &app,
