@@ -583,3 +583,67 @@ async fn the_hosted_sign_in_page_signs_a_user_in_to_an_application() {
         .unwrap();
     assert_eq!(claims.subject().as_str(), "obama");
 }
+
+/// The hosted sign-in page in a browser that can reach nothing but the server: it loads,
+/// names the application that asks, and asks nothing of any other host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_page_loads_nothing_from_elsewhere() {
+    let Some(chromium) = chromium() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let fake = crate::fake_rekognition::FakeRekognition::start().await;
+    let settings = crate::helpers::test_settings(data.path(), &fake);
+    let state = facelock::build_state(settings).await.unwrap();
+    facelock::oidc::Clients::new(state.facelock.store().clone())
+        .add(facelock::oidc::NewClient {
+            client_id: facelock::oidc::ClientId::parse("wiki").unwrap(),
+            name: "The Wiki".into(),
+            redirect_uris: vec![
+                facelock::oidc::RedirectUri::parse("https://wiki.example.com/cb").unwrap(),
+            ],
+            post_logout_redirect_uris: vec![],
+            public: false,
+        })
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(facelock::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sent = http
+        .get(format!(
+            "{base}/authorize?response_type=code&client_id=wiki&scope=openid\
+             &redirect_uri=https%3A%2F%2Fwiki.example.com%2Fcb"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 303);
+    let page = format!("{base}{}", sent.headers()["location"].to_str().unwrap());
+    let own = base.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::offline(&chromium, &page);
+        let asking = browser.run(
+            r#"await until("the request", () => el("asking")?.textContent.includes("asks"));
+               return el("asking").textContent;"#,
+        );
+        assert_eq!(asking, "The Wiki asks you to sign in.");
+        browser.run("return true;");
+        assert!(browser.requests.len() >= 4, "{:?}", browser.requests);
+        for request in &browser.requests {
+            assert!(
+                request.starts_with(&format!("{own}/")),
+                "the page asked {request}: {:?}",
+                browser.requests
+            );
+        }
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+}
