@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::{
     clock::Timestamp,
+    secret::{handle_hash, random_handle, same_bytes},
     store::{Store, StoreError, StoredClient},
 };
 
@@ -133,13 +132,7 @@ impl Client {
         let Some(stored) = &self.secret_hash else {
             return false;
         };
-        let given = hash(secret);
-        stored.len() == given.len()
-            && stored
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        same_bytes(stored.as_bytes(), handle_hash(secret).as_bytes())
     }
 }
 
@@ -163,24 +156,12 @@ pub struct ClientSecret(String);
 
 impl ClientSecret {
     fn generate() -> Result<Self, ClientError> {
-        use base64::Engine as _;
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(ClientError::Randomness)?;
-        Ok(Self(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
-        ))
+        random_handle("").map(Self).map_err(ClientError::Randomness)
     }
 
     pub fn expose(&self) -> &str {
         &self.0
     }
-}
-
-fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -217,7 +198,7 @@ impl Clients {
                 .into_iter()
                 .map(|u| u.0)
                 .collect(),
-            secret_hash: secret.as_ref().map(|s| hash(&s.0)),
+            secret_hash: secret.as_ref().map(|s| handle_hash(&s.0)),
             created_at: Timestamp::now(),
         };
         match self.store.add_client(&stored).await {
@@ -261,7 +242,7 @@ impl Clients {
         let secret = ClientSecret::generate()?;
         if !self
             .store
-            .set_client_secret(client_id, &hash(&secret.0))
+            .set_client_secret(client_id, &handle_hash(&secret.0))
             .await?
         {
             return Err(ClientError::Unknown(client_id.to_owned()));
@@ -315,7 +296,7 @@ mod tests {
             name: "App".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
             post_logout_redirect_uris: vec![],
-            secret_hash: Some(hash(secret.expose())),
+            secret_hash: Some(handle_hash(secret.expose())),
             created_at: Timestamp::now(),
         });
         assert!(client.secret_matches(secret.expose()));

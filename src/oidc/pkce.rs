@@ -27,11 +27,7 @@ impl CodeChallenge {
             return false;
         }
         let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        computed
-            .bytes()
-            .zip(self.0.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        crate::secret::same_bytes(computed.as_bytes(), self.0.as_bytes())
     }
 }
 

@@ -9,16 +9,15 @@
 
 use std::time::Duration;
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::{login::Proof, Actor, AuditKind, Error, Evidence, FaceLock, Origin, TokenPair};
 use crate::{
     clock::Timestamp,
     domain::{Similarity, UserId},
     oidc::{AuthorizationRequest, AuthorizeError, AuthorizeParams, Client, Clients},
+    secret::{handle_hash, random_handle},
     store::{CodeRedemption, StoreError, StoredGrant},
     tokens::{issuer::at_hash, Assurance, IdTokenClaims, SessionGrant},
 };
@@ -228,7 +227,7 @@ impl FaceLock {
             .store
             .answer_grant(
                 id,
-                &hash(&code),
+                &handle_hash(&code),
                 &serde_json::to_string(&login).expect("a login serialises"),
                 now,
                 now + CODE_TTL,
@@ -257,7 +256,7 @@ impl FaceLock {
         // A code nobody holds: the request can no longer be answered.
         let unused = random_handle(CODE_PREFIX).map_err(|_| Error::Randomness)?;
         self.store
-            .answer_grant(id, &hash(&unused), "null", now, now)
+            .answer_grant(id, &handle_hash(&unused), "null", now, now)
             .await
             .map_err(Error::Store)?
             .ok_or(Error::AuthorizationUnknown)?;
@@ -303,7 +302,7 @@ impl FaceLock {
         let now = Timestamp::now();
         let grant = match self
             .store
-            .redeem_code(&hash(&exchange.code), now)
+            .redeem_code(&handle_hash(&exchange.code), now)
             .await
             .map_err(Error::Store)?
         {
@@ -535,18 +534,4 @@ fn client_store_error(e: crate::oidc::ClientError) -> Error {
 
 fn corrupt(what: impl Into<String>) -> Error {
     Error::Store(StoreError::Corrupt(what.into()))
-}
-
-/// 256 random bits, base64url, after `prefix`.
-fn random_handle(prefix: &str) -> Result<String, getrandom::Error> {
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)?;
-    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw)))
-}
-
-fn hash(code: &str) -> String {
-    Sha256::digest(code.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -45,7 +45,6 @@ pub enum Error {
     /// A refresh token that is unknown, expired, used or revoked, or of a deleted user.
     #[error("the refresh token is unknown, expired, already used or revoked")]
     InvalidGrant,
-    /// The engine cannot check liveness (it does not place face landmarks).
     /// An application refused at the token endpoint, in OAuth's words.
     #[error(transparent)]
     OAuth(#[from] super::authorization::OAuthRefusal),
@@ -54,6 +53,7 @@ pub enum Error {
     AuthorizationUnknown,
     #[error("the system has no randomness to offer")]
     Randomness,
+    /// The engine cannot check liveness (it does not place face landmarks).
     #[error("this server's face engine cannot check liveness")]
     LivenessUnavailable,
     /// A single photo was sent where the server demands a liveness challenge.

@@ -21,7 +21,7 @@ use crate::{
     clock::Timestamp,
     config::TokenSettings,
     domain::{Role, Similarity, User},
-    secret::Secret,
+    secret::{handle_hash, random_handle, Secret},
     store::{KeyStore, NewRefreshToken, RefreshRecord, RefreshUse, TokenStore},
 };
 
@@ -360,12 +360,7 @@ impl TokenService {
             return None;
         }
         let header = jsonwebtoken::decode_header(token).ok()?;
-        if header.alg != self.algorithm
-            || header.typ.as_deref() != Some("JWT")
-            || header.jku.is_some()
-            || header.x5u.is_some()
-            || header.jwk.is_some()
-        {
+        if self.refuses_header(&header) || header.typ.as_deref() != Some("JWT") {
             return None;
         }
         let key = ring.verifying_key(header.kid.as_deref()?).await?;
@@ -380,6 +375,15 @@ impl TokenService {
             .map(|data| data.claims)
     }
 
+    /// Whether a token's header is refused whatever the token: another algorithm than the
+    /// configured one, or a key the token names for itself (`jku`, `x5u`, `jwk`).
+    fn refuses_header(&self, header: &Header) -> bool {
+        header.alg != self.algorithm
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.jwk.is_some()
+    }
+
     /// Checks signature and claims; does not consult revocation.
     async fn decode(
         &self,
@@ -391,11 +395,7 @@ impl TokenService {
             return Err(TokenProblem::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenProblem::Malformed)?;
-        if header.alg != self.algorithm
-            || header.jku.is_some()
-            || header.x5u.is_some()
-            || header.jwk.is_some()
-        {
+        if self.refuses_header(&header) {
             return Err(TokenProblem::Invalid);
         }
         let key: Arc<DecodingKey> = match &self.signer {
@@ -514,12 +514,10 @@ impl TokenService {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<String, TokenError> {
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(TokenError::Randomness)?;
-        let token = format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let token = random_handle(REFRESH_PREFIX).map_err(TokenError::Randomness)?;
         self.store
             .add_refresh_token(NewRefreshToken {
-                token_hash: hash(&token),
+                token_hash: handle_hash(&token),
                 family_id: grant.id.clone(),
                 user_generation,
                 audience: grant.audience.clone(),
@@ -545,7 +543,7 @@ impl TokenService {
         Ok(
             match self
                 .store
-                .use_refresh_token(&hash(refresh_token), now)
+                .use_refresh_token(&handle_hash(refresh_token), now)
                 .await?
             {
                 RefreshUse::Fresh(record) if record.expires_at > now => Spent::Live(record),
@@ -566,7 +564,7 @@ impl TokenService {
         let now = Timestamp::now();
         Ok(self
             .store
-            .refresh_token(&hash(token))
+            .refresh_token(&handle_hash(token))
             .await?
             .filter(|r| r.used_at.is_none() && r.revoked_at.is_none() && r.expires_at > now))
     }
@@ -576,10 +574,8 @@ impl TokenService {
     pub async fn revoke(&self, token: &str) -> Result<(), TokenError> {
         let now = Timestamp::now();
         if is_refresh_token(token) {
-            if let Some(record) = self.store.refresh_token(&hash(token)).await? {
-                self.store
-                    .revoke_refresh_family(&record.family_id, now)
-                    .await?;
+            if let Some(record) = self.store.refresh_token(&handle_hash(token)).await? {
+                self.end_session(&record.family_id).await?;
             }
             return Ok(());
         }
@@ -620,11 +616,4 @@ pub fn at_hash(access_token: &str) -> String {
 /// Whether `token` has the form of this issuer's refresh tokens.
 pub fn is_refresh_token(token: &str) -> bool {
     token.starts_with(REFRESH_PREFIX)
-}
-
-fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
