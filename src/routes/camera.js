@@ -1,5 +1,6 @@
 // What the webcam pages share (the demo and the sign-in page): the sentences for the API's
-// error codes, the camera, and the filming of a liveness challenge.
+// error codes, the result box (elements result, message and request-id), the API call that
+// fills it, the camera, and the filming of a liveness challenge.
 "use strict";
 
 // Every error code the API answers, as a sentence a person can act on.
@@ -62,6 +63,40 @@ function explain(body, response) {
   const retry = response.headers.get("retry-after");
   if (retry) text += ` Try again in ${retry} s.`;
   return text;
+}
+
+/// Shows `text` in the result box, in `state` (idle, busy, success or error).
+function show(state, text, requestId) {
+  const result = document.getElementById("result");
+  result.dataset.state = state;
+  result.dataset.code = "";
+  document.getElementById("message").textContent = text;
+  document.getElementById("request-id").textContent = requestId ? `request id ${requestId}` : "";
+}
+
+/// Shows an API error body as a sentence, with its code and request id.
+function showError(body, response) {
+  show("error", explain(body, response), body.request_id || response.headers.get("x-request-id"));
+  document.getElementById("result").dataset.code = body.code || "";
+}
+
+/// Calls the API (with a bearer `token`, when given); returns the JSON body on success, or
+/// shows the error and returns null.
+async function call(method, path, body, token) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  let response;
+  try {
+    response = await fetch(path, { method, body, headers });
+  } catch (e) {
+    show("error", "The server cannot be reached.", null);
+    return null;
+  }
+  const json = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    showError(json, response);
+    return null;
+  }
+  return json;
 }
 
 /// Starts the front camera in `video`; returns null when it runs, or why it does not.

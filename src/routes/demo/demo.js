@@ -5,18 +5,6 @@
 const $ = (id) => document.getElementById(id);
 let session = null; // { token, refreshToken, userId }
 
-function show(state, text, requestId) {
-  $("result").dataset.state = state;
-  $("result").dataset.code = "";
-  $("message").textContent = text;
-  $("request-id").textContent = requestId ? `request id ${requestId}` : "";
-}
-
-function showError(body, response) {
-  show("error", explain(body, response), body.request_id || response.headers.get("x-request-id"));
-  $("result").dataset.code = body.code || "";
-}
-
 async function startCamera() {
   const problem = await openCamera($("video"));
   if (problem) {
@@ -31,24 +19,6 @@ async function startCamera() {
 }
 
 const capture = () => captureFrom($("video"));
-
-/// Calls the API; returns the JSON body on success, or shows the error and returns null.
-async function call(method, path, body, token) {
-  const headers = token ? { Authorization: `Bearer ${token}` } : {};
-  let response;
-  try {
-    response = await fetch(path, { method, body, headers });
-  } catch (e) {
-    show("error", "The server cannot be reached.", null);
-    return null;
-  }
-  const json = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    showError(json, response);
-    return null;
-  }
-  return json;
-}
 
 async function withPhoto(fields) {
   const form = new FormData();

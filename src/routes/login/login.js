@@ -8,31 +8,6 @@ const request = new URLSearchParams(location.search).get("request");
 const endpoint = `/authorize/${encodeURIComponent(request || "")}`;
 let pending = null; // { client_name, liveness_required, login_hint }
 
-function show(state, text, requestId) {
-  $("result").dataset.state = state;
-  $("result").dataset.code = "";
-  $("message").textContent = text;
-  $("request-id").textContent = requestId ? `request id ${requestId}` : "";
-}
-
-/// Calls the API; returns the JSON body on success, or shows the error and returns null.
-async function call(method, path, body) {
-  let response;
-  try {
-    response = await fetch(path, { method, body });
-  } catch (e) {
-    show("error", "The server cannot be reached.", null);
-    return null;
-  }
-  const json = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    show("error", explain(json, response), json.request_id || response.headers.get("x-request-id"));
-    $("result").dataset.code = json.code || "";
-    return null;
-  }
-  return json;
-}
-
 function busy(on) {
   $("sign-in").disabled = on;
   $("decline").disabled = on;
