@@ -565,14 +565,31 @@ fn depthwise3_lanes(
             let row_out = (oy - rows_out.start) * g.ow;
             let y0 = (oy * g.stride) as isize - g.top as isize;
             let rows = taps(y0, x.h);
-            for ox in 0..g.ow {
+            let mut ox = 0;
+            while ox < g.ow {
                 let x0 = (ox * g.stride) as isize - g.left as isize;
+                // `BLOCK` outputs inside the map at once: each input read serves up to three.
+                let end = x0 + ((BLOCK - 1) * g.stride + 3) as isize;
+                let inside = rows == (0..3) && x0 >= 0 && end as usize <= x.w;
+                if g.stride <= 2 && inside && ox + BLOCK <= g.ow {
+                    let at = (y0 as usize * x.w + x0 as usize) * c + c0;
+                    let acc = match g.stride {
+                        1 => block_of_outputs::<1, { BLOCK + 2 }>(x, at, &weights, bias),
+                        _ => block_of_outputs::<2, { 2 * BLOCK + 1 }>(x, at, &weights, bias),
+                    };
+                    for (j, mut acc) in acc.into_iter().enumerate() {
+                        for (a, s) in acc.iter_mut().zip(&slope) {
+                            *a = matmul::activate(*a, *s);
+                        }
+                        store(out, (row_out + ox + j) * c + c0, &acc);
+                    }
+                    ox += BLOCK;
+                    continue;
+                }
                 let cols = taps(x0, x.w);
                 let mut acc = bias;
                 let mut tap = |src: &[f32], w: &[f32; LANES]| {
-                    for ((a, s), w) in acc.iter_mut().zip(&src[..LANES]).zip(w) {
-                        *a += s * w;
-                    }
+                    multiply_add(&mut acc, lanes(src, 0), w);
                 };
                 if rows == (0..3) && cols == (0..3) {
                     // Inside the map: each kernel row's inputs sliced once, nine taps unrolled.
@@ -596,9 +613,48 @@ fn depthwise3_lanes(
                     *a = matmul::activate(*a, *s);
                 }
                 store(out, (row_out + ox) * c + c0, &acc);
+                ox += 1;
             }
         }
     }
+}
+
+/// Neighbouring outputs of a depthwise convolution computed together (eight, with their
+/// inputs, no longer fit in the registers and ran at half the speed of one at a time).
+const BLOCK: usize = 4;
+
+/// `acc += s * w`, lane by lane.
+#[inline(always)]
+fn multiply_add(acc: &mut [f32; LANES], s: &[f32; LANES], w: &[f32; LANES]) {
+    for ((a, s), w) in acc.iter_mut().zip(s).zip(w) {
+        *a += s * w;
+    }
+}
+
+/// [`BLOCK`] neighbouring outputs of a 3x3 depthwise convolution of stride `S` inside the
+/// map, `LANES` channels of each, before the activation: the `SPAN` (= (BLOCK - 1) S + 3)
+/// inputs of a kernel row are read once for all of them. Each output adds its taps in the
+/// order a single one does, so the values are those of the one-at-a-time loop.
+#[inline(always)]
+fn block_of_outputs<const S: usize, const SPAN: usize>(
+    x: &Tensor,
+    at: usize,
+    weights: &[[f32; LANES]; 9],
+    bias: [f32; LANES],
+) -> [[f32; LANES]; BLOCK] {
+    let c = x.c;
+    let mut acc = [bias; BLOCK];
+    for ky in 0..3 {
+        let row = &x.data[at + ky * x.w * c..][..(SPAN - 1) * c + LANES];
+        let inputs: [[f32; LANES]; SPAN] = std::array::from_fn(|i| *lanes(row, i * c));
+        for kx in 0..3 {
+            let w = &weights[ky * 3 + kx];
+            for (j, acc) in acc.iter_mut().enumerate() {
+                multiply_add(acc, &inputs[j * S + kx], w);
+            }
+        }
+    }
+    acc
 }
 
 /// A depthwise convolution of any size and channel count, on an input padded for it: the
@@ -943,16 +999,22 @@ mod tests {
         };
         // PReLU's slopes: of either sign, some above one.
         let slopes: Vec<f32> = pseudo(32, 7).iter().map(|s| 3.0 * s).collect();
-        for (stride, padding) in [
-            (1, Padding::Same),
-            (2, Padding::Same),
-            (1, Padding::Valid),
-            (2, Padding::Valid),
-            (1, Padding::Explicit(1)),
-            (2, Padding::Explicit(1)),
-        ] {
-            let fast = depthwise_through(&x, &dw, stride, padding, Activation::PRelu(&slopes));
-            let (oh, ow, input) = padded(&x, 3, 3, stride, padding);
+        // The narrow map has room for one block of outputs at stride 1; the wide one for
+        // several at both strides, and single outputs after them.
+        let wide = Tensor::from_data(5, 23, 32, pseudo(5 * 23 * 32, 8));
+        for (x, (stride, padding)) in [&x, &wide].into_iter().flat_map(|x| {
+            [
+                (1, Padding::Same),
+                (2, Padding::Same),
+                (1, Padding::Valid),
+                (2, Padding::Valid),
+                (1, Padding::Explicit(1)),
+                (2, Padding::Explicit(1)),
+            ]
+            .map(|p| (x, p))
+        }) {
+            let fast = depthwise_through(x, &dw, stride, padding, Activation::PRelu(&slopes));
+            let (oh, ow, input) = padded(x, 3, 3, stride, padding);
             let mut slow = Tensor::zeros(oh, ow, x.c);
             depthwise_any(&input, &dw, stride, 0, &mut slow);
             assert_eq!((fast.h, fast.w), (oh, ow));

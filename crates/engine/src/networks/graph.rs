@@ -128,7 +128,16 @@ impl ConvNet {
         let mut values: Vec<Option<Tensor>> = (0..self.last_read.len()).map(|_| None).collect();
         values[self.input] = Some(x);
         for (i, step) in self.steps.iter().enumerate() {
-            let x = values[step.input].as_ref().expect("compiled in order");
+            // The input itself when no later step reads it (added to or activated in place),
+            // else a copy.
+            let read_twice = matches!(step.op, Op::Add(other) if other == step.input);
+            let owned = |values: &mut [Option<Tensor>]| {
+                let slot = &mut values[step.input];
+                let last = self.last_read[step.input] == i && step.input != self.output;
+                let last = last && !read_twice;
+                let value = if last { slot.take() } else { slot.clone() };
+                value.expect("compiled in order")
+            };
             let y = match &step.op {
                 Op::Conv {
                     weights,
@@ -136,6 +145,7 @@ impl ConvNet {
                     pad,
                     prelu,
                 } => {
+                    let x = values[step.input].as_ref().expect("compiled in order");
                     let act = prelu
                         .as_deref()
                         .map_or(Activation::Linear, Activation::PRelu);
@@ -148,19 +158,20 @@ impl ConvNet {
                     }
                 }
                 Op::PRelu(slopes) => {
-                    let mut y = x.clone();
+                    let mut y = owned(&mut values);
                     tensor::prelu(&mut y, slopes);
                     y
                 }
                 Op::Add(other) => {
-                    let mut y = x.clone();
+                    let mut y = owned(&mut values);
                     tensor::add_assign(&mut y, values[*other].as_ref().expect("compiled"));
                     y
                 }
                 Op::Flatten => {
+                    let x = owned(&mut values);
                     // NCHW flattening equals this HWC layout's only when there is one position.
                     assert_eq!((x.h, x.w), (1, 1), "flattening a map of several positions");
-                    x.clone()
+                    x
                 }
             };
             for (slot, last) in self.last_read.iter().enumerate() {
