@@ -35,6 +35,7 @@ pub fn run(settings: &Settings, args: Args) -> CliResult {
     };
     println!("descriptor: {model} ({})", model.id());
     print!("{}", eval::report(&scored, threshold));
+    print!("{}", eval::photos_report(&faces, &pairs));
     if args.all_impostors {
         print!(
             "{}",

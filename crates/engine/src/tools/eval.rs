@@ -291,6 +291,41 @@ pub fn describe_photos(
     Ok(faces)
 }
 
+/// Each subset's photos (a photo belongs to the subsets of the pairs that name it): how many,
+/// how many gave no usable face, how many have a face the login checks refuse, as counts and
+/// shares of the subset's photos.
+pub fn photos_report(faces: &BTreeMap<String, PhotoFace>, pairs: &[LabelledPair]) -> String {
+    let mut subsets: BTreeMap<&str, BTreeMap<&str, &PhotoFace>> = BTreeMap::new();
+    for p in pairs {
+        for name in [&p.a, &p.b] {
+            if let Some(face) = faces.get(name.as_str()) {
+                let subset = subsets.entry(p.subset.as_str()).or_default();
+                subset.insert(name.as_str(), face);
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<12} {:>7} {:>16} {:>16}",
+        "subset", "photos", "no usable face", "refused (pose)"
+    );
+    let share = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
+    for (name, photos) in &subsets {
+        let total = photos.len();
+        let count = |f: fn(&PhotoFace) -> bool| photos.values().filter(|p| f(p)).count();
+        let no_face = count(|p| matches!(p, PhotoFace::NoFace));
+        let refused = count(|p| matches!(p, PhotoFace::Refused));
+        let _ = writeln!(
+            out,
+            "{name:<12} {total:>7} {no_face:>8} {:>6.1}% {refused:>8} {:>6.1}%",
+            share(no_face, total),
+            share(refused, total)
+        );
+    }
+    out
+}
+
 /// Scores every pair from its photos' faces.
 pub fn score_described(
     model: FaceModel,
@@ -703,6 +738,14 @@ mod tests {
         let scored = score_described(FaceModel::DlibResnet, &faces, &pairs);
         let report = all_impostors_report(FaceModel::DlibResnet, &faces, &scored, 90.0);
         assert!(report.contains("4 photos"), "{report}");
+        let photos = photos_report(&faces, &pairs);
+        let line = photos.lines().find(|l| l.starts_with("all")).unwrap();
+        let counts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            counts,
+            ["all", "6", "1", "16.7%", "1", "16.7%"],
+            "six photos, d1 without a face, c1 refused: {photos}"
+        );
         assert!(
             report.contains(": 3 pairs"),
             "three a's against b1: {report}"
