@@ -88,6 +88,11 @@ pub const LOGIN_MAX_YAW_DEGREES: f32 = 45.0;
 /// which the landmarks do not describe a plausible face.
 const MAX_SHAPE_ERROR: f32 = 8.0;
 
+/// Whether landmarks that far from the mean face (RMS, chip pixels) describe a plausible face.
+pub(crate) fn plausible_shape(shape_error: f32) -> bool {
+    shape_error <= MAX_SHAPE_ERROR
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Metrics {
     pub face_width_px: f32,
