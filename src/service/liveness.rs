@@ -139,13 +139,18 @@ impl FaceLock {
             ChallengeSpend::Used => return Err(Error::Challenge(ChallengeProblem::Used)),
         };
         // One frame at a time, each decoded frame dropped once seen: a burst of large frames
-        // never holds more than one of them decoded. The login frame is decoded again.
+        // never holds more than one of them decoded. The login frame is decoded again. Bulk
+        // work: however many answers arrive, they leave a core to single photos.
         let mut frames = proof.frames;
-        let mut faces: Vec<FrameFace> = Vec::with_capacity(count);
-        for bytes in &frames {
-            let upload = self.prepare_image(bytes.clone()).await?;
-            faces.push(self.engine.observe(upload).await?);
-        }
+        let faces = crate::fair::as_bulk(async {
+            let mut faces: Vec<FrameFace> = Vec::with_capacity(count);
+            for bytes in &frames {
+                let upload = self.prepare_image(bytes.clone()).await?;
+                faces.push(self.engine.observe(upload).await?);
+            }
+            Ok::<_, Error>(faces)
+        })
+        .await?;
         let similarity = |a: &[f32], b: &[f32]| self.engine.descriptor_similarity(a, b);
         let floor = self.accounts.policy().threshold(None).value();
         let verdict =
