@@ -279,7 +279,12 @@ async fn serve_local(models: PathBuf, data: &Path) -> (String, tokio::sync::ones
     settings.engine.models_dir = models;
     settings.engine.min_similarity = DEFAULT_MIN_SIMILARITY;
     settings.server.rate_limit_per_minute = 0;
-    let state = facelock::build_state(settings).await.unwrap();
+    serve(facelock::build_state(settings).await.unwrap()).await
+}
+
+/// The server of `state` on a free port of 127.0.0.1: its base URL, and the sender that stops
+/// it.
+async fn serve(state: facelock::AppState) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -435,12 +440,7 @@ async fn redoc_renders_the_api_offline() {
     let fake = crate::fake_rekognition::FakeRekognition::start().await;
     let settings = crate::helpers::test_settings(data.path(), &fake);
     let state = facelock::build_state(settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(facelock::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = serve(state).await;
     let url = format!("{base}/redoc");
     let document = serde_json::to_value(facelock::openapi()).unwrap();
     let operations: usize = document["paths"]
@@ -593,24 +593,15 @@ async fn the_sign_in_page_loads_nothing_from_elsewhere() {
     let fake = crate::fake_rekognition::FakeRekognition::start().await;
     let settings = crate::helpers::test_settings(data.path(), &fake);
     let state = facelock::build_state(settings).await.unwrap();
-    facelock::oidc::Clients::new(state.facelock.store().clone())
-        .add(facelock::oidc::NewClient {
-            client_id: facelock::oidc::ClientId::parse("wiki").unwrap(),
-            name: "The Wiki".into(),
-            redirect_uris: vec![
-                facelock::oidc::RedirectUri::parse("https://wiki.example.com/cb").unwrap(),
-            ],
-            post_logout_redirect_uris: vec![],
-            public: false,
-        })
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(facelock::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    crate::helpers::add_client(
+        &state,
+        "wiki",
+        "The Wiki",
+        "https://wiki.example.com/cb",
+        false,
+    )
+    .await;
+    let (base, stop) = serve(state).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

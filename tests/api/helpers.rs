@@ -352,6 +352,20 @@ impl Multipart {
     }
 }
 
+/// Registers an application with Face Lock's OIDC provider: one redirect URI, no logout URI.
+pub async fn add_client(state: &AppState, id: &str, name: &str, redirect_uri: &str, public: bool) {
+    facelock::oidc::Clients::new(state.facelock.store().clone())
+        .add(facelock::oidc::NewClient {
+            client_id: facelock::oidc::ClientId::parse(id).unwrap(),
+            name: name.into(),
+            redirect_uris: vec![facelock::oidc::RedirectUri::parse(redirect_uri).unwrap()],
+            post_logout_redirect_uris: vec![],
+            public,
+        })
+        .await
+        .unwrap();
+}
+
 /// Says that the running test skipped and why, where `cargo test` shows it (straight to the
 /// terminal, past the harness's output capture). Under CI (`CI=true`) a skip is a failure: a
 /// missing install step must not pass as a green run.

@@ -1108,16 +1108,7 @@ async fn an_application_asking_for_liveness_gets_it_from_a_real_burst() {
     };
     enrol_person_one(&app, &root).await;
     let redirect = "http://127.0.0.1:9/cb";
-    facelock::oidc::Clients::new(app.state.facelock.store().clone())
-        .add(facelock::oidc::NewClient {
-            client_id: facelock::oidc::ClientId::parse("app").unwrap(),
-            name: "App".into(),
-            redirect_uris: vec![facelock::oidc::RedirectUri::parse(redirect).unwrap()],
-            post_logout_redirect_uris: vec![],
-            public: true,
-        })
-        .await
-        .unwrap();
+    crate::helpers::add_client(&app.state, "app", "App", redirect, true).await;
     let verifier = "v".repeat(64);
     let challenge = {
         use base64::Engine as _;

@@ -591,18 +591,14 @@ async fn hs256_compatibility_mode_publishes_no_keys_and_keeps_the_original_token
         discovery.body["id_token_signing_alg_values_supported"],
         json!([])
     );
-    facelock::oidc::Clients::new(app.state.facelock.store().clone())
-        .add(facelock::oidc::NewClient {
-            client_id: facelock::oidc::ClientId::parse("app").unwrap(),
-            name: "App".into(),
-            redirect_uris: vec![
-                facelock::oidc::RedirectUri::parse("https://app.example.com/cb").unwrap(),
-            ],
-            post_logout_redirect_uris: vec![],
-            public: false,
-        })
-        .await
-        .unwrap();
+    crate::helpers::add_client(
+        &app.state,
+        "app",
+        "App",
+        "https://app.example.com/cb",
+        false,
+    )
+    .await;
     let sent = app
         .get(
             "/authorize?response_type=code&client_id=app&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&scope=openid&state=s",
